@@ -1,0 +1,182 @@
+"""Every file vqgen writes: safetensors tensors plus one JSON metadata blob, written atomically.
+
+A vqgen file is a plain safetensors file whose string metadata holds one key, ``vqgen``, with a
+JSON object inside. That object always has ``kind`` (``vqvae``, ``prior``, ``codes``,
+``samples``, ...) and ``format_version``. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from vqgen.errors import VQGenError
+
+FORMAT_VERSION = 1
+METADATA_KEY = "vqgen"
+KIND_NAMES = {
+    "vqvae": "a VQ-VAE checkpoint",
+    "prior": "a prior (PixelCNN) checkpoint",
+    "codes": "a code file",
+    "samples": "a samples code file",
+    "classifier": "a classifier checkpoint",
+    "resume": "a resumable training state",
+}
+PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip archive
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto ``path`` only on success.
+
+    A crash at any moment leaves either the old complete file or the new complete one.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise VQGenError(f"{path}: cannot write here ({e.strerror or e})") from e
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def save_vqgen_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Save tensors and JSON metadata (``meta`` must contain ``kind``) atomically."""
+    assert "kind" in meta, "vqgen files always record their kind"
+    meta = {**meta, "format_version": FORMAT_VERSION}
+    header = {METADATA_KEY: json.dumps(meta)}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Read only the JSON metadata of a vqgen file (cheap: the header, not the tensors)."""
+    path = _existing_file(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise VQGenError(f"{path}: {_not_safetensors_reason(path)}") from e
+    if METADATA_KEY not in header:
+        raise VQGenError(f"{path}: a safetensors file, but not one written by vqgen (no '{METADATA_KEY}' metadata)")
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise VQGenError(f"{path}: vqgen metadata is not valid JSON ({e})") from e
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise VQGenError(f"{path}: written by a newer vqgen (format {meta['format_version']}); upgrade vqgen")
+    return meta
+
+
+def load_vqgen_file(
+    path: str | Path, kind: str | tuple[str, ...] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a vqgen file, checking that it is of the expected ``kind``."""
+    meta = read_metadata(path)
+    expect_kind(path, meta, kind)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise VQGenError(f"{path}: the file is damaged ({e})") from e
+    return tensors, meta
+
+
+def expect_kind(path: str | Path, meta: dict[str, Any], kind: str | tuple[str, ...] | None) -> None:
+    if kind is None:
+        return
+    kinds = (kind,) if isinstance(kind, str) else kind
+    found = meta.get("kind")
+    if found not in kinds:
+        wanted = " or ".join(KIND_NAMES.get(k, k) for k in kinds)
+        got = KIND_NAMES.get(found, f"a file of kind '{found}'")
+        raise VQGenError(f"{path}: this is {got}, but {wanted} is expected here")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _existing_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise VQGenError(f"{path}: no such file")
+    if not path.is_file():
+        raise VQGenError(f"{path}: not a file")
+    return path
+
+
+def _not_safetensors_reason(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(PICKLE_MAGIC):
+        return "looks like a pickle/torch.save file; vqgen never unpickles files (use vqgen safetensors checkpoints)"
+    if not head:
+        return "the file is empty"
+    return "not a safetensors file (truncated or of another format)"
+
+
+# ----------------------------------------------------------------------------- model files
+
+
+def load_vqvae(path: str | Path, device: torch.device | str = "cpu"):
+    """Load a VQ-VAE checkpoint -> (VQVAE in eval mode, metadata)."""
+    from vqgen.models.vqvae import VQVAE, VQVAEConfig
+
+    tensors, meta = load_vqgen_file(path, "vqvae")
+    model = VQVAE(VQVAEConfig.from_dict(meta["config"]))
+    _load_weights(path, model, tensors)
+    return model.to(device).eval(), meta
+
+
+def load_prior(path: str | Path, device: torch.device | str = "cpu"):
+    """Load a prior checkpoint -> (GatedPixelCNN in eval mode, metadata)."""
+    from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+
+    tensors, meta = load_vqgen_file(path, "prior")
+    model = GatedPixelCNN(PixelCNNConfig.from_dict(meta["config"]))
+    _load_weights(path, model, tensors)
+    return model.to(device).eval(), meta
+
+
+def _load_weights(path: str | Path, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise VQGenError(f"{path}: weights do not match the recorded model configuration ({first})") from e

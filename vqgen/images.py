@@ -1,0 +1,38 @@
+"""Writing images: PNG files and grids, always through a temporary name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.utils import make_grid
+
+from vqgen.checkpoint import atomic_write
+
+
+def to_pil(image: torch.Tensor):
+    """(C, H, W) float in [0, 1] -> PIL image (grey for one channel)."""
+    from PIL import Image
+
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    if array.shape[0] == 1:
+        return Image.fromarray(array[0].numpy(), mode="L")
+    return Image.fromarray(array.permute(1, 2, 0).numpy(), mode="RGB")
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> None:
+    pil = to_pil(image)
+    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, padding: int = 2) -> None:
+    """Save (N, C, H, W) images in [0, 1] as one grid PNG with ``nrow`` images per row."""
+    grid = make_grid(images.detach().float().cpu(), nrow=nrow, padding=padding, pad_value=0.5)
+    if images.shape[1] == 1:
+        grid = grid[:1]
+    save_png(grid, path)
+
+
+def interleave(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[a0, b0, a1, b1, ...]: originals beside their reconstructions."""
+    return torch.stack([a, b], dim=1).flatten(0, 1)

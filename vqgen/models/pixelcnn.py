@@ -1,0 +1,149 @@
+"""Gated PixelCNN prior over code maps (van den Oord et al. 2016), optionally class-conditional.
+
+Causality is built from padding and shifts rather than masks:
+
+* vertical stack: ``v_pre[i]`` = conv over ``v`` rows ``i-p .. i`` (kernel (p+1) x k, p = k // 2).
+  Since layer 1's input is the code map itself, ``v`` at row i has seen rows <= i, so the
+  vertical stack feeds the horizontal one *shifted down by one row* (rows < i only);
+* horizontal stack: conv over columns ``j-p .. j`` of the current row (kernel 1 x (p+1)); in
+  the first layer the result is shifted right by one (mask "A": excludes the current code);
+  later layers may include the current position of the previous layer's features (mask "B");
+* gates: tanh(a) * sigmoid(b), with a per-class bias added to both stacks when conditional;
+* the horizontal stack has a 1x1 residual connection from layer 2 on and a 1x1 skip output
+  from every layer; the skips are summed and mapped to K logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vqgen.errors import VQGenError
+
+
+@dataclass
+class PixelCNNConfig:
+    num_codes: int = 512
+    latent_shape: tuple[int, int] = (7, 7)
+    channels: int = 64
+    num_layers: int = 15
+    kernel_size: int = 5
+    num_classes: int = 0  # 0: unconditional
+    head_channels: int = 256
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
+            raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
+        if self.num_layers < 1 or self.channels < 1:
+            raise VQGenError("--layers and --channels must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PixelCNNConfig:
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["latent_shape"] = tuple(d["latent_shape"])
+        return cls(**d)
+
+
+def shift_down(x: torch.Tensor) -> torch.Tensor:
+    """Move every row down by one (row 0 becomes zeros)."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]
+
+
+def shift_right(x: torch.Tensor) -> torch.Tensor:
+    """Move every column right by one (column 0 becomes zeros)."""
+    return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]
+
+
+def gate(x: torch.Tensor) -> torch.Tensor:
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+class GatedLayer(nn.Module):
+    def __init__(self, channels: int, kernel_size: int, first: bool, num_classes: int, dropout: float):
+        super().__init__()
+        self.first = first
+        self.pad = kernel_size // 2
+        c = channels
+        self.v_conv = nn.Conv2d(c, 2 * c, (self.pad + 1, kernel_size))
+        self.h_conv = nn.Conv2d(c, 2 * c, (1, self.pad + 1))
+        self.v_to_h = nn.Conv2d(2 * c, 2 * c, 1)
+        self.h_out = nn.Conv2d(c, c, 1)
+        self.skip = nn.Conv2d(c, c, 1)
+        self.cond = nn.Embedding(num_classes, 4 * c) if num_classes else None
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+
+    def class_bias(self, labels: torch.Tensor | None) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        if self.cond is None or labels is None:
+            return 0.0, 0.0
+        v_bias, h_bias = self.cond(labels)[:, :, None, None].chunk(2, dim=1)
+        return v_bias, h_bias
+
+    def forward(
+        self, v: torch.Tensor, h: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        v_bias, h_bias = self.class_bias(labels)
+        p = self.pad
+        v_pre = self.v_conv(F.pad(v, (p, p, p, 0))) + v_bias
+        h_pre = self.h_conv(F.pad(h, (p, 0, 0, 0)))
+        if self.first:
+            h_pre = shift_right(h_pre)
+        h_pre = h_pre + self.v_to_h(shift_down(v_pre)) + h_bias
+        h_gated = self.dropout(gate(h_pre))
+        h_new = self.h_out(h_gated)
+        if not self.first:
+            h_new = h_new + h
+        return gate(v_pre), h_new, self.skip(h_gated)
+
+
+class GatedPixelCNN(nn.Module):
+    def __init__(self, cfg: PixelCNNConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.num_codes, cfg.channels)
+        self.layers = nn.ModuleList(
+            GatedLayer(cfg.channels, cfg.kernel_size, i == 0, cfg.num_classes, cfg.dropout)
+            for i in range(cfg.num_layers)
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(cfg.channels, cfg.head_channels, 1),
+            nn.ReLU(),
+            nn.Conv2d(cfg.head_channels, cfg.num_codes, 1),
+        )
+
+    @property
+    def conditional(self) -> bool:
+        return self.cfg.num_classes > 0
+
+    def check_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        if labels is None:
+            raise VQGenError("this prior is class-conditional: labels are required")
+        return labels
+
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Code maps (B, H, W) -> logits (B, K, H, W); logits[:, :, i, j] see only codes before (i, j)."""
+        labels = self.check_labels(labels)
+        x = self.embedding(codes).permute(0, 3, 1, 2).contiguous()
+        v, h = x, x
+        skips = 0.0
+        for layer in self.layers:
+            v, h, skip = layer(v, h, labels)
+            skips = skips + skip
+        return self.head(skips)
+
+    def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean negative log-likelihood in nats per code."""
+        return F.cross_entropy(self(codes, labels), codes)

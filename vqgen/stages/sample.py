@@ -1,0 +1,139 @@
+"""Stage 4: draw code maps from the prior, decode them with the VQ-VAE, write PNGs and the codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vqgen import __version__
+from vqgen.checkpoint import file_sha256, load_prior, load_vqvae, save_vqgen_file
+from vqgen.errors import VQGenError
+from vqgen.images import save_grid, save_png
+from vqgen.models.sampler import SAMPLERS
+from vqgen.runtime import resolve_device
+
+
+def parse_labels(label: str | None, label_names: list[str] | None, conditional: bool, n: int) -> tuple[list[int] | None, int]:
+    """``--label`` -> (one label per sample or None, images per grid row).
+
+    Accepts a class index or name, a comma-separated list (cycled over the n samples), or
+    ``all`` (n // C samples of every class, one grid row per class; the default when conditional).
+    """
+    if not conditional:
+        if label is not None:
+            raise VQGenError("--label was given, but this prior is unconditional")
+        return None, min(8, n) if n >= 8 else n
+    names = label_names or []
+    if label is None or label == "all":
+        per_class = max(1, n // len(names))
+        return [c for c in range(len(names)) for _ in range(per_class)], per_class
+    wanted = [_label_index(part.strip(), names) for part in label.split(",")]
+    labels = [wanted[i % len(wanted)] for i in range(n)]
+    return labels, 8 if n >= 8 else n
+
+
+def _label_index(text: str, names: list[str]) -> int:
+    if text in names:
+        return names.index(text)
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(names):
+        return int(text)
+    shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+    raise VQGenError(f"--label {text!r} is not one of the prior's classes (0..{len(names) - 1}: {shown})")
+
+
+def resolve_vqvae_path(prior_path: Path, meta: dict[str, Any], override: Path | None) -> Path:
+    """The VQ-VAE named in the prior (as recorded, else beside the prior), unless overridden."""
+    if override is not None:
+        return override
+    recorded = Path(meta["vqvae_path"])
+    for candidate in (recorded, prior_path.parent / recorded.name):
+        if candidate.is_file():
+            return candidate
+    raise VQGenError(f"{prior_path}: its VQ-VAE {recorded} is missing; pass --vqvae PATH")
+
+
+def sample(
+    prior_path: Path,
+    out_dir: Path,
+    n: int = 64,
+    *,
+    vqvae_path: Path | None = None,
+    label: str | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    sampler: str = "cached",
+    device: str = "auto",
+    allow_vqvae_mismatch: bool = False,
+) -> dict[str, Any]:
+    if n < 1:
+        raise VQGenError(f"--n must be at least 1, not {n}")
+    if not temperature > 0:
+        raise VQGenError(f"--temperature must be positive, not {temperature}")
+    if sampler not in SAMPLERS:
+        raise VQGenError(f"--sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
+    dev = resolve_device(device)
+    prior, meta = load_prior(prior_path, dev)
+    k = prior.cfg.num_codes
+    if top_k is not None and not 1 <= top_k <= k:
+        raise VQGenError(f"--top-k must be between 1 and K={k}, not {top_k}")
+    labels, nrow = parse_labels(label, meta.get("label_names"), prior.conditional, n)
+    vq_path = resolve_vqvae_path(prior_path, meta, vqvae_path)
+    vqvae, vq_meta = load_vqvae(vq_path, dev)
+    check_same_vqvae(prior_path, meta, vq_path, vqvae.cfg.num_codes, allow_vqvae_mismatch)
+
+    count = len(labels) if labels is not None else n
+    generator = torch.Generator().manual_seed(seed)
+    draw = SAMPLERS[sampler]
+    codes, images = [], []
+    for start in range(0, count, batch_size):
+        size = min(batch_size, count - start)
+        y = torch.tensor(labels[start : start + size]) if labels is not None else None
+        batch = draw(prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator, device=dev)
+        codes.append(batch.cpu())
+        images.append(vqvae.decode(batch).cpu())
+    codes_t, images_t = torch.cat(codes), torch.cat(images)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    width = max(4, len(str(count - 1)))
+    for i, image in enumerate(images_t):
+        save_png(image, out_dir / f"{i:0{width}d}.png")
+    save_grid(images_t, out_dir / "grid.png", nrow=nrow)
+    record = {
+        "kind": "samples",
+        "vqgen_version": __version__,
+        "prior_path": str(prior_path.resolve()),
+        "prior_sha256": file_sha256(prior_path),
+        "vqvae_path": str(vq_path.resolve()),
+        "num_codes": k,
+        "latent_shape": list(prior.cfg.latent_shape),
+        "label_names": meta.get("label_names"),
+        "labels_requested": labels,
+        "temperature": temperature,
+        "top_k": top_k,
+        "seed": seed,
+        "sampler": sampler,
+        "image": vq_meta["image"],
+        "dataset": meta.get("dataset"),
+    }
+    tensors = {"codes": codes_t.to(torch.int32)}
+    if labels is not None:
+        tensors["labels"] = torch.tensor(labels, dtype=torch.long)
+    save_vqgen_file(out_dir / "codes.safetensors", tensors, record)
+    return {**record, "count": count, "grid": str(out_dir / "grid.png")}
+
+
+def check_same_vqvae(prior_path: Path, meta: dict[str, Any], vq_path: Path, vq_codes: int, allow: bool) -> None:
+    """The prior was fit to one VQ-VAE's codes: decoding with another one gives garbage."""
+    if vq_codes != meta["num_codes"]:
+        raise VQGenError(f"{vq_path}: has K={vq_codes} codes, but the prior {prior_path} models K={meta['num_codes']}")
+    if allow:
+        return
+    if file_sha256(vq_path) != meta.get("vqvae_sha256"):
+        raise VQGenError(
+            f"{vq_path}: not the VQ-VAE whose codes trained {prior_path} (sha256 differs); "
+            "pass --allow-vqvae-mismatch to decode anyway"
+        )
