@@ -4,4 +4,16 @@ __version__ = "0.1.0"
 
 from vqgen.errors import VQGenError
 
-__all__ = ["VQGenError", "__version__"]
+_API = ("load_vqvae", "load_prior", "read_images", "encode", "decode", "reconstruct", "sample_codes",
+        "save_grid", "save_png")
+
+__all__ = ["VQGenError", "__version__", *_API]
+
+
+def __getattr__(name: str):
+    """The Python API (vqgen.api) on demand, so ``import vqgen`` and the CLI start without torch."""
+    if name in _API:
+        from vqgen import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'vqgen' has no attribute {name!r}")

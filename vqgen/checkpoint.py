@@ -39,10 +39,13 @@ PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zi
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` only on success.
 
-    A crash at any moment leaves either the old complete file or the new complete one.
+    A crash at any moment (even SIGKILL) leaves either the old complete file or the new complete
+    one. The temporary name is hidden and ends in ``.tmp`` (``.vqvae.safetensors.k3j9.tmp``), so
+    a leftover from a killed process is never taken for a checkpoint or an input image.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    check_output_path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
@@ -52,12 +55,55 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give the usual permissions
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(folder)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise VQGenError(f"{path}: could not write ({e.strerror or e}); any previous file there is unchanged") from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_output_path(path: str | Path, folder: bool = False) -> None:
+    """Fail early, before any work, when ``path`` (a file, or with ``folder`` a folder) cannot be written.
+
+    Creates nothing: the nearest existing ancestor must be a writable folder, and ``path`` itself,
+    if it exists, must be of the right type.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise VQGenError(f"{path}: cannot write here ({'not a folder' if folder else 'a folder is in the way'})")
+    ancestor = path if folder else (path.parent if str(path.parent) else Path("."))
+    while not ancestor.exists() and not ancestor.is_symlink() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise VQGenError(f"{path}: cannot write here ({ancestor} is not a folder)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise VQGenError(f"{path}: cannot write here ({ancestor} is not writable)")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (matters on power loss, not on a killed process)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a folder
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -95,6 +141,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         meta = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as e:
         raise VQGenError(f"{path}: vqgen metadata is not valid JSON ({e})") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str):
+        raise VQGenError(f"{path}: vqgen metadata without a 'kind'; the file is not one vqgen wrote")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise VQGenError(f"{path}: written by a newer vqgen (format {meta['format_version']}); upgrade vqgen")
     return meta

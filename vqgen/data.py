@@ -7,7 +7,6 @@ Every dataset yields ``(image, label)`` with ``image`` a float tensor (C, H, W) 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -43,17 +42,22 @@ class ImageData:
 def load_image_data(
     data: str = "mnist5k",
     *,
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | list[int] | None = None,
     channels: int | None = None,
     split_seed: int = 0,
     val_fraction: float = 0.1,
     root: str | Path = "data",
     skip_bad_images: bool = False,
 ) -> ImageData:
-    """Open the dataset named by ``data`` and split it into train and validation sets."""
+    """Open the dataset named by ``data`` and split it into train and validation sets.
+
+    ``image_size``: one side (square images) or (height, width); None keeps the native size.
+    A folder is searched recursively for files with image extensions; hidden files and folders
+    (``.name``) are skipped, other files are ignored and counted in a note.
+    """
     if channels not in (None, 1, 3):
         raise VQGenError(f"--channels must be 1 or 3, not {channels}")
-    if image_size is not None and image_size < 1:
+    if image_size is not None and min(_square(image_size)) < 1:
         raise VQGenError(f"--image-size must be positive, not {image_size}")
     if not 0.0 < val_fraction < 1.0:
         raise VQGenError(f"--val-fraction must be between 0 and 1, not {val_fraction}")
@@ -159,6 +163,7 @@ def _mnist5k(spec: dict[str, Any]) -> ImageData:
         images, labels = torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"])
     size = _square(spec["image_size"]) or (28, 28)
     channels = spec["channels"] or 1
+    _note_conversion("mnist5k", 1, channels)
     full = TensorImages(images, labels, size, channels)
     train_idx, val_idx = stratified_split(labels.tolist(), spec["val_fraction"], spec["split_seed"])
     return _finish(spec, full, train_idx, full, val_idx, [str(d) for d in range(10)], channels, size)
@@ -185,6 +190,7 @@ def _torchvision(spec: dict[str, Any], root: Path) -> ImageData:
         splits.append((data, torch.as_tensor(np.asarray(ds.targets))))
     native_channels = 1 if splits[0][0].dim() == 3 else splits[0][0].shape[1]
     channels = spec["channels"] or native_channels
+    _note_conversion(name, native_channels, channels)
     size = _square(spec["image_size"]) or tuple(splits[0][0].shape[-2:])
     train_set, val_set = (TensorImages(d, l, size, channels) for d, l in splits)
     spec = {**spec, "split": "official train/test"}
@@ -209,26 +215,51 @@ class ImageFolder(Dataset):
 
 def read_image(path: Path, channels: int) -> torch.Tensor:
     """Decode one image file into a (channels, H, W) float tensor in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB")
             array = np.asarray(im, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except DECODE_ERRORS as e:
         raise VQGenError(f"{path}: cannot decode image ({e})") from e
     tensor = torch.from_numpy(array).float() / 255.0
     return tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)
 
 
-def _image_folder(spec: dict[str, Any], root: Path, skip_bad_images: bool) -> ImageData:
+def _decode_errors() -> tuple[type[BaseException], ...]:
     from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
+
+
+DECODE_ERRORS = _decode_errors()
+
+
+def list_image_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(files with an image extension, other files) under ``root``, sorted; hidden files and folders skipped."""
+    images, others = [], []
+    for path in sorted(root.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(root).parts) or not path.is_file():
+            continue
+        (images if path.suffix.lower() in IMAGE_EXTENSIONS else others).append(path)
+    return images, others
+
+
+def _image_folder(spec: dict[str, Any], root: Path, skip_bad_images: bool) -> ImageData:
+    from PIL import Image
+
+    from vqgen.runtime import say, warn
+
+    files, others = list_image_files(root)
     if not files:
-        raise VQGenError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, recursively)")
-    sizes, modes, good = [], [], []
-    bad = 0
+        found = f" (only {len(others)} other files, e.g. {others[0].name})" if others else ""
+        raise VQGenError(
+            f"{root}: no images found{found}; looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, recursively"
+        )
+    if others:
+        say(f"note: {root}: ignored {len(others)} file(s) without an image extension (e.g. {others[0].name})")
+    sizes, modes, good, bad = [], [], [], []
     for path in files:
         try:
             with Image.open(path) as im:
@@ -236,14 +267,14 @@ def _image_folder(spec: dict[str, Any], root: Path, skip_bad_images: bool) -> Im
                 sizes.append(im.size)
                 modes.append(im.mode)
             good.append(path)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except DECODE_ERRORS as e:
             if not skip_bad_images:
                 raise VQGenError(f"{path}: cannot decode image ({e}); pass --skip-bad-images to skip such files") from e
-            bad += 1
+            bad.append(path)
     if bad:
-        warnings.warn(f"{root}: skipped {bad} unreadable image file(s)", stacklevel=2)
+        warn(f"{root}: skipped {len(bad)} unreadable image file(s) of {len(files)} (e.g. {bad[0]})")
     if not good:
-        raise VQGenError(f"{root}: no readable images")
+        raise VQGenError(f"{root}: none of the {len(files)} image files could be decoded")
     files = good
     top_level = [p.relative_to(root).parts for p in files]
     in_subfolders = [len(parts) > 1 for parts in top_level]
@@ -257,16 +288,19 @@ def _image_folder(spec: dict[str, Any], root: Path, skip_bad_images: bool) -> Im
     else:
         label_names, labels = None, [-1] * len(files)
     if spec["image_size"] is None:
-        distinct = sorted(set(sizes))
-        if len(distinct) > 1:
-            (w1, h1), (w2, h2) = distinct[0], distinct[-1]
+        if len(set(sizes)) > 1:
+            odd = next(i for i, s in enumerate(sizes) if s != sizes[0])
+            (w1, h1), (w2, h2) = sizes[0], sizes[odd]
             raise VQGenError(
-                f"{root}: images have different sizes ({w1}x{h1} ... {w2}x{h2}); pass --image-size to resize them"
+                f"{root}: images have different sizes ({files[0].name} is {w1}x{h1}, {files[odd].name} is {w2}x{h2}); "
+                "pass --image-size to resize them"
             )
-        size = (distinct[0][1], distinct[0][0])
+        size = (sizes[0][1], sizes[0][0])
     else:
         size = _square(spec["image_size"])
-    channels = spec["channels"] or (1 if all(m in GREY_MODES for m in modes) else 3)
+    native = 1 if all(m in GREY_MODES for m in modes) else 3
+    channels = spec["channels"] or native
+    _note_conversion(str(root), native, channels)
     dataset = ImageFolder(files, labels, size, channels)
     train_idx, val_idx = stratified_split(labels, spec["val_fraction"], spec["split_seed"])
     spec = {**spec, "data": str(root), "num_files": len(files)}
@@ -290,5 +324,17 @@ def _finish(
     return ImageData(train, val, spec, label_names, channels, size)
 
 
-def _square(size: int | None) -> tuple[int, int] | None:
-    return None if size is None else (size, size)
+def _square(size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
+    """--image-size N -> (N, N); an explicit (height, width) stays as it is."""
+    if size is None:
+        return None
+    if isinstance(size, (tuple, list)):
+        return (int(size[0]), int(size[1]))
+    return (size, size)
+
+
+def _note_conversion(name: str, native: int, channels: int) -> None:
+    if native != channels:
+        from vqgen.runtime import warn
+
+        warn(f"{name}: converting {native}-channel images to {channels} channel{'s' if channels > 1 else ''}")

@@ -1,14 +1,30 @@
 """torch.distributed from torchrun's environment, and collectives that are no-ops in one process.
 
-Single-process runs never touch torch.distributed: every helper here checks ``is_distributed()``.
+Single-process runs never touch torch.distributed: every collective here checks ``is_distributed()``.
+Under ``torchrun`` every process runs the same program; ``setup`` joins the process group (gloo on
+the CPU, nccl on CUDA) and registers ``cleanup`` to leave it when the process exits.
+
+Data parallelism follows one rule: N processes with ``--batch-size b`` see, step by step, exactly the
+batches one process with ``--batch-size N*b`` sees (``ShardedBatchSampler``), gradients are averaged by
+DDP and the quantizer all-reduces its codebook statistics, so scaling out changes speed, not results
+(up to float rounding).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import inspect
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as td
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Sampler
+
+from vqgen.errors import VQGenError
 
 
 def launched_by_torchrun() -> bool:
@@ -16,16 +32,18 @@ def launched_by_torchrun() -> bool:
 
 
 def setup(device: torch.device) -> None:
-    """Initialise the process group when started by torchrun (nccl on CUDA, gloo on CPU)."""
+    """Join the process group when started by torchrun (nccl on CUDA, gloo on CPU); else do nothing."""
     if not launched_by_torchrun() or td.is_initialized():
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
     td.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    atexit.register(cleanup)
 
 
 def cleanup() -> None:
-    if td.is_initialized():
+    """Leave the process group (safe to call more than once, and in one process)."""
+    if td.is_available() and td.is_initialized():
         td.destroy_process_group()
 
 
@@ -34,7 +52,10 @@ def is_distributed() -> bool:
 
 
 def rank() -> int:
-    return td.get_rank() if is_distributed() else 0
+    """Global rank; before ``setup`` it is read from torchrun's environment (so output can be muted early)."""
+    if is_distributed():
+        return td.get_rank()
+    return int(os.environ.get("RANK", 0)) if launched_by_torchrun() else 0
 
 
 def world_size() -> int:
@@ -54,7 +75,21 @@ def barrier() -> None:
         td.barrier()
 
 
+@contextlib.contextmanager
+def local_main_first() -> Iterator[None]:
+    """Let local rank 0 of each machine go first (e.g. to download a dataset), the other processes after it."""
+    if not is_distributed():
+        yield
+        return
+    if local_rank() != 0:
+        barrier()
+    yield
+    if local_rank() == 0:
+        barrier()
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of ``t`` over all ranks (a new tensor; ``t`` itself is left alone)."""
     if is_distributed():
         t = t.clone()
         td.all_reduce(t)
@@ -62,6 +97,7 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """``t`` as rank ``src`` has it, on every rank."""
     if is_distributed():
         t = t.contiguous()
         td.broadcast(t, src)
@@ -69,7 +105,7 @@ def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
 
 
 def gather_rows(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate (N_r, d) tensors from every rank along dim 0 (ranks may differ in N_r)."""
+    """Concatenate (N_r, ...) tensors from every rank along dim 0, in rank order (ranks may differ in N_r)."""
     if not is_distributed():
         return t
     n = torch.tensor([t.shape[0]], device=t.device)
@@ -81,3 +117,96 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.zeros_like(padded) for _ in range(world_size())]
     td.all_gather(parts, padded)
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
+def wrap(model: nn.Module, device: torch.device, *, find_unused_parameters: bool = False) -> nn.Module:
+    """DistributedDataParallel around ``model`` under torchrun; ``model`` itself in one process.
+
+    Buffers are synced from rank 0 once, at wrap time, but not before every forward: the only
+    buffers (the quantizer's codebook statistics) stay identical through the quantizer's own
+    all-reduces, and re-broadcasting them each step would only cost time. Pass
+    ``find_unused_parameters`` for a model with parameters that take no part in the loss.
+    """
+    if not is_distributed():
+        return model
+    kwargs = {
+        "device_ids": [device.index] if device.type == "cuda" else None,
+        "find_unused_parameters": find_unused_parameters,
+    }
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return DistributedDataParallel(model, forward_sync_buffers=False, **kwargs)
+    return DistributedDataParallel(model, broadcast_buffers=False, **kwargs)  # older torch
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Batches of a per-epoch seeded shuffle, cut so that N processes together read what one process would.
+
+    Step i covers the global batch ``order[i*G:(i+1)*G]`` with ``G = batch_size * world_size``, and
+    rank r takes the r-th contiguous slice of it (``shard``/``num_shards`` default to this process's
+    rank and the world size). The order depends only on ``seed`` and the epoch (``set_epoch``), not
+    on the number of processes. Unlike torch's DistributedSampler no item is repeated to even out
+    the shards, so sums over ranks are exact. A short last global batch is split as evenly as
+    possible; with ``drop_last`` it is dropped, unless it is the only one.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+        shard: int | None = None,
+        num_shards: int | None = None,
+    ):
+        self.num_items, self.batch_size = num_items, batch_size
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.rank = rank() if shard is None else shard
+        self.world_size = world_size() if num_shards is None else num_shards
+        self.epoch: int | None = None
+        self.passes = 0
+        if drop_last and 0 < num_items < self.world_size:
+            # training steps must be taken by every rank, so every rank needs at least one item
+            raise VQGenError(
+                f"torchrun: the training split has {num_items} items, fewer than the {self.world_size} processes"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the shuffle to that of ``epoch``; without it, each pass over the loader takes the next one."""
+        self.epoch = epoch
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
+    def _global_bounds(self) -> list[tuple[int, int]]:
+        full, rest = divmod(self.num_items, self.global_batch)
+        bounds = [(i * self.global_batch, (i + 1) * self.global_batch) for i in range(full)]
+        if rest and (not self.drop_last or full == 0):
+            bounds.append((full * self.global_batch, self.num_items))
+        return bounds
+
+    def _my_slice(self, start: int, stop: int) -> tuple[int, int]:
+        """This rank's part of positions [start, stop): as in torch.tensor_split, the first ranks get one more."""
+        size, extra = divmod(stop - start, self.world_size)
+        first = start + self.rank * size + min(self.rank, extra)
+        return first, first + size + (self.rank < extra)
+
+    def _my_batches(self) -> list[tuple[int, int]]:
+        slices = (self._my_slice(start, stop) for start, stop in self._global_bounds())
+        return [(first, last) for first, last in slices if last > first]
+
+    def __len__(self) -> int:
+        return len(self._my_batches())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch = self.passes if self.epoch is None else self.epoch
+        self.passes += 1
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(self.num_items, generator=generator)
+        else:
+            order = torch.arange(self.num_items)
+        for first, last in self._my_batches():
+            yield order[first:last].tolist()

@@ -119,8 +119,8 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         with torch.autocast(z.device.type, enabled=False):
             flat = self._flatten(z)
-            if self.training and not bool(self.initialized):
-                self._init_from_data(flat.detach())
+            if self.training:
+                self._init_from_data(flat.detach())  # once: a no-op after the first batch
             indices = self.nearest(flat)
             codes = self.normalized_codebook()[indices]
             commitment = F.mse_loss(flat, codes.detach())
@@ -144,10 +144,14 @@ class VectorQuantizer(nn.Module):
         )
 
     # -------------------------------------------------------------------------- upkeep
+    # (runs eagerly under torch.compile: it holds collectives and data-dependent branches)
 
+    @torch.compiler.disable
     @torch.no_grad()
     def _init_from_data(self, flat: torch.Tensor) -> None:
         """k-means on the first batch (gathered from every rank; rank 0 computes, all receive)."""
+        if bool(self.initialized):
+            return
         data = dist.gather_rows(flat)
         centroids = kmeans(data, self.num_codes, self.kmeans_iters) if dist.is_main() else torch.empty_like(
             self.codebook
@@ -165,6 +169,7 @@ class VectorQuantizer(nn.Module):
         self.embed_sum[which] = vectors.float()
         self.usage[which] = 1.0
 
+    @torch.compiler.disable
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
         """EMA codebook step (Sonnet-style, Laplace-smoothed) and dead-code restarts."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from vqgen import __version__
-from vqgen.checkpoint import file_sha256, load_vqvae, save_vqgen_file
+from vqgen.checkpoint import check_output_path, file_sha256, load_vqvae, save_vqgen_file
 from vqgen.data import ImageData
 from vqgen.metrics import CodeHistogram
 from vqgen.runtime import make_loader, progress, resolve_device
@@ -48,6 +48,7 @@ def extract_codes(
     vqvae_path: Path, data: ImageData, out: Path, batch_size: int = 256, device: str = "auto"
 ) -> dict[str, Any]:
     """Encode both splits of ``data`` with the VQ-VAE at ``vqvae_path`` into the code file ``out``."""
+    check_output_path(out)
     dev = resolve_device(device)
     model, vq_meta = load_vqvae(vqvae_path, dev)
     tensors: dict[str, torch.Tensor] = {}

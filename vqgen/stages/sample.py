@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from vqgen import __version__
-from vqgen.checkpoint import file_sha256, load_prior, load_vqvae, save_vqgen_file
+from vqgen.checkpoint import check_output_path, file_sha256, load_prior, load_vqvae, save_vqgen_file
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
 from vqgen.models.sampler import SAMPLERS
@@ -75,6 +75,9 @@ def sample(
         raise VQGenError(f"--temperature must be positive, not {temperature}")
     if sampler not in SAMPLERS:
         raise VQGenError(f"--sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
+    if batch_size < 1:
+        raise VQGenError(f"--batch-size must be positive, not {batch_size}")
+    check_output_path(out_dir, folder=True)  # before any work; nothing is created until the samples exist
     dev = resolve_device(device)
     prior, meta = load_prior(prior_path, dev)
     k = prior.cfg.num_codes

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 
 from vqgen import __version__
 from vqgen import distributed as dist
-from vqgen.checkpoint import load_vqgen_file, save_vqgen_file
+from vqgen.checkpoint import check_output_path, load_vqgen_file, save_vqgen_file
 from vqgen.errors import VQGenError
 from vqgen.metrics import nats_to_bits
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqgen.resume import TrainingState
 from vqgen.runtime import (
     JsonlLog,
+    StopSignal,
     autocast,
     check_finite,
     grad_scaler,
     make_loader,
+    memory_format,
     progress,
     resolve_device,
     seed_everything,
@@ -43,12 +44,15 @@ class PriorTrainOptions:
     device: str = "auto"
     amp: str = "off"
     compile: bool = False
+    save_every: int = 1  # epochs between resumable training states
 
     def validate(self) -> None:
         if self.epochs < 1:
             raise VQGenError(f"--epochs must be at least 1, not {self.epochs}")
         if not self.lr > 0:
             raise VQGenError(f"--lr must be positive, not {self.lr}")
+        if self.save_every < 1:
+            raise VQGenError(f"--save-every must be at least 1, not {self.save_every}")
 
 
 @dataclass
@@ -61,6 +65,11 @@ class CodeFile:
     @property
     def labelled(self) -> bool:
         return bool(self.meta.get("label_names")) and bool((self.train.tensors[1] >= 0).all())
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed prior run must find unchanged in its code file."""
+        keys = ("num_codes", "latent_shape", "vqvae_sha256", "label_names", "num_train", "num_val")
+        return {k: self.meta.get(k) for k in keys}
 
 
 def load_codes(path: Path) -> CodeFile:
@@ -84,71 +93,93 @@ def load_codes(path: Path) -> CodeFile:
 
 
 def train_prior(
-    codes: CodeFile, cfg: PixelCNNConfig, opts: PriorTrainOptions, out: Path
+    codes: CodeFile, cfg: PixelCNNConfig, opts: PriorTrainOptions, out: Path, resume: str | Path | None = None
 ) -> dict[str, Any]:
-    """Train with cross-entropy, validate each epoch, and keep the best-validation weights in ``out``."""
+    """Train with cross-entropy, validate each epoch, and keep the best-validation weights in ``out``.
+
+    Every ``opts.save_every`` epochs, and when SIGINT/SIGTERM stops the run, the full training
+    state goes to OUT.resume.safetensors; ``resume`` (a path or "auto") continues from one.
+    """
     opts.validate()
     cfg.validate()
+    check_output_path(out)
     device = resolve_device(opts.device)
     dist.setup(device)
     seed_everything(opts.seed)
-    model = GatedPixelCNN(cfg).to(device)
+    model = GatedPixelCNN(cfg).to(device, memory_format=memory_format(device, opts.amp))
     train_loader = make_loader(codes.train, opts.batch_size, shuffle=True, seed=opts.seed, drop_last=True)
     val_loader = make_loader(codes.val, opts.batch_size * 4, shuffle=False, seed=opts.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
     total_steps = opts.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, opts.warmup_steps))
     scaler = grad_scaler(device, opts.amp)
-    net = DistributedDataParallel(model) if dist.is_distributed() else model
+    state = TrainingState(
+        "prior",
+        out,
+        {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler},
+        run={"config": cfg.to_dict(), "codes": codes.identity(), "options": asdict(opts)},
+        save_every=opts.save_every,
+    )
+    p = state.restore(resume)  # last before the loop: it also restores the RNGs
+    # the last gated layer's horizontal output feeds nothing (the head reads the skips): DDP must allow that
+    net = dist.wrap(model, device, find_unused_parameters=True)
     if opts.compile:
         net = torch.compile(net)
-    log = JsonlLog(artifact_path(out, "metrics.jsonl"))
+    log = JsonlLog(artifact_path(out, "metrics.jsonl"), p.history)
     conditional = model.conditional
 
-    best = float("inf")
-    step = 0
-    metrics: dict[str, Any] = {}
-    started = time.time()
-    for epoch in range(1, opts.epochs + 1):
-        set_epoch(train_loader, epoch)
-        model.train()
-        total, batches = 0.0, 0
-        bar = progress(train_loader, len(train_loader), f"prior epoch {epoch}/{opts.epochs}")
-        for x, y in bar:
-            x, y = x.to(device), y.to(device) if conditional else None
-            with autocast(device, opts.amp):
-                loss = F.cross_entropy(net(x, y).float(), x)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            check_finite(loss.item(), "the prior loss", step)
-            total += loss.item()
-            batches += 1
-            bar.set_postfix(nll=f"{loss.item():.3f}")
-        train_nll = dist_mean(total / batches, device)
-        val_nll = evaluate_prior(model, val_loader, device)
-        metrics = {
-            "epoch": epoch,
-            "step": step,
-            "lr": scheduler.get_last_lr()[0],
-            "elapsed_s": round(time.time() - started, 1),
-            "train_nll_nats": train_nll,
-            "train_bits_per_code": nats_to_bits(train_nll),
-            "val_nll_nats": val_nll,
-            "val_bits_per_code": nats_to_bits(val_nll),
-        }
-        improved = val_nll < best
-        best = min(best, val_nll)
-        metrics["best_val_bits_per_code"] = nats_to_bits(best)
-        log.write(metrics)
-        report_epoch(metrics, improved)
-        if improved and dist.is_main():
-            save_prior(out, model, codes, metrics, opts)
+    batches = len(train_loader)
+    with StopSignal() as stop:
+        for epoch in range(p.epoch + 1, opts.epochs + 1):
+            set_epoch(train_loader, epoch, skip_batches=p.batch)
+            model.train()
+            bar = progress(train_loader, batches, f"prior epoch {epoch}/{opts.epochs}", initial=p.batch)
+            for x, y in bar:
+                x, y = x.to(device), y.to(device) if conditional else None
+                with autocast(device, opts.amp):
+                    loss = F.cross_entropy(net(x, y).float(), x)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                check_finite(loss.item(), "the prior loss", p.step + 1, state.kept())
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                p.step += 1
+                p.count_batch(nll=loss.item())
+                bar.set_postfix(nll=f"{loss.item():.3f}")
+                if stop.requested(device):
+                    raise state.stop(p, stop, batches)
+            train_nll = dist_mean(p.means()["nll"], device)
+            val_nll = evaluate_prior(model, val_loader, device)
+            improved = p.best is None or val_nll < p.best
+            p.best = val_nll if improved else p.best
+            metrics = {
+                "epoch": epoch,
+                "step": p.step,
+                "lr": scheduler.get_last_lr()[0],
+                "elapsed_s": state.elapsed(),
+                "train_nll_nats": train_nll,
+                "train_bits_per_code": nats_to_bits(train_nll),
+                "val_nll_nats": val_nll,
+                "val_bits_per_code": nats_to_bits(val_nll),
+                "best_val_bits_per_code": nats_to_bits(p.best),
+            }
+            p.finish_epoch(epoch)
+            log.write(metrics)
+            report_epoch(metrics, improved)
+            if improved and dist.is_main():
+                save_prior(out, model, codes, metrics, opts)
+            stopping = stop.requested(device)
+            if state.due(epoch, opts.epochs) and not stopping:
+                state.save(p)
+            if stopping:
+                raise state.stop(p, stop, batches)
     dist.barrier()
-    return metrics
+    if dist.is_main():
+        from vqgen.tools.curves import write_curves
+
+        write_curves(artifact_path(out, "metrics.jsonl"), artifact_path(out, "curves.png"))
+    return log.records[-1] if log.records else {}
 
 
 @torch.no_grad()

@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from vqgen import __version__
 from vqgen import distributed as dist
-from vqgen.checkpoint import save_vqgen_file
+from vqgen.checkpoint import check_output_path, save_vqgen_file
 from vqgen.data import ImageData
 from vqgen.errors import VQGenError
+from vqgen.gan import GanOptions, GanTrainer
 from vqgen.images import interleave, save_grid
 from vqgen.metrics import CodeHistogram, psnr_per_image
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
+from vqgen.resume import TrainingState
 from vqgen.runtime import (
     JsonlLog,
+    StopSignal,
     autocast,
     check_finite,
     grad_scaler,
     make_loader,
+    memory_format,
     progress,
     resolve_device,
     seed_everything,
@@ -46,12 +47,19 @@ class VQVAETrainOptions:
     amp: str = "off"
     compile: bool = False
     num_workers: int = 0
+    save_every: int = 1  # epochs between resumable training states
+    gan: GanOptions = field(default_factory=GanOptions)  # loss options: --recon-loss, perceptual, --gan
 
     def validate(self) -> None:
         if self.epochs < 1:
             raise VQGenError(f"--epochs must be at least 1, not {self.epochs}")
         if not self.lr > 0:
             raise VQGenError(f"--lr must be positive, not {self.lr}")
+        if self.save_every < 1:
+            raise VQGenError(f"--save-every must be at least 1, not {self.save_every}")
+        if self.num_workers < 0:
+            raise VQGenError(f"--workers must be 0 or more, not {self.num_workers}")
+        self.gan.validate()
 
 
 def artifact_path(out: Path, suffix: str) -> Path:
@@ -59,14 +67,21 @@ def artifact_path(out: Path, suffix: str) -> Path:
     return out.with_name(f"{out.stem}.{suffix}")
 
 
-def train_vqvae(data: ImageData, cfg: VQVAEConfig, opts: VQVAETrainOptions, out: Path) -> dict[str, Any]:
-    """Train, validate each epoch, save the checkpoint (and a reconstruction grid) each epoch."""
+def train_vqvae(
+    data: ImageData, cfg: VQVAEConfig, opts: VQVAETrainOptions, out: Path, resume: str | Path | None = None
+) -> dict[str, Any]:
+    """Train, validate each epoch, save the checkpoint (and a reconstruction grid) each epoch.
+
+    Every ``opts.save_every`` epochs, and when SIGINT/SIGTERM stops the run, the full training
+    state goes to OUT.resume.safetensors; ``resume`` (a path or "auto") continues from one.
+    """
     opts.validate()
     cfg.validate()
+    check_output_path(out)
     device = resolve_device(opts.device)
     dist.setup(device)
     seed_everything(opts.seed)
-    model = VQVAE(cfg).to(device)
+    model = VQVAE(cfg).to(device, memory_format=memory_format(device, opts.amp))
     train_loader = make_loader(
         data.train, opts.batch_size, shuffle=True, seed=opts.seed, num_workers=opts.num_workers, drop_last=True
     )
@@ -76,56 +91,79 @@ def train_vqvae(data: ImageData, cfg: VQVAEConfig, opts: VQVAETrainOptions, out:
     total_steps = opts.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, opts.warmup_steps))
     scaler = grad_scaler(device, opts.amp)
-    # the quantizer's statistics are kept in sync by its own all-reduces, so DDP must not broadcast buffers
-    net = DistributedDataParallel(model, broadcast_buffers=False) if dist.is_distributed() else model
+    # recon/perceptual/adversarial losses; the discriminator and its optimizer live in here
+    gan = GanTrainer(
+        opts.gan, cfg.in_channels, cfg.image_size, model.decoder.last_layer.weight, opts.lr, device, opts.amp
+    )
+    preview = next(iter(DataLoader(data.val, batch_size=32)))[0].to(device)
+    state = TrainingState(
+        "vqvae",
+        out,
+        {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "gan": gan},
+        run={"config": cfg.to_dict(), "data": data.spec, "options": asdict(opts)},
+        save_every=opts.save_every,
+    )
+    p = state.restore(resume)  # last before the loop: it also restores the RNGs
+    net = dist.wrap(model, device)  # DDP under torchrun; the quantizer keeps its buffers in sync itself
     if opts.compile:
         net = torch.compile(net)
-    log = JsonlLog(artifact_path(out, "metrics.jsonl"))
-    preview = next(iter(DataLoader(data.val, batch_size=32)))[0].to(device)
+    log = JsonlLog(artifact_path(out, "metrics.jsonl"), p.history)
 
-    step = 0
-    metrics: dict[str, Any] = {}
-    started = time.time()
-    for epoch in range(1, opts.epochs + 1):
-        set_epoch(train_loader, epoch)
-        model.train()
-        sums = {"loss": 0.0, "recon_mse": 0.0, "commitment": 0.0, "n": 0}
-        bar = progress(train_loader, len(train_loader), f"vqvae epoch {epoch}/{opts.epochs}")
-        for images, _ in bar:
-            images = images.to(device, non_blocking=True)
-            with autocast(device, opts.amp):
-                recon, q = net(images)
-                recon_loss = F.mse_loss(recon.float(), model.to_model(images))
-                loss = recon_loss + q.loss
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            check_finite(loss.item(), "the VQ-VAE loss", step)
-            sums["loss"] += loss.item()
-            sums["recon_mse"] += recon_loss.item()
-            sums["commitment"] += q.commitment.item()
-            sums["n"] += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}", dead=model.quantizer.dead_codes())
-        train = {k: dist_mean(v / sums["n"], device) for k, v in sums.items() if k != "n"}
-        val = evaluate_vqvae(model, val_loader, device)
-        metrics = {
-            "epoch": epoch,
-            "step": step,
-            "lr": scheduler.get_last_lr()[0],
-            "elapsed_s": round(time.time() - started, 1),
-            **{f"train_{k}": v for k, v in train.items()},
-            **{f"val_{k}": v for k, v in val.items()},
-        }
-        log.write(metrics)
-        report_epoch(metrics)
-        if dist.is_main():
-            save_vqvae(out, model, data, metrics, opts)
-            save_reconstruction_grid(model, preview, artifact_path(out, "recon.png"))
+    batches = len(train_loader)
+    with StopSignal() as stop:
+        for epoch in range(p.epoch + 1, opts.epochs + 1):
+            set_epoch(train_loader, epoch, skip_batches=p.batch)
+            model.train()
+            bar = progress(train_loader, batches, f"vqvae epoch {epoch}/{opts.epochs}", initial=p.batch)
+            for images, _ in bar:
+                images = images.to(device, non_blocking=True)
+                with autocast(device, opts.amp):
+                    recon, q = net(images)
+                    target = model.to_model(images)
+                    recon_loss, step_logs = gan.generator_loss(recon, target, p.step)
+                    loss = recon_loss + q.loss
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                check_finite(loss.item(), "the VQ-VAE loss", p.step + 1, state.kept())
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step_logs.update(gan.discriminator_step(recon, target, p.step))
+                p.step += 1
+                check_finite(step_logs.get("d_loss", 0.0), "the discriminator loss", p.step, state.kept())
+                p.count_batch(loss=loss.item(), recon_mse=step_logs["mse"], commitment=q.commitment.item())
+                bar.set_postfix(loss=f"{loss.item():.4f}", dead=model.quantizer.dead_codes(), **gan.postfix(step_logs))
+                if stop.requested(device):
+                    raise state.stop(p, stop, batches)
+            train = {k: dist_mean(v, device) for k, v in p.means().items()}
+            val = evaluate_vqvae(model, val_loader, device)
+            metrics = {
+                "epoch": epoch,
+                "step": p.step,
+                "lr": scheduler.get_last_lr()[0],
+                "elapsed_s": state.elapsed(),
+                **{f"train_{k}": v for k, v in train.items()},
+                **{f"val_{k}": v for k, v in val.items()},
+                **gan.epoch_summary(),
+            }
+            p.finish_epoch(epoch)
+            log.write(metrics)
+            report_epoch(metrics)
+            if dist.is_main():
+                save_vqvae(out, model, data, metrics, opts)
+                save_reconstruction_grid(model, preview, artifact_path(out, "recon.png"))
+                save_reconstruction_grid(model, preview[:16], artifact_path(out, "epochs") / f"recon_{epoch:03d}.png")
+            stopping = stop.requested(device)
+            if state.due(epoch, opts.epochs) and not stopping:
+                state.save(p)
+            if stopping:
+                raise state.stop(p, stop, batches)
     dist.barrier()
-    return metrics
+    if dist.is_main():
+        from vqgen.tools.curves import write_curves
+
+        write_curves(artifact_path(out, "metrics.jsonl"), artifact_path(out, "curves.png"))
+    return log.records[-1] if log.records else {}
 
 
 def dist_mean(value: float, device: torch.device) -> float:
@@ -173,6 +211,11 @@ def report_epoch(m: dict[str, Any]) -> None:
         f"perplexity {m['val_perplexity']:.1f}  codes used {m['val_codes_used']}/{m['val_num_codes']}  "
         f"({m['elapsed_s']:.0f}s)"
     )
+    if "gan_d_loss" in m:
+        Console(stderr=True).print(
+            f"  gan: g {m['gan_g_loss']:.3f}  d {m['gan_d_loss']:.3f}  adaptive weight {m['gan_adaptive_weight']:.3g}  "
+            f"D accuracy real {m['gan_d_acc_real']:.0%} / fake {m['gan_d_acc_fake']:.0%}"
+        )
 
 
 def save_vqvae(out: Path, model: VQVAE, data: ImageData, metrics: dict[str, Any], opts: VQVAETrainOptions) -> None:
@@ -183,7 +226,7 @@ def save_vqvae(out: Path, model: VQVAE, data: ImageData, metrics: dict[str, Any]
         "dataset": data.spec,
         "label_names": data.label_names,
         "image": {"channels": data.channels, "size": list(data.image_size), "pixel_range": [0, 1]},
-        "model_space": "[-1, 1] (x * 2 - 1); reconstruction loss is MSE there",
+        "model_space": f"[-1, 1] (x * 2 - 1); reconstruction loss is {opts.gan.recon_loss.upper()} there",
         "latent_shape": list(model.cfg.latent_shape),
         "epoch": metrics["epoch"],
         "metrics": metrics,

@@ -1,0 +1,138 @@
+"""Sampling speed benchmark (issue 4): full recompute vs the cached sampler.
+
+A randomly initialised prior of the default size (PixelCNNConfig: 15 layers, 64 channels,
+kernel 5, K=512) samples one batch per latent size with each sampler; the table gives seconds
+per batch, the speed-up of the cached sampler and the peak memory of each run. Every run is
+a fresh process, so its peak memory is its own: the growth of the peak resident set size
+(ru_maxrss) from just before sampling (model built, imports done) to the end.
+
+The full sampler costs one whole-map forward pass per position, so on large maps it is timed
+on its first --full-positions positions and extrapolated per position (marked "estimated");
+maps of up to 64 positions always run completely. --full-all runs it completely everywhere
+(about 35 minutes at 32x32 on 2 idle cores). Both samplers use the same seed: the table also
+says whether the cached codes equal the full sampler's (on the positions it ran).
+
+    python bench/sampling.py                       # the README table
+    python bench/sampling.py --sizes 7x7 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqgen.models.sampler import draw_codes, sample_cached, sample_full
+
+ALWAYS_COMPLETE = 64  # maps with at most this many positions run the full sampler completely
+
+
+@dataclass
+class Run:
+    seconds: float  # per batch; extrapolated when positions < total
+    positions: int  # positions actually sampled
+    total: int
+    peak_mib: float
+    codes: np.ndarray  # (B, H*W) in raster order, the first `positions` columns valid
+    fallbacks: int  # cached sampler: positions that took their logits from the full pass
+
+
+def build_prior(size: tuple[int, int], seed: int) -> GatedPixelCNN:
+    torch.manual_seed(seed)
+    return GatedPixelCNN(PixelCNNConfig(latent_shape=size)).eval()
+
+
+def full_first_positions(model: GatedPixelCNN, n: int, positions: int, temperature, top_k, generator) -> torch.Tensor:
+    """sample_full's loop, stopped after `positions` positions (same work per position)."""
+    h, w = model.cfg.latent_shape
+    codes = torch.zeros(n, h, w, dtype=torch.long)
+    with torch.no_grad():
+        for step in range(positions):
+            i, j = divmod(step, w)
+            codes[:, i, j] = draw_codes(model(codes)[:, :, i, j], temperature, top_k, generator)
+    return codes
+
+
+def run_case(sampler: str, size: tuple[int, int], args: argparse.Namespace, positions: int) -> Run:
+    """Runs in a fresh process: one batch with one sampler."""
+    torch.set_num_threads(args.threads)
+    model = build_prior(size, args.seed)
+    total = size[0] * size[1]
+    forwards = []
+    model.register_forward_hook(lambda *_: forwards.append(1))
+    sample_cached(build_prior((1, 2), args.seed), 1)  # warm up the code paths on a tiny map
+    generator = torch.Generator().manual_seed(args.seed)
+    kwargs = dict(temperature=args.temperature, top_k=args.top_k, generator=generator)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    if sampler == "cached":
+        codes = sample_cached(model, args.batch, **kwargs)
+    elif positions == total:
+        codes = sample_full(model, args.batch, **kwargs)
+    else:
+        codes = full_first_positions(model, args.batch, positions, **kwargs)
+    seconds = (time.perf_counter() - started) * total / positions
+    peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    fallbacks = len(forwards) if sampler == "cached" else 0
+    return Run(seconds, positions, total, peak_mib, codes.reshape(args.batch, -1).numpy(), fallbacks)
+
+
+def in_fresh_process(*args) -> Run:
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(run_case, args)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    h, _, w = text.lower().partition("x")
+    return int(h), int(w or h)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="7x7,16x16,32x32", help="latent sizes HxW, comma-separated")
+    parser.add_argument("--batch", type=int, default=64, help="samples per batch")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the CPU is shared)")
+    parser.add_argument("--full-positions", type=int, default=16, help="positions timed to estimate the full sampler")
+    parser.add_argument("--full-all", action="store_true", help="run the full sampler completely at every size")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    cfg = PixelCNNConfig()
+    print(
+        f"batch {args.batch}, {cfg.num_layers} layers, {cfg.channels} channels, kernel {cfg.kernel_size}, "
+        f"K={cfg.num_codes}, {args.threads} thread(s), CPU float32, seed {args.seed}",
+        flush=True,
+    )
+    rows = [
+        "| latent | sampler | s / batch | speed-up | peak RSS growth (MiB) | codes = full | full-pass fallbacks | timing |",
+        "|---|---|---:|---:|---:|---|---:|---|",
+    ]
+    for text in args.sizes.split(","):
+        size = parse_size(text)
+        total = size[0] * size[1]
+        complete = args.full_all or total <= ALWAYS_COMPLETE
+        positions = total if complete else min(args.full_positions, total)
+        full = in_fresh_process("full", size, args, positions)
+        cached = in_fresh_process("cached", size, args, total)
+        same = np.array_equal(full.codes[:, :positions], cached.codes[:, :positions])
+        match = ("yes" if same else "NO") + ("" if complete else f" (first {positions})")
+        label = f"{size[0]}x{size[1]}"
+        full_timing = "measured" if complete else f"estimated from {positions} of {total} positions"
+        rows.append(f"| {label} | full | {full.seconds:.2f} | 1x | {full.peak_mib:.0f} | | | {full_timing} |")
+        rows.append(
+            f"| {label} | cached | {cached.seconds:.2f} | {full.seconds / cached.seconds:.1f}x | "
+            f"{cached.peak_mib:.0f} | {match} | {cached.fallbacks} of {total} | measured |"
+        )
+        print(f"done {label}: full {full.seconds:.1f} s, cached {cached.seconds:.2f} s", flush=True)
+    print("\n".join(rows))
+
+if __name__ == "__main__":
+    main()

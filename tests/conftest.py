@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vqgen.cli import app
+
+# a VQ-VAE small enough to train for an epoch on mnist5k in a few seconds
+TINY_VQVAE = ["--hidden", "16", "--res-channels", "8", "--res-blocks", "1", "-K", "32", "-D", "8"]
+TINY_PRIOR = ["--layers", "3", "--channels", "8", "--kernel-size", "3"]
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # the CI machine has 2 cores; oversubscribing them makes tiny models slower, not faster
+    torch.set_num_threads(1)
+
+
+def run_cli(*args: str, ok: bool = True):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if ok and result.exit_code != 0:
+        raise AssertionError(f"vqgen {' '.join(map(str, args))} failed ({result.exit_code}):\n{result.output}")
+    return result
+
+
+def write_image_folder(root: Path, n_per_class: int = 6, size: int = 16, classes=("a", "b"), rgb=False) -> Path:
+    """Small labelled folder dataset of procedural images (bright squares at class-dependent spots)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            img = rng.integers(0, 40, (size, size, 3 if rgb else 1), dtype=np.uint8)
+            top = 2 + (c * 5 + i) % (size - 6)
+            img[top : top + 4, 3 : 3 + 4 + c] = 230
+            array = img if rgb else img[:, :, 0]
+            Image.fromarray(array).save(root / name / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> dict[str, Path]:
+    """Train a tiny VQ-VAE and prior on mnist5k once for every test that needs trained files."""
+    root = tmp_path_factory.mktemp("pipeline")
+    torch.set_num_threads(1)
+    paths = {k: root / f"{k}.safetensors" for k in ("vqvae", "codes", "prior")}
+    run_cli("train-vqvae", "--epochs", "1", "--out", paths["vqvae"], "--device", "cpu", *TINY_VQVAE)
+    run_cli("extract-codes", paths["vqvae"], "--out", paths["codes"], "--device", "cpu")
+    run_cli("train-prior", paths["codes"], "--out", paths["prior"], "--epochs", "1", "--device", "cpu", *TINY_PRIOR)
+    return paths

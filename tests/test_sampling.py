@@ -1,0 +1,144 @@
+"""The cached sampler (issue 4) against the full-recompute reference."""
+
+import pytest
+import torch
+
+from vqgen.errors import VQGenError
+from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqgen.models.sampler import (
+    SAMPLERS,
+    TIE_TOLERANCE,
+    CachedPixelCNN,
+    cached_logits,
+    is_decisive,
+    sample_cached,
+    sample_full,
+)
+
+K = 32
+
+
+def make_prior(shape, kernel_size: int, num_classes: int = 0, logit_scale: float = 1.0, seed: int = 0) -> GatedPixelCNN:
+    """A small random prior; ``logit_scale`` sharpens its output like training does."""
+    torch.manual_seed(seed)
+    cfg = PixelCNNConfig(
+        num_codes=K, latent_shape=shape, channels=32, num_layers=4, kernel_size=kernel_size,
+        num_classes=num_classes, head_channels=32,
+    )
+    model = GatedPixelCNN(cfg).eval()
+    with torch.no_grad():
+        model.head[3].weight.mul_(logit_scale)
+    return model
+
+
+def labels_for(model: GatedPixelCNN, n: int):
+    return torch.arange(n) % model.cfg.num_classes if model.conditional else None
+
+
+# (latent shape, kernel size, classes): square, non-square, wider kernel than the map, one column
+LOGIT_CASES = [((4, 4), 3, 0), ((7, 7), 5, 3), ((5, 9), 7, 0), ((5, 9), 3, 4), ((2, 3), 7, 0), ((3, 1), 5, 2)]
+
+
+@pytest.mark.parametrize("shape,kernel_size,num_classes", LOGIT_CASES)
+@pytest.mark.parametrize("logit_scale", [1.0, 30.0])
+def test_cached_logits_equal_the_full_pass_at_every_position(shape, kernel_size, num_classes, logit_scale):
+    model = make_prior(shape, kernel_size, num_classes, logit_scale)
+    codes = torch.randint(0, K, (6, *shape))
+    labels = labels_for(model, 6)
+    with torch.no_grad():
+        full = model(codes, labels)
+    cached = cached_logits(model, codes, labels)
+    error = (cached - full).abs()
+    scale = 1 + full.abs().amax(dim=1, keepdim=True)
+    # the bound sample_cached's tie check assumes, with a 4x margin
+    assert (error <= TIE_TOLERANCE / 4 * scale).all(), f"max error {error.max().item():.3g}"
+    if logit_scale == 1.0:
+        torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
+
+
+# (latent shape, kernel size, classes, temperature, top-k)
+SAMPLE_CASES = [
+    ((4, 4), 3, 0, 1.0, None),
+    ((7, 7), 5, 3, 0.8, 5),
+    ((5, 9), 5, 0, 1.3, 10),
+    ((5, 9), 3, 4, 1.0, None),
+    ((6, 4), 7, 0, 0.5, 3),
+    ((7, 7), 7, 2, 1.0, 1),
+]
+
+
+@pytest.mark.parametrize("shape,kernel_size,num_classes,temperature,top_k", SAMPLE_CASES)
+@pytest.mark.parametrize("logit_scale", [1.0, 30.0])
+def test_cached_sampler_draws_exactly_the_codes_of_the_full_sampler(
+    shape, kernel_size, num_classes, temperature, top_k, logit_scale
+):
+    model = make_prior(shape, kernel_size, num_classes, logit_scale)
+    labels = labels_for(model, 8)
+    generators = [torch.Generator().manual_seed(123) for _ in range(2)]
+    full = sample_full(model, 8, labels, temperature, top_k, generators[0])
+    cached = sample_cached(model, 8, labels, temperature, top_k, generators[1])
+    assert cached.shape == (8, *shape) and cached.dtype == torch.long
+    assert torch.equal(cached, full)
+    # here the cached logits alone already give the same codes, without any fallback to the full pass
+    assert torch.equal(sample_cached(model, 8, labels, temperature, top_k, torch.Generator().manual_seed(123), tolerance=0), full)
+    if top_k != 1:
+        assert full.unique().numel() > 1, "degenerate case: every code the same"
+    # both consumed the same random numbers, in the same amount
+    assert torch.equal(torch.rand(4, generator=generators[0]), torch.rand(4, generator=generators[1]))
+
+
+def test_top_1_sampling_is_the_argmax_of_the_full_pass():
+    model = make_prior((4, 5), 5, logit_scale=30.0)
+    codes = sample_cached(model, 3, top_k=1, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model(codes).argmax(dim=1), codes)
+
+
+@pytest.mark.parametrize("top_k", [None, 3])
+def test_tie_check_keeps_codes_exact_when_cached_logits_are_off(monkeypatch, top_k):
+    """Perturb the cached logits by up to half the tolerance: the check must catch every draw
+    the perturbation could flip, so the codes still equal the full sampler's; without the
+    check they do not."""
+    model = make_prior((6, 6), 5, logit_scale=10.0)
+    tolerance = 0.01
+    noise_gen = torch.Generator().manual_seed(7)
+    exact_logits = CachedPixelCNN.logits
+
+    def perturbed(self, j):
+        logits = exact_logits(self, j)
+        bound = tolerance / 2 * (1 + logits.abs().amax(dim=1, keepdim=True))
+        return logits + bound * (2 * torch.rand(logits.shape, generator=noise_gen) - 1)
+
+    monkeypatch.setattr(CachedPixelCNN, "logits", perturbed)
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+
+    def run(sampler, **kwargs):
+        return sampler(model, 8, None, 0.9, top_k, torch.Generator().manual_seed(3), **kwargs)
+
+    full = run(sample_full)
+    calls.clear()
+    assert torch.equal(run(sample_cached, tolerance=tolerance), full)
+    assert 0 < len(calls) < 36, "the check should fall back to the full pass for some, not all, positions"
+    assert not torch.equal(run(sample_cached, tolerance=0.0), full)
+
+
+def test_is_decisive_on_hand_made_logits():
+    noise = torch.zeros(1, 4)
+    assert is_decisive(torch.tensor([[3.0, 1.0, 0.0, -1.0]]), noise, 1.0, None, 1e-5)
+    assert not is_decisive(torch.tensor([[3.0, 3.0 - 1e-6, 0.0, -1.0]]), noise, 1.0, None, 1e-5)
+    # code 2 is left out of the top-2 by 1e-6 only: inside it (as the full pass may have it), it wins
+    boundary = torch.tensor([[2.0, 1.0, 1.0 - 1e-6, -5.0]])
+    assert not is_decisive(boundary, torch.tensor([[0.0, 0.0, 5.0, 0.0]]), 1.0, 2, 1e-5)
+    assert is_decisive(boundary, torch.tensor([[0.0, 0.0, 5.0, 0.0]]), 1.0, 3, 1e-5)
+    assert is_decisive(boundary, torch.tensor([[0.0, 0.0, 0.5, 0.0]]), 1.0, 2, 1e-5)  # it would lose anyway
+    # the winner itself sits on the top-k boundary
+    assert not is_decisive(boundary, torch.tensor([[0.0, 5.0, 0.0, 0.0]]), 1.0, 2, 1e-5)
+    assert is_decisive(boundary, torch.tensor([[0.0, 5.0, 0.0, 0.0]]), 1.0, 3, 1e-5)
+
+
+def test_samplers_are_registered_and_need_labels_when_conditional():
+    assert SAMPLERS["cached"] is sample_cached and SAMPLERS["full"] is sample_full
+    model = make_prior((3, 3), 3, num_classes=2)
+    with pytest.raises(VQGenError, match="labels are required"):
+        sample_cached(model, 2)

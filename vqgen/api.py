@@ -1,0 +1,142 @@
+"""A small Python API: load checkpoints, turn images into codes and back, sample from a prior.
+
+    import vqgen
+
+    vq = vqgen.load_vqvae("checkpoints/vqvae.safetensors")
+    images = vqgen.read_images(["a.png", "b.png"], vq)      # (2, C, H, W) in [0, 1], at vq's size
+    codes = vqgen.encode(vq, images)                        # (2, h, w) code indices
+    vqgen.save_grid(vqgen.decode(vq, codes), "recon.png")
+
+    prior = vqgen.load_prior("checkpoints/prior.safetensors")
+    codes = vqgen.sample_codes(prior, 16, labels="7", seed=0)
+    vqgen.save_grid(vqgen.decode(vq, codes), "sevens.png", nrow=4)
+
+Models come back in eval mode with their file's metadata as ``model.meta``; results are CPU tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from vqgen import checkpoint
+from vqgen.data import fit_image, read_image
+from vqgen.errors import VQGenError
+from vqgen.images import save_grid, save_png
+from vqgen.models.pixelcnn import GatedPixelCNN
+from vqgen.models.vqvae import VQVAE
+
+__all__ = [
+    "load_vqvae", "load_prior", "read_images", "encode", "decode", "reconstruct", "sample_codes",
+    "save_grid", "save_png",
+]
+
+
+def load_vqvae(path: str | Path, device: str | torch.device = "cpu") -> VQVAE:
+    """A VQ-VAE checkpoint -> model in eval mode, with its metadata as ``.meta``."""
+    model, meta = checkpoint.load_vqvae(path, device)
+    model.meta = meta
+    return model
+
+
+def load_prior(path: str | Path, device: str | torch.device = "cpu") -> GatedPixelCNN:
+    """A prior checkpoint -> gated PixelCNN in eval mode, with its metadata as ``.meta``."""
+    model, meta = checkpoint.load_prior(path, device)
+    model.meta = meta
+    return model
+
+
+def read_images(paths: Sequence[str | Path], vqvae: VQVAE) -> torch.Tensor:
+    """Image files -> (N, C, H, W) floats in [0, 1], resized and centre-cropped to what ``vqvae`` expects."""
+    channels, size = vqvae.cfg.in_channels, tuple(vqvae.cfg.image_size)
+    return torch.stack([fit_image(read_image(Path(p), channels), size, channels) for p in paths])
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def encode(vqvae: VQVAE, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Images (N, C, H, W) in [0, 1] -> code indices (N, h, w), int64."""
+    if images.dim() == 3:
+        images = images[None]
+    expected = (vqvae.cfg.in_channels, *vqvae.cfg.image_size)
+    if tuple(images.shape[1:]) != expected:
+        raise VQGenError(f"images of shape {tuple(images.shape[1:])}, but this VQ-VAE takes {expected}")
+    device = _device(vqvae)
+    return torch.cat([vqvae.encode(chunk.to(device)).cpu() for chunk in images.split(batch_size)])
+
+
+@torch.no_grad()
+def decode(vqvae: VQVAE, codes: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Code indices (N, h, w) -> images (N, C, H, W) in [0, 1]."""
+    if codes.dim() == 2:
+        codes = codes[None]
+    k = vqvae.cfg.num_codes
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= k):
+        raise VQGenError(f"codes must lie in 0..{k - 1}")
+    device = _device(vqvae)
+    return torch.cat([vqvae.decode(chunk.long().to(device)).float().cpu() for chunk in codes.split(batch_size)])
+
+
+def reconstruct(vqvae: VQVAE, images: torch.Tensor) -> torch.Tensor:
+    """Encode then decode: what the VQ-VAE keeps of each image."""
+    return decode(vqvae, encode(vqvae, images))
+
+
+@torch.no_grad()
+def sample_codes(
+    prior: GatedPixelCNN,
+    n: int,
+    labels: int | str | Sequence[int | str] | None = None,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    sampler: str | None = None,
+) -> torch.Tensor:
+    """Draw ``n`` code maps (n, h, w) from the prior.
+
+    ``labels`` (conditional priors only): one class, index or name, for all samples, or one per
+    sample. ``sampler``: a name from ``vqgen.models.sampler.SAMPLERS``; default the cached one
+    when available, else the full recompute.
+    """
+    from vqgen.models.sampler import SAMPLERS
+
+    if n < 1:
+        raise VQGenError(f"n must be at least 1, not {n}")
+    if not temperature > 0:
+        raise VQGenError(f"temperature must be positive, not {temperature}")
+    name = sampler or ("cached" if "cached" in SAMPLERS else "full")
+    if name not in SAMPLERS:
+        raise VQGenError(f"sampler must be one of {', '.join(SAMPLERS)}, not {name!r}")
+    y = _label_tensor(prior, labels, n)
+    generator = torch.Generator().manual_seed(seed)
+    codes = SAMPLERS[name](prior, n, labels=y, temperature=temperature, top_k=top_k, generator=generator,
+                           device=_device(prior))
+    return codes.cpu()
+
+
+def _label_tensor(prior: GatedPixelCNN, labels, n: int) -> torch.Tensor | None:
+    if not prior.conditional:
+        if labels is not None:
+            raise VQGenError("labels were given, but this prior is unconditional")
+        return None
+    names = (getattr(prior, "meta", None) or {}).get("label_names") or [str(c) for c in range(prior.cfg.num_classes)]
+    if labels is None:
+        raise VQGenError(f"this prior is class-conditional: pass labels (one of {', '.join(names[:10])}, ...)")
+    wanted = [labels] * n if isinstance(labels, (int, str)) else list(labels)
+    if len(wanted) != n:
+        raise VQGenError(f"got {len(wanted)} labels for {n} samples")
+    index = []
+    for label in wanted:
+        if isinstance(label, str) and label in names:
+            index.append(names.index(label))
+        elif isinstance(label, int) and 0 <= label < len(names):
+            index.append(label)
+        else:
+            raise VQGenError(f"label {label!r} is not one of the prior's classes ({', '.join(names[:10])} ...)")
+    return torch.tensor(index, dtype=torch.long)

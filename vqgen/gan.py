@@ -1,0 +1,218 @@
+"""VQGAN-style autoencoder training (Esser et al. 2021): reconstruction loss of choice, optional
+perceptual loss, and a PatchGAN discriminator whose loss is balanced by VQGAN's adaptive weight.
+
+``GanTrainer`` owns everything the plain VQ-VAE loop does not have: the discriminator, its
+optimizer and gradient scaler, the perceptual network and the running log of GAN numbers. Per
+training step the loop calls ``generator_loss`` (to add to the quantizer loss and backpropagate
+through the autoencoder) and, after the autoencoder's optimizer step, ``discriminator_step``.
+The discriminator never enters the VQ-VAE checkpoint; it lives in the resumable state only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from vqgen import distributed as dist
+from vqgen.errors import VQGenError
+from vqgen.losses import (
+    RECON_LOSSES,
+    PerceptualLoss,
+    adaptive_weight,
+    discriminator_accuracy,
+    hinge_d_loss,
+    hinge_g_loss,
+    reconstruction_loss,
+)
+from vqgen.models.discriminator import DiscriminatorConfig, PatchDiscriminator
+from vqgen.runtime import autocast, grad_scaler, memory_format
+
+# numbers averaged per epoch (only over the steps where they were computed)
+LOGGED = ("perceptual", "g_loss", "adaptive_weight", "d_loss", "d_acc_real", "d_acc_fake")
+DISC_BETAS = (0.5, 0.9)  # VQGAN's Adam betas for the discriminator
+
+
+@dataclass
+class GanOptions:
+    """Loss options of ``train-vqvae`` beyond the VQ-VAE's own; recorded as train_options["gan"]."""
+
+    gan: bool = False
+    gan_start: int = 0  # optimizer steps of plain reconstruction training before the discriminator joins
+    gan_weight: float = 0.1  # multiplies the adaptive weight
+    disc_layers: int = 3
+    disc_channels: int = 64
+    recon_loss: str = "mse"
+    perceptual_weights: str | None = None
+    perceptual_weight: float = 1.0
+    max_adaptive_weight: float = 1e4  # VQGAN's clamp
+
+    def validate(self) -> None:
+        if self.recon_loss not in RECON_LOSSES:
+            raise VQGenError(f"--recon-loss must be one of {', '.join(RECON_LOSSES)}, not {self.recon_loss!r}")
+        if self.gan_start < 0:
+            raise VQGenError(f"--gan-start must be 0 or more steps, not {self.gan_start}")
+        if not self.gan_weight >= 0:
+            raise VQGenError(f"--gan-weight must be 0 or more, not {self.gan_weight}")
+        if not self.perceptual_weight >= 0:
+            raise VQGenError(f"--perceptual-weight must be 0 or more, not {self.perceptual_weight}")
+        if self.perceptual_weights is not None and not Path(self.perceptual_weights).is_file():
+            raise VQGenError(
+                f"{self.perceptual_weights}: --perceptual-weights file not found "
+                "(give torchvision's VGG16 weights file)"
+            )
+        if self.gan:
+            self.disc_config(3).validate()
+
+    def disc_config(self, in_channels: int) -> DiscriminatorConfig:
+        return DiscriminatorConfig(in_channels=in_channels, channels=self.disc_channels, layers=self.disc_layers)
+
+
+class GanTrainer:
+    """Reconstruction/perceptual/adversarial losses of the autoencoder, and the discriminator's training."""
+
+    def __init__(
+        self,
+        opts: GanOptions,
+        in_channels: int,
+        image_size: tuple[int, int],
+        last_layer_weight: torch.Tensor,
+        lr: float,
+        device: torch.device,
+        amp: str = "off",
+    ):
+        opts.validate()
+        self.opts, self.device, self.amp = opts, device, amp
+        self.last_layer_weight = last_layer_weight
+        self.perceptual: PerceptualLoss | None = None
+        if opts.perceptual_weights:
+            self.perceptual = PerceptualLoss.from_file(opts.perceptual_weights).to(device)
+        self.disc: PatchDiscriminator | None = None
+        if opts.gan:
+            cfg = opts.disc_config(in_channels)
+            cfg.check_image_size(image_size)
+            self.disc = PatchDiscriminator(cfg).to(device, memory_format=memory_format(device, amp))
+            # real and fake go through in one forward pass, so DDP sees one forward per backward
+            # (buffers are broadcast each forward: the spectral-norm power-iteration vectors stay in sync)
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.disc_net = self.disc
+            if dist.is_distributed():
+                self.disc_net = DistributedDataParallel(self.disc, device_ids=device_ids)
+            self.optimizer = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=DISC_BETAS)
+            self.scaler = grad_scaler(device, amp)
+        self._reset_log()
+
+    def active(self, step: int) -> bool:
+        """Whether the adversarial game runs at this step (steps counted from 0)."""
+        return self.disc is not None and step >= self.opts.gan_start
+
+    # ------------------------------------------------------------------------- autoencoder side
+
+    def generator_loss(
+        self, recon: torch.Tensor, target: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Autoencoder loss without the quantizer terms: recon (+ perceptual) (+ weighted adversarial).
+
+        ``recon`` and ``target`` are in model space [-1, 1]. The logs always hold ``mse`` (the plain
+        pixel MSE, for comparison across loss choices) and ``recon`` (the chosen pixel loss).
+        """
+        recon = recon.float()
+        rec = reconstruction_loss(recon, target, self.opts.recon_loss)
+        logs = {"mse": F.mse_loss(recon.detach(), target).item(), "recon": rec.item()}
+        if self.perceptual is not None:
+            perceptual = self.perceptual(recon, target)
+            rec = rec + self.opts.perceptual_weight * perceptual
+            logs["perceptual"] = perceptual.item()
+        if not self.active(step):
+            self._record(logs)
+            return rec, logs
+        # the generator's gradient must reach the decoder only, not the discriminator's weights
+        self.disc.requires_grad_(False)
+        with autocast(self.device, self.amp):
+            logits_fake = self.disc(recon)
+        self.disc.requires_grad_(True)
+        g_loss = hinge_g_loss(logits_fake)
+        weight = adaptive_weight(rec, g_loss, self.last_layer_weight, self.opts.max_adaptive_weight)
+        logs.update(g_loss=g_loss.item(), adaptive_weight=weight.item())
+        self._record(logs)
+        return rec + self.opts.gan_weight * weight * g_loss, logs
+
+    # ------------------------------------------------------------------------- discriminator side
+
+    def discriminator_step(self, fake: torch.Tensor, real: torch.Tensor, step: int) -> dict[str, float]:
+        """One hinge-loss update of the discriminator on detached reconstructions vs real images."""
+        if not self.active(step):
+            return {}
+        fake = fake.detach().float()
+        with autocast(self.device, self.amp):
+            logits = self.disc_net(torch.cat([real, fake]))
+        logits_real, logits_fake = logits.float().split([real.shape[0], fake.shape[0]])
+        d_loss = hinge_d_loss(logits_real, logits_fake)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(d_loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        acc_real, acc_fake = discriminator_accuracy(logits_real.detach(), logits_fake.detach())
+        logs = {"d_loss": d_loss.item(), "d_acc_real": acc_real, "d_acc_fake": acc_fake}
+        self._record(logs)
+        return logs
+
+    # ------------------------------------------------------------------------- logs
+
+    def _reset_log(self) -> None:
+        self._sums = torch.zeros(len(LOGGED), dtype=torch.float64)
+        self._counts = torch.zeros(len(LOGGED), dtype=torch.float64)
+
+    def _record(self, logs: dict[str, float]) -> None:
+        for i, key in enumerate(LOGGED):
+            if key in logs:
+                self._sums[i] += logs[key]
+                self._counts[i] += 1
+
+    def epoch_summary(self) -> dict[str, float]:
+        """Means since the last call (over all processes), keys prefixed ``gan_``; then start afresh.
+
+        A collective under torchrun: every rank must call it.
+        """
+        both = torch.stack([self._sums, self._counts]).to(self.device)
+        sums, counts = dist.all_reduce_sum(both).cpu()
+        self._reset_log()
+        return {f"gan_{key}": float(s / c) for key, s, c in zip(LOGGED, sums, counts) if c > 0}
+
+    @staticmethod
+    def postfix(logs: dict[str, float]) -> dict[str, str]:
+        """Short progress-bar fields for one step."""
+        names = {"g_loss": "g", "d_loss": "d", "adaptive_weight": "λ", "perceptual": "lpips"}
+        return {short: f"{logs[key]:.3g}" for key, short in names.items() if key in logs}
+
+    # ------------------------------------------------------------------------- resumable state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running epoch log, and with --gan the discriminator, its optimizer and gradient scaler."""
+        state: dict[str, Any] = {"log_sums": self._sums.clone(), "log_counts": self._counts.clone()}
+        if self.disc is not None:
+            state["discriminator"] = self.disc.state_dict()
+            state["optimizer"] = self.optimizer.state_dict()
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``; a mismatch raises ValueError (the resume code adds the file's name)."""
+        if ("discriminator" in state) != (self.disc is not None):
+            raise ValueError("the saved run and this one disagree on --gan (a discriminator is saved only with --gan)")
+        if "log_sums" in state:
+            self._sums, self._counts = state["log_sums"].double().cpu(), state["log_counts"].double().cpu()
+        if self.disc is None:
+            return
+        try:
+            self.disc.load_state_dict(state["discriminator"])
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise ValueError(f"discriminator of another --disc-layers/--disc-channels ({first})") from e
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,192 @@
+"""Autoencoder losses beyond plain MSE: L1/MSE reconstruction, hinge GAN losses, VQGAN's adaptive
+weight, and an LPIPS-style perceptual distance on VGG16 features.
+
+All image arguments are in model space [-1, 1].
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vqgen import distributed as dist
+from vqgen.errors import VQGenError
+
+RECON_LOSSES = ("mse", "l1", "l1+mse")
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Mean pixel loss: ``mse``, ``l1`` or ``l1+mse`` (their sum)."""
+    if kind not in RECON_LOSSES:
+        raise VQGenError(f"--recon-loss must be one of {', '.join(RECON_LOSSES)}, not {kind!r}")
+    recon = recon.float()
+    loss = recon.new_zeros(())
+    if "l1" in kind:
+        loss = loss + F.l1_loss(recon, target)
+    if "mse" in kind:
+        loss = loss + F.mse_loss(recon, target)
+    return loss
+
+
+# ----------------------------------------------------------------------------- adversarial
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge loss: push real logits above +1 and fake ones below -1 (mean of both halves)."""
+    return 0.5 * (F.relu(1 - logits_real.float()).mean() + F.relu(1 + logits_fake.float()).mean())
+
+
+def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """Generator side of the hinge GAN: raise the discriminator's logits on reconstructions."""
+    return -logits_fake.float().mean()
+
+
+def adaptive_weight(
+    recon_loss: torch.Tensor,
+    gan_loss: torch.Tensor,
+    last_layer_weight: torch.Tensor,
+    max_weight: float = 1e4,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """VQGAN's balance: ||d recon / d w|| / (||d gan / d w|| + eps) at the decoder's last layer w.
+
+    Scaling the adversarial loss by this makes its gradient at the decoder output about as large as
+    the reconstruction gradient, whatever the two losses' scales. The result is a detached scalar,
+    clamped to [0, max_weight]; a non-finite ratio (e.g. fp16 overflow) counts as 0 for this step.
+    Under torchrun both gradients are summed over the processes first, so every rank uses the
+    weight one process would compute on the whole global batch.
+    """
+    recon_grad = torch.autograd.grad(recon_loss, last_layer_weight, retain_graph=True)[0]
+    gan_grad = torch.autograd.grad(gan_loss, last_layer_weight, retain_graph=True)[0]
+    recon_grad, gan_grad = dist.all_reduce_sum(torch.stack([recon_grad.float(), gan_grad.float()]))
+    ratio = recon_grad.norm() / (gan_grad.norm() + eps * dist.world_size())
+    ratio = torch.nan_to_num(ratio, nan=0.0, posinf=0.0, neginf=0.0)
+    return ratio.clamp(0.0, max_weight).detach()
+
+
+def discriminator_accuracy(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> tuple[float, float]:
+    """Share of patches judged correctly: real ones with logit > 0, fake ones with logit < 0."""
+    return float((logits_real > 0).float().mean()), float((logits_fake < 0).float().mean())
+
+
+# ----------------------------------------------------------------------------- perceptual
+
+# torchvision's VGG16 ``features``: conv widths, "M" = 2x2 max-pool. Each conv is followed by a ReLU,
+# so indices match torchvision's state-dict keys ("features.0.weight", "features.2.weight", ...).
+VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+VGG16_TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (LPIPS's layers)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def vgg16_features() -> nn.Sequential:
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in VGG16_LAYOUT:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU()]
+            channels = item
+    return nn.Sequential(*layers)
+
+
+def read_vgg16_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a VGG16 weights file: safetensors, or torchvision's official ``.pth``.
+
+    A ``.pth`` file is read with ``torch.load(weights_only=True)``, which only rebuilds tensors and
+    plain containers and refuses any other pickled object, so no code from the file runs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VQGenError(f"{path}: --perceptual-weights file not found (give torchvision's VGG16 weights file)")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    try:
+        if head.startswith((b"\x80", b"PK\x03\x04")):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+    except pickle.UnpicklingError as e:
+        found = re.search(r"WeightsUnpickler error:\s*([^\n]+?)(?:\.\s|\n|$)", str(e))
+        detail = found.group(1) if found else "not plain tensors"
+        raise VQGenError(
+            f"{path}: cannot read VGG16 weights: the weights-only loader refused it ({detail}); "
+            ".pth files are never fully unpickled"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - any decoder failure means the same thing to the user
+        first = re.split(r"\.\s|\n", str(e).strip())[0] or type(e).__name__
+        raise VQGenError(f"{path}: cannot read VGG16 weights (need safetensors or torchvision's .pth: {first})") from e
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise VQGenError(f"{path}: not a state dict of tensors, so not VGG16 weights")
+    return state
+
+
+def load_vgg16_features(path: str | Path) -> nn.Sequential:
+    """VGG16 ``features`` up to relu5_3, with weights from ``path`` (full model or features only)."""
+    state = read_vgg16_weights(path)
+    prefix = "features." if any(k.startswith("features.") for k in state) else ""
+    net = vgg16_features()[: VGG16_TAPS[-1] + 1]
+    wanted = net.state_dict()
+    picked = {}
+    for key, like in wanted.items():
+        tensor = state.get(prefix + key)
+        if tensor is None or tensor.shape != like.shape:
+            found = "missing" if tensor is None else f"shape {tuple(tensor.shape)}"
+            raise VQGenError(
+                f"{path}: not torchvision VGG16 weights ({prefix + key}: {found}, expected {tuple(like.shape)})"
+            )
+        picked[key] = tensor.float()
+    net.load_state_dict(picked)
+    return net
+
+
+class PerceptualLoss(nn.Module):
+    """LPIPS-style distance on frozen VGG16 features (Zhang et al. 2018), without LPIPS's learned part.
+
+    LPIPS unit-normalises each layer's features along channels, weights the squared differences
+    with learned per-channel linear layers, averages over space and sums over layers. We have no
+    such learned weights, so every channel counts equally: per layer the squared distance of the
+    unit-normalised features (in [0, 4]) is summed over channels and averaged over positions, and
+    the five layers are averaged (the "baseline" LPIPS variant, up to that final averaging).
+    """
+
+    def __init__(self, features: nn.Sequential):
+        super().__init__()
+        self.features = features.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PerceptualLoss:
+        return cls(load_vgg16_features(path))
+
+    def train(self, mode: bool = True) -> PerceptualLoss:
+        return self  # frozen: stays in eval mode whatever the surrounding model does
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)  # grey images: the same value on R, G and B
+        x = ((x + 1) / 2 - self.mean) / self.std
+        taps = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in VGG16_TAPS:
+                taps.append(x)
+        return taps
+
+    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean distance over the batch between images in [-1, 1]."""
+        total = recon.new_zeros((), dtype=torch.float32)
+        for a, b in zip(self._taps(recon.float()), self._taps(target.float())):
+            a = a / (a.norm(dim=1, keepdim=True) + 1e-10)
+            b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
+            total = total + (a - b).pow(2).sum(1).mean()
+        return total / len(VGG16_TAPS)

@@ -1,0 +1,64 @@
+"""The reference network for `vqgen evaluate`: a small CNN classifier trained on the dataset itself.
+
+Offline there are no pretrained Inception weights, so sample quality is measured in the feature
+space of this network: ``features`` is its penultimate layer (the input of the last linear map).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class ClassifierConfig:
+    in_channels: int = 1
+    image_size: tuple[int, int] = (28, 28)
+    num_classes: int = 10
+    width: int = 16
+    feature_dim: int = 128
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["image_size"] = tuple(d["image_size"])
+        return cls(**d)
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class Classifier(nn.Module):
+    """Five 3x3 conv layers (two of stride 2), global average pool, a hidden layer, a linear head."""
+
+    def __init__(self, cfg: ClassifierConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        self.trunk = nn.Sequential(
+            *conv_bn_relu(cfg.in_channels, w, 1),
+            *conv_bn_relu(w, 2 * w, 2),
+            *conv_bn_relu(2 * w, 2 * w, 1),
+            *conv_bn_relu(2 * w, 4 * w, 2),
+            *conv_bn_relu(4 * w, 4 * w, 1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.hidden = nn.Sequential(nn.Linear(4 * w, cfg.feature_dim), nn.ReLU())
+        self.head = nn.Linear(cfg.feature_dim, cfg.num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] -> penultimate features (B, feature_dim)."""
+        return self.hidden(self.trunk(images * 2 - 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] -> class logits (B, num_classes)."""
+        return self.head(self.features(images))
