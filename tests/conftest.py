@@ -1,4 +1,9 @@
+import os
 from pathlib import Path
+
+# tiny models on a 2-core machine: one thread each (also for the subprocesses tests start) avoids
+# oversubscription, which makes them many times slower, not faster
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
@@ -12,10 +17,7 @@ TINY_VQVAE = ["--hidden", "16", "--res-channels", "8", "--res-blocks", "1", "-K"
 TINY_PRIOR = ["--layers", "3", "--channels", "8", "--kernel-size", "3"]
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    # the CI machine has 2 cores; oversubscribing them makes tiny models slower, not faster
-    torch.set_num_threads(1)
+torch.set_num_threads(1)
 
 
 def run_cli(*args: str, ok: bool = True):
@@ -45,7 +47,6 @@ def write_image_folder(root: Path, n_per_class: int = 6, size: int = 16, classes
 def tiny_pipeline(tmp_path_factory) -> dict[str, Path]:
     """Train a tiny VQ-VAE and prior on mnist5k once for every test that needs trained files."""
     root = tmp_path_factory.mktemp("pipeline")
-    torch.set_num_threads(1)
     paths = {k: root / f"{k}.safetensors" for k in ("vqvae", "codes", "prior")}
     run_cli("train-vqvae", "--epochs", "1", "--out", paths["vqvae"], "--device", "cpu", *TINY_VQVAE)
     run_cli("extract-codes", paths["vqvae"], "--out", paths["codes"], "--device", "cpu")

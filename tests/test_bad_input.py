@@ -22,14 +22,6 @@ TINY_VQVAE = "--hidden 16 --res-channels 8 -K 16 -D 8 --epochs 1 --batch-size 8 
 TINY_PRIOR = "--layers 1 --channels 8 --kernel-size 3 --epochs 1 --batch-size 4 --device cpu".split()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def invoke(*args) -> object:
     return CliRunner().invoke(app, [str(a) for a in args])
 

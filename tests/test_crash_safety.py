@@ -79,14 +79,6 @@ TARGETS = ("model.safetensors", "image.png", "model.metrics.jsonl", "model.resum
 TEMP_NAME = re.compile(r"^\.((" + "|".join(re.escape(t) for t in TARGETS) + r")\.\w+\.tmp|tmp\w{6})$")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def check_complete(folder: Path) -> None:
     """Every file a killed writer left is complete and self-consistent; leftovers are hidden temp files."""
     tensors, meta = load_vqgen_file(folder / "model.safetensors", "vqvae")

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from vqgen.checkpoint import load_vqgen_file, read_metadata, save_vqgen_file
 from vqgen.cli import app
+from vqgen.stages.train_classifier import default_classifier_path
 from vqgen.metrics import (
     feature_stats,
     frechet_distance,
@@ -217,8 +218,26 @@ def test_evaluate_cli_reports_every_section_as_json(pipeline):
     # the classifier is cached beside the checkpoints and reused
     cached = Path(r["classifier"]["path"])
     assert cached.parent == ck and read_metadata(cached)["kind"] == "classifier"
-    again = invoke("evaluate", "--vqvae", ck / "vqvae.safetensors", "--kid-subsets", "2", "--device", "cpu")
+    out2 = pipeline["root"] / "eval2.json"
+    again = invoke(
+        "evaluate", "--vqvae", ck / "vqvae.safetensors", "--json", out2, "--kid-subsets", "10", "--device", "cpu"
+    )
     assert "using" in again.output and "training one" not in again.output
+    assert json.loads(out2.read_text())["reconstruction"] == r["reconstruction"]  # same numbers on a rerun
+
+
+def test_a_damaged_cached_classifier_is_retrained(pipeline, tmp_path):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    vqvae = ck / "vqvae.safetensors"
+    vqvae.write_bytes((pipeline["ck"] / "vqvae.safetensors").read_bytes())
+    cached = default_classifier_path(ck, read_metadata(vqvae)["dataset"])
+    cached.write_bytes(cached_classifier(pipeline).read_bytes())  # same data and split: reused
+    first = invoke("evaluate", "--vqvae", vqvae, "--kid-subsets", "2", "--device", "cpu")
+    assert "using" in first.output
+    cached.write_bytes(b"not a safetensors file")
+    second = invoke("evaluate", "--vqvae", ck / "vqvae.safetensors", "--kid-subsets", "2", "--device", "cpu")
+    assert "does not fit" in second.output and read_metadata(cached)["kind"] == "classifier"
 
 
 def test_prior_without_code_file_encodes_the_split_with_its_vqvae(pipeline):

@@ -37,7 +37,7 @@ def tiny_vqvae() -> VQVAE:
 
 
 def tiny_trainer(model: VQVAE, **options) -> GanTrainer:
-    opts = GanOptions(**{"gan": True, "disc_layers": 2, "disc_channels": 8, **options})
+    opts = GanOptions(**{"gan": True, "gan_start": 0, "disc_layers": 2, "disc_channels": 8, **options})
     return GanTrainer(opts, 3, (16, 16), model.decoder.last_layer.weight, lr=1e-3, device=CPU)
 
 
@@ -322,3 +322,20 @@ def test_resume_restores_the_discriminator_bit_for_bit(tmp_path, rgb_folder, mon
             if not name.startswith("rng."):
                 assert torch.equal(tensors_a[name], tensors_b[name]), name
     assert any(name.startswith("gan.discriminator.") for name in tensors_a)
+
+
+def test_a_gan_run_is_the_plain_run_until_gan_start(tmp_path, rgb_folder):
+    from vqgen.checkpoint import load_vqgen_file
+    from vqgen.data import load_image_data
+    from vqgen.stages.train_vqvae import VQVAETrainOptions, train_vqvae
+
+    data = load_image_data(str(rgb_folder))
+    cfg = VQVAEConfig(in_channels=3, image_size=(16, 16), hidden_channels=16, res_channels=8, num_res_blocks=1,
+                      num_codes=16, code_dim=8)
+    checkpoints = []
+    for name, gan in [("plain", GanOptions()), ("gan", GanOptions(gan=True, gan_start=5, disc_layers=2, disc_channels=8))]:
+        out = tmp_path / f"{name}.safetensors"
+        train_vqvae(data, cfg, VQVAETrainOptions(epochs=1, batch_size=4, device="cpu", gan=gan), out)  # 5 steps
+        checkpoints.append(load_vqgen_file(out)[0])
+    plain, gan = checkpoints
+    assert all(torch.equal(plain[name], gan[name]) for name in plain)

@@ -92,3 +92,10 @@ def test_nll_is_cross_entropy_in_nats():
     model = tiny_prior(3)
     codes = torch.randint(0, 7, (2, 5, 6))
     assert torch.allclose(model.nll(codes), F.cross_entropy(model(codes), codes))
+
+
+def test_every_parameter_takes_part_in_the_loss():
+    # DDP requires it; a parameter without a gradient is dead weight in the checkpoint too
+    model = tiny_prior(3, num_classes=2).train()
+    model.nll(torch.randint(0, 7, (2, 5, 6)), torch.tensor([0, 1])).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []

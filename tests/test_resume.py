@@ -26,15 +26,6 @@ VQVAE_ARGS = (
 PRIOR_ARGS = "--layers 2 --channels 8 --kernel-size 3 --dropout 0.2 --epochs 3 --batch-size 8 --device cpu".split()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest (and steadiest on a shared machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("images")

@@ -50,8 +50,8 @@ def test_cached_logits_equal_the_full_pass_at_every_position(shape, kernel_size,
     cached = cached_logits(model, codes, labels)
     error = (cached - full).abs()
     scale = 1 + full.abs().amax(dim=1, keepdim=True)
-    # the bound sample_cached's tie check assumes, with a 4x margin
-    assert (error <= TIE_TOLERANCE / 4 * scale).all(), f"max error {error.max().item():.3g}"
+    # the bound sample_cached's near-tie check assumes, with a 10x margin
+    assert (error <= TIE_TOLERANCE / 10 * scale).all(), f"max error {error.max().item():.3g}"
     if logit_scale == 1.0:
         torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
 
@@ -79,7 +79,7 @@ def test_cached_sampler_draws_exactly_the_codes_of_the_full_sampler(
     cached = sample_cached(model, 8, labels, temperature, top_k, generators[1])
     assert cached.shape == (8, *shape) and cached.dtype == torch.long
     assert torch.equal(cached, full)
-    # here the cached logits alone already give the same codes, without any fallback to the full pass
+    # here the cached logits alone already give the same codes, without the near-tie check
     assert torch.equal(sample_cached(model, 8, labels, temperature, top_k, torch.Generator().manual_seed(123), tolerance=0), full)
     if top_k != 1:
         assert full.unique().numel() > 1, "degenerate case: every code the same"
@@ -94,11 +94,28 @@ def test_top_1_sampling_is_the_argmax_of_the_full_pass():
         assert torch.equal(model(codes).argmax(dim=1), codes)
 
 
+@pytest.mark.parametrize("shape,kernel_size,num_classes", [((5, 6), 5, 0), ((4, 7), 3, 3), ((6, 4), 7, 0)])
+def test_full_pass_is_causal_in_floating_point(shape, kernel_size, num_classes):
+    """What the near-tie check relies on: the logits at (i, j) of a full pass over the finished map
+    are bit for bit those of a pass over the map with zeros from (i, j) on (as sample_full has it)."""
+    model = make_prior(shape, kernel_size, num_classes, logit_scale=10.0)
+    codes = torch.randint(0, K, (6, *shape))
+    labels = labels_for(model, 6)
+    h, w = shape
+    with torch.no_grad():
+        finished = model(codes, labels)
+        for t in range(h * w):
+            partial = codes.clone().view(6, -1)
+            partial[:, t:] = 0
+            i, j = divmod(t, w)
+            assert torch.equal(model(partial.view(6, h, w), labels)[:, :, i, j], finished[:, :, i, j]), (i, j)
+
+
 @pytest.mark.parametrize("top_k", [None, 3])
-def test_tie_check_keeps_codes_exact_when_cached_logits_are_off(monkeypatch, top_k):
-    """Perturb the cached logits by up to half the tolerance: the check must catch every draw
-    the perturbation could flip, so the codes still equal the full sampler's; without the
-    check they do not."""
+def test_near_tie_check_keeps_codes_exact_when_cached_logits_are_off(monkeypatch, top_k):
+    """Perturb the cached logits by up to half the tolerance: the check must catch and correct
+    every draw the perturbation flips (redrawing the rest of the map from the same random
+    numbers), so the codes still equal the full sampler's; without the check they do not."""
     model = make_prior((6, 6), 5, logit_scale=10.0)
     tolerance = 0.01
     noise_gen = torch.Generator().manual_seed(7)
@@ -110,17 +127,19 @@ def test_tie_check_keeps_codes_exact_when_cached_logits_are_off(monkeypatch, top
         return logits + bound * (2 * torch.rand(logits.shape, generator=noise_gen) - 1)
 
     monkeypatch.setattr(CachedPixelCNN, "logits", perturbed)
-    calls = []
-    model.register_forward_hook(lambda *args: calls.append(1))
+    full_passes = []
+    model.register_forward_hook(lambda *args: full_passes.append(1))
+    generators = [torch.Generator().manual_seed(3) for _ in range(3)]
 
-    def run(sampler, **kwargs):
-        return sampler(model, 8, None, 0.9, top_k, torch.Generator().manual_seed(3), **kwargs)
+    def run(sampler, generator, **kwargs):
+        return sampler(model, 8, None, 0.9, top_k, generator, **kwargs)
 
-    full = run(sample_full)
-    calls.clear()
-    assert torch.equal(run(sample_cached, tolerance=tolerance), full)
-    assert 0 < len(calls) < 36, "the check should fall back to the full pass for some, not all, positions"
-    assert not torch.equal(run(sample_cached, tolerance=0.0), full)
+    full = run(sample_full, generators[0])
+    full_passes.clear()
+    assert torch.equal(run(sample_cached, generators[1], tolerance=tolerance), full)
+    assert len(full_passes) > 1, "expected corrections, each followed by a redraw and another check"
+    assert torch.equal(torch.rand(4, generator=generators[0]), torch.rand(4, generator=generators[1]))
+    assert not torch.equal(run(sample_cached, generators[2], tolerance=0.0), full)
 
 
 def test_is_decisive_on_hand_made_logits():

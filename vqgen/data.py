@@ -134,6 +134,11 @@ class Subset(Dataset):
         return self.dataset[self.indices[i]]
 
 
+def spread(total: int, count: int) -> list[int]:
+    """``count`` indices spread evenly over 0..total-1 (so class-sorted data shows every class)."""
+    return [i * total // count for i in range(count)]
+
+
 def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded split keeping each label's share; returns sorted (train, val) index lists."""
     generator = torch.Generator().manual_seed(seed)

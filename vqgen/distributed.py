@@ -119,20 +119,16 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
 
 
-def wrap(model: nn.Module, device: torch.device, *, find_unused_parameters: bool = False) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around ``model`` under torchrun; ``model`` itself in one process.
 
     Buffers are synced from rank 0 once, at wrap time, but not before every forward: the only
     buffers (the quantizer's codebook statistics) stay identical through the quantizer's own
-    all-reduces, and re-broadcasting them each step would only cost time. Pass
-    ``find_unused_parameters`` for a model with parameters that take no part in the loss.
+    all-reduces, and re-broadcasting them each step would only cost time.
     """
     if not is_distributed():
         return model
-    kwargs = {
-        "device_ids": [device.index] if device.type == "cuda" else None,
-        "find_unused_parameters": find_unused_parameters,
-    }
+    kwargs = {"device_ids": [device.index] if device.type == "cuda" else None}
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
         return DistributedDataParallel(model, forward_sync_buffers=False, **kwargs)
     return DistributedDataParallel(model, broadcast_buffers=False, **kwargs)  # older torch

@@ -42,7 +42,7 @@ class GanOptions:
     """Loss options of ``train-vqvae`` beyond the VQ-VAE's own; recorded as train_options["gan"]."""
 
     gan: bool = False
-    gan_start: int = 0  # optimizer steps of plain reconstruction training before the discriminator joins
+    gan_start: int = 500  # optimizer steps of plain reconstruction training before the discriminator joins
     gan_weight: float = 0.1  # multiplies the adaptive weight
     disc_layers: int = 3
     disc_channels: int = 64
@@ -95,7 +95,11 @@ class GanTrainer:
         if opts.gan:
             cfg = opts.disc_config(in_channels)
             cfg.check_image_size(image_size)
-            self.disc = PatchDiscriminator(cfg).to(device, memory_format=memory_format(device, amp))
+            # its own random stream, so a --gan run matches the plain run step for step until --gan-start
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(torch.initial_seed() + 1)
+                self.disc = PatchDiscriminator(cfg)
+            self.disc.to(device, memory_format=memory_format(device, amp))
             # real and fake go through in one forward pass, so DDP sees one forward per backward
             # (buffers are broadcast each forward: the spectral-norm power-iteration vectors stay in sync)
             device_ids = [device.index] if device.type == "cuda" else None

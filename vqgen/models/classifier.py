@@ -1,7 +1,9 @@
 """The reference network for `vqgen evaluate`: a small CNN classifier trained on the dataset itself.
 
 Offline there are no pretrained Inception weights, so sample quality is measured in the feature
-space of this network: ``features`` is its penultimate layer (the input of the last linear map).
+space of this network: ``features`` is its penultimate layer (the input of the last linear map),
+standardised per dimension with the mean and std over the training split (stored as buffers), so
+that distances do not depend on the arbitrary scale of the activations.
 """
 
 from __future__ import annotations
@@ -54,11 +56,24 @@ class Classifier(nn.Module):
         )
         self.hidden = nn.Sequential(nn.Linear(4 * w, cfg.feature_dim), nn.ReLU())
         self.head = nn.Linear(cfg.feature_dim, cfg.num_classes)
+        self.register_buffer("feature_mean", torch.zeros(cfg.feature_dim))
+        self.register_buffer("feature_std", torch.ones(cfg.feature_dim))
+
+    def raw_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] -> penultimate activations (B, feature_dim)."""
+        return self.hidden(self.trunk(images * 2 - 1))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] -> penultimate features (B, feature_dim)."""
-        return self.hidden(self.trunk(images * 2 - 1))
+        """Penultimate activations, standardised with the training split's statistics."""
+        return (self.raw_features(images) - self.feature_mean) / self.feature_std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) in [0, 1] -> class logits (B, num_classes)."""
-        return self.head(self.features(images))
+        return self.head(self.raw_features(images))
+
+    @torch.no_grad()
+    def set_feature_statistics(self, raw: torch.Tensor) -> None:
+        """Standardise with these (N, feature_dim) activations; units that never vary keep scale 1."""
+        std = raw.std(0)
+        self.feature_mean.copy_(raw.mean(0))
+        self.feature_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))

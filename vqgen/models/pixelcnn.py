@@ -31,7 +31,7 @@ class PixelCNNConfig:
     latent_shape: tuple[int, int] = (7, 7)
     channels: int = 64
     num_layers: int = 15
-    kernel_size: int = 5
+    kernel_size: int = 3
     num_classes: int = 0  # 0: unconditional
     head_channels: int = 256
     dropout: float = 0.0
@@ -69,7 +69,7 @@ def gate(x: torch.Tensor) -> torch.Tensor:
 
 
 class GatedLayer(nn.Module):
-    def __init__(self, channels: int, kernel_size: int, first: bool, num_classes: int, dropout: float):
+    def __init__(self, channels: int, kernel_size: int, first: bool, last: bool, num_classes: int, dropout: float):
         super().__init__()
         self.first = first
         self.pad = kernel_size // 2
@@ -77,7 +77,8 @@ class GatedLayer(nn.Module):
         self.v_conv = nn.Conv2d(c, 2 * c, (self.pad + 1, kernel_size))
         self.h_conv = nn.Conv2d(c, 2 * c, (1, self.pad + 1))
         self.v_to_h = nn.Conv2d(2 * c, 2 * c, 1)
-        self.h_out = nn.Conv2d(c, c, 1)
+        # the last layer's horizontal output would feed nothing (the head reads the skips)
+        self.h_out = None if last else nn.Conv2d(c, c, 1)
         self.skip = nn.Conv2d(c, c, 1)
         self.cond = nn.Embedding(num_classes, 4 * c) if num_classes else None
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
@@ -99,6 +100,8 @@ class GatedLayer(nn.Module):
             h_pre = shift_right(h_pre)
         h_pre = h_pre + self.v_to_h(shift_down(v_pre)) + h_bias
         h_gated = self.dropout(gate(h_pre))
+        if self.h_out is None:
+            return gate(v_pre), h, self.skip(h_gated)
         h_new = self.h_out(h_gated)
         if not self.first:
             h_new = h_new + h
@@ -112,7 +115,7 @@ class GatedPixelCNN(nn.Module):
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.num_codes, cfg.channels)
         self.layers = nn.ModuleList(
-            GatedLayer(cfg.channels, cfg.kernel_size, i == 0, cfg.num_classes, cfg.dropout)
+            GatedLayer(cfg.channels, cfg.kernel_size, i == 0, i == cfg.num_layers - 1, cfg.num_classes, cfg.dropout)
             for i in range(cfg.num_layers)
         )
         self.head = nn.Sequential(

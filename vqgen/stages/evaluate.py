@@ -245,9 +245,10 @@ def obtain_classifier(
         path = req.classifier
         model, meta = load_classifier(path, device)
         if {k: meta["image"][k] for k in shape} != shape:
+            (h, w), c = meta["image"]["size"], meta["image"]["channels"]
             raise VQGenError(
-                f"{path}: classifier for {meta['image']['channels']}x{meta['image']['size']} images, "
-                f"but the data is {data.channels}x{list(data.image_size)}"
+                f"{path}: a classifier for {c}x{h}x{w} images, but the data is "
+                f"{data.channels}x{data.image_size[0]}x{data.image_size[1]}"
             )
         reason = spec_mismatch(meta, data.spec)
         if reason:
@@ -256,11 +257,12 @@ def obtain_classifier(
         path = default_classifier_path(cache_folder(req, metas), data.spec)
         reason = "missing"
         if path.is_file():
-            meta = read_metadata(path)
-            expect_kind(path, meta, "classifier")
-            reason = spec_mismatch(meta, data.spec)
+            try:
+                model, meta = load_classifier(path, device)
+                reason = spec_mismatch(meta, data.spec)
+            except VQGenError as e:  # a damaged or outdated cache is rebuilt, not fatal
+                reason = str(e)
         if reason is None:
-            model, meta = load_classifier(path, device)
             log(f"classifier: using {path} (val accuracy {meta['val_accuracy']:.2%})")
         else:
             why = "no cached classifier" if reason == "missing" else f"the cached classifier does not fit ({reason})"

@@ -145,6 +145,7 @@ def train_classifier(data: ImageData, opts: ClassifierTrainOptions, out: Path, l
         accuracy = classifier_accuracy(model, data.val, task, opts.batch_size, device)
         elapsed = time.time() - started
         say(f"classifier epoch {epoch}/{epochs}: loss {loss.item():.4f}, val accuracy {accuracy:.2%} ({elapsed:.0f}s)")
+    model.set_feature_statistics(raw_features(model, train_images, opts.batch_size, device))
     meta = {
         "kind": "classifier",
         "vqgen_version": __version__,
@@ -162,6 +163,12 @@ def train_classifier(data: ImageData, opts: ClassifierTrainOptions, out: Path, l
     }
     save_vqgen_file(out, model.state_dict(), meta)
     return meta
+
+
+@torch.no_grad()
+def raw_features(model: Classifier, images_u8: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model.raw_features(x.to(device).float() / 255).cpu() for x in images_u8.split(batch_size)])
 
 
 def load_split(dataset: Dataset, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,7 +36,7 @@ from vqgen.stages.train_vqvae import artifact_path, dist_mean
 
 @dataclass
 class PriorTrainOptions:
-    epochs: int = 30
+    epochs: int = 12
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 100
@@ -121,8 +121,7 @@ def train_prior(
         save_every=opts.save_every,
     )
     p = state.restore(resume)  # last before the loop: it also restores the RNGs
-    # the last gated layer's horizontal output feeds nothing (the head reads the skips): DDP must allow that
-    net = dist.wrap(model, device, find_unused_parameters=True)
+    net = dist.wrap(model, device)
     if opts.compile:
         net = torch.compile(net)
     log = JsonlLog(artifact_path(out, "metrics.jsonl"), p.history)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from vqgen import __version__
 from vqgen import distributed as dist
 from vqgen.checkpoint import check_output_path, save_vqgen_file
-from vqgen.data import ImageData
+from vqgen.data import ImageData, spread
 from vqgen.errors import VQGenError
 from vqgen.gan import GanOptions, GanTrainer
 from vqgen.images import interleave, save_grid
@@ -38,9 +38,9 @@ from vqgen.runtime import (
 
 @dataclass
 class VQVAETrainOptions:
-    epochs: int = 15
-    batch_size: int = 64
-    lr: float = 1e-3
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 2e-3
     warmup_steps: int = 100
     seed: int = 0
     device: str = "auto"
@@ -95,7 +95,7 @@ def train_vqvae(
     gan = GanTrainer(
         opts.gan, cfg.in_channels, cfg.image_size, model.decoder.last_layer.weight, opts.lr, device, opts.amp
     )
-    preview = next(iter(DataLoader(data.val, batch_size=32)))[0].to(device)
+    preview = torch.stack([data.val[i][0] for i in spread(len(data.val), min(32, len(data.val)))]).to(device)
     state = TrainingState(
         "vqvae",
         out,

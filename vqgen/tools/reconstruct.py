@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vqgen.checkpoint import atomic_write_text, load_vqvae
+from vqgen.data import spread
 from vqgen.errors import VQGenError
 from vqgen.images import interleave, save_grid, save_png
 from vqgen.metrics import psnr_per_image
@@ -72,11 +73,6 @@ def reconstruct(
     }
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result
-
-
-def spread(total: int, count: int) -> list[int]:
-    """``count`` indices spread evenly over 0..total-1 (so class-sorted data shows every class)."""
-    return [i * total // count for i in range(count)]
 
 
 def output_names(dataset, chosen: list[int], folder: str | Path) -> list[str]:
