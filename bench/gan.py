@@ -6,7 +6,7 @@ split: PSNR, SSIM, and the Fréchet distance / KID between reconstructions and o
 feature space of the reference classifier (trained once on the dataset, shared by both runs).
 The script also checks that no logged number went NaN/Inf.
 
-    .venv/bin/python bench/gan.py                 # about 10 minutes on 2 CPU cores
+    .venv/bin/python bench/gan.py                 # 1-10 minutes on 2 CPU cores, depending on their load
     .venv/bin/python bench/gan.py --quick         # a smoke run of the whole pipeline
 
 The dataset: each image is a two-colour linear gradient with one large shape in front (its class:

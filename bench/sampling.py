@@ -44,9 +44,9 @@ class Run:
     full_passes: int  # cached sampler: full passes run to check near-tied draws
 
 
-def build_prior(size: tuple[int, int], seed: int) -> GatedPixelCNN:
+def build_prior(size: tuple[int, int], seed: int, kernel_size: int = PixelCNNConfig.kernel_size) -> GatedPixelCNN:
     torch.manual_seed(seed)
-    return GatedPixelCNN(PixelCNNConfig(latent_shape=size)).eval()
+    return GatedPixelCNN(PixelCNNConfig(latent_shape=size, kernel_size=kernel_size)).eval()
 
 
 def full_first_positions(model: GatedPixelCNN, n: int, positions: int, temperature, top_k, generator) -> torch.Tensor:
@@ -63,11 +63,11 @@ def full_first_positions(model: GatedPixelCNN, n: int, positions: int, temperatu
 def run_case(sampler: str, size: tuple[int, int], args: argparse.Namespace, positions: int) -> Run:
     """Runs in a fresh process: one batch with one sampler."""
     torch.set_num_threads(args.threads)
-    model = build_prior(size, args.seed)
+    model = build_prior(size, args.seed, args.kernel_size)
     total = size[0] * size[1]
     forwards = []
     model.register_forward_hook(lambda *_: forwards.append(1))
-    sample_cached(build_prior((1, 2), args.seed), 1)  # warm up the code paths on a tiny map
+    sample_cached(build_prior((1, 2), args.seed, args.kernel_size), 1)  # warm up the code paths on a tiny map
     generator = torch.Generator().manual_seed(args.seed)
     kwargs = dict(temperature=args.temperature, top_k=args.top_k, generator=generator)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -104,9 +104,10 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kernel-size", type=int, default=PixelCNNConfig.kernel_size, help="the prior's kernel size")
     args = parser.parse_args()
 
-    cfg = PixelCNNConfig()
+    cfg = PixelCNNConfig(kernel_size=args.kernel_size)
     print(
         f"batch {args.batch}, {cfg.num_layers} layers, {cfg.channels} channels, kernel {cfg.kernel_size}, "
         f"K={cfg.num_codes}, {args.threads} thread(s), CPU float32, seed {args.seed}",
