@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -111,15 +110,6 @@ def test_sigkill_during_saves_leaves_old_or_new_complete_files(tmp_path):
 
 
 # ----------------------------------------------------------------------------- NaN losses
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(48):
-        Image.fromarray((rng.random((16, 16)) * 255).astype(np.uint8), "L").save(folder / f"{i:02d}.png")
-    return folder
 
 
 def poison_training_forward(monkeypatch, cls, call: int) -> None:

@@ -7,10 +7,8 @@ import os
 import signal
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors import safe_open
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from typer.testing import CliRunner
@@ -24,15 +22,6 @@ VQVAE_ARGS = (
     "--restart-every 3 --dead-threshold 10 --device cpu --seed 3"
 ).split()  # 36 train images / batch 8 = 4 steps per epoch; dead-code restarts draw from the global RNG
 PRIOR_ARGS = "--layers 2 --channels 8 --kernel-size 3 --dropout 0.2 --epochs 3 --batch-size 8 --device cpu".split()
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(48):
-        Image.fromarray((rng.random((16, 16)) * 255).astype(np.uint8), "L").save(folder / f"{i:02d}.png")
-    return folder
 
 
 @pytest.fixture(scope="module")
