@@ -45,14 +45,8 @@ def write_image_folder(root: Path, n_per_class: int = 6, size: int = 16, classes
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory) -> Path:
-    """48 unlabelled 16x16 grey noise images."""
-    from PIL import Image
-
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(48):
-        Image.fromarray((rng.random((16, 16)) * 255).astype(np.uint8), "L").save(folder / f"{i:02d}.png")
-    return folder
+    """48 labelled 16x16 grey images (two classes)."""
+    return write_image_folder(tmp_path_factory.mktemp("images"), n_per_class=24)
 
 
 @pytest.fixture(scope="session")
