@@ -20,6 +20,7 @@ from vqgen.losses import (
     hinge_d_loss,
     hinge_g_loss,
     reconstruction_loss,
+    settle_at_bounds,
     vgg16_features,
 )
 from vqgen.models.discriminator import DiscriminatorConfig, PatchDiscriminator
@@ -74,6 +75,30 @@ def test_reconstruction_loss_kinds():
     assert reconstruction_loss(a, b, "l1+mse").item() == pytest.approx(0.75)
     with pytest.raises(VQGenError, match="--recon-loss"):
         reconstruction_loss(a, b, "huber")
+
+
+def test_overshoot_past_a_bound_the_target_sits_on_costs_nothing():
+    target = torch.tensor([[-1.0, 1.0, 0.0, -1.0]])
+    recon = torch.tensor([[-1.7, 1.4, 0.5, -0.5]])  # overshoots, an interior error, an undershoot at a bound
+    settled = settle_at_bounds(recon, target)
+    assert settled.tolist() == [[-1.0, 1.0, 0.5, -0.5]]
+    for kind in ("mse", "l1", "l1+mse"):
+        assert reconstruction_loss(recon, target, kind) == reconstruction_loss(settled, target, kind)
+    recon.requires_grad_(True)
+    reconstruction_loss(recon, target, "mse").backward()
+    assert recon.grad[0, 0] == 0 and recon.grad[0, 1] == 0 and recon.grad[0, 2] > 0 and recon.grad[0, 3] > 0
+
+
+def test_psnr_loss_is_the_mean_per_image_log_mse():
+    target = torch.zeros(3, 1, 4, 4)
+    recon = torch.stack([torch.full((1, 4, 4), e) for e in (0.1, 0.2, 0.4)])  # per-image MSE e^2
+    expected = sum(math.log(e**2 + 1e-5) for e in (0.1, 0.2, 0.4)) / 3 / 100
+    assert reconstruction_loss(recon, target, "psnr").item() == pytest.approx(expected, rel=1e-5)
+    # it weighs images by relative error: halving the error of the best image helps as much as of the worst
+    better_best = reconstruction_loss(recon * torch.tensor([0.5, 1, 1]).view(3, 1, 1, 1), target, "psnr")
+    better_worst = reconstruction_loss(recon * torch.tensor([1, 1, 0.5]).view(3, 1, 1, 1), target, "psnr")
+    assert better_best.item() == pytest.approx(better_worst.item(), rel=1e-3)
+    assert reconstruction_loss(recon * 0.5, target, "mse") < reconstruction_loss(recon, target, "mse")
 
 
 def test_hinge_losses_and_accuracy():
@@ -139,7 +164,7 @@ def test_generator_loss_reaches_the_decoder_but_not_the_discriminator():
     recon, _ = model(x)
     target = model.to_model(x)
     loss, _ = trainer.generator_loss(recon, target, step=0)
-    adversarial = loss - reconstruction_loss(recon, target, "mse")
+    adversarial = loss - reconstruction_loss(recon, target, trainer.opts.recon_loss)
     adversarial.backward()
     assert model.decoder.last_layer.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in trainer.disc.parameters())
@@ -154,7 +179,7 @@ def test_nothing_adversarial_happens_before_gan_start():
     recon, _ = model(x)
     target = model.to_model(x)
     loss, log = trainer.generator_loss(recon, target, step=2)
-    assert loss.item() == pytest.approx(reconstruction_loss(recon, target).item())
+    assert loss.item() == pytest.approx(reconstruction_loss(recon, target, trainer.opts.recon_loss).item())
     assert "g_loss" not in log
     assert trainer.discriminator_step(recon, target, step=2) == {}
     assert all(torch.equal(before[k], v) for k, v in trainer.disc.state_dict().items())

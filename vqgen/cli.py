@@ -106,6 +106,13 @@ def train_vqvae_cmd(
     downsamples: Annotated[
         int, typer.Option("--downsamples", help="Stride-2 stages n; downsampling factor 2^n (2: 28x28 -> 7x7).")
     ] = 2,
+    head_channels: Annotated[
+        int,
+        typer.Option(
+            "--head-channels",
+            help="Decoder head: the last upsampling gives this many channels, then a 3x3 conv draws the image (0: none).",
+        ),
+    ] = 32,
     beta: Annotated[float, typer.Option("--beta", help="Weight of the commitment loss.")] = 0.25,
     ema: Annotated[
         bool, typer.Option("--ema/--no-ema", help="EMA codebook updates (else the loss-based codebook update).")
@@ -123,11 +130,20 @@ def train_vqvae_cmd(
     restart_every: Annotated[int, typer.Option("--restart-every", help="Steps between dead-code checks.")] = 50,
     cosine: Annotated[bool, typer.Option("--cosine/--no-cosine", help="l2-normalised (cosine) codes.")] = False,
     codebook_dim: Annotated[
-        Optional[int], typer.Option("--codebook-dim", help="Low-dimensional codebook with in/out projections.")
-    ] = None,
-    epochs: EpochsOpt = 20,
-    batch_size: BatchOpt = 32,
+        int,
+        typer.Option(
+            "--codebook-dim", help="Dimension of the codes, with linear in/out projections to D (0: codes of dimension D)."
+        ),
+    ] = 6,
+    epochs: EpochsOpt = 100,
+    batch_size: BatchOpt = 16,
     lr: LrOpt = 2e-3,
+    augment_shift: Annotated[
+        int,
+        typer.Option(
+            "--augment-shift", help="Shift training images by up to this many whole pixels, at random each epoch (0: off)."
+        ),
+    ] = 2,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     amp: AmpOpt = "off",
@@ -136,8 +152,12 @@ def train_vqvae_cmd(
     save_every: SaveEveryOpt = 1,
     resume: ResumeOpt = None,
     recon_loss: Annotated[
-        str, typer.Option("--recon-loss", help="Pixel reconstruction loss: mse, l1 or l1+mse (their sum).")
-    ] = "mse",
+        str,
+        typer.Option(
+            "--recon-loss",
+            help="Pixel reconstruction loss: psnr (mean per-image log-MSE, i.e. the mean PSNR), mse, l1 or l1+mse.",
+        ),
+    ] = "psnr",
     gan: Annotated[
         bool,
         typer.Option("--gan/--no-gan", help="VQGAN-style training: add a PatchGAN discriminator (hinge loss, adaptive weight)."),
@@ -203,6 +223,7 @@ def train_vqvae_cmd(
         res_channels=res_channels,
         num_res_blocks=res_blocks,
         num_downsamples=downsamples,
+        head_channels=head_channels,
         num_codes=num_codes,
         code_dim=code_dim,
         beta=beta,
@@ -213,11 +234,11 @@ def train_vqvae_cmd(
         dead_threshold=dead_threshold,
         restart_every=restart_every,
         cosine=cosine,
-        codebook_dim=codebook_dim,
+        codebook_dim=codebook_dim or None,
     )
     opts = VQVAETrainOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, amp=amp, compile=compile,
-        num_workers=workers, save_every=save_every, gan=gan_opts,
+        epochs=epochs, batch_size=batch_size, lr=lr, augment_shift=augment_shift, seed=seed, device=device, amp=amp,
+        compile=compile, num_workers=workers, save_every=save_every, gan=gan_opts,
     )
     describe_data(images)
     metrics = train_vqvae(images, cfg, opts, out, resume=resume)

@@ -28,6 +28,7 @@ from vqgen.losses import (
     hinge_d_loss,
     hinge_g_loss,
     reconstruction_loss,
+    settle_at_bounds,
 )
 from vqgen.models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from vqgen.runtime import autocast, grad_scaler, memory_format
@@ -46,7 +47,7 @@ class GanOptions:
     gan_weight: float = 0.1  # multiplies the adaptive weight
     disc_layers: int = 3
     disc_channels: int = 64
-    recon_loss: str = "mse"
+    recon_loss: str = "psnr"
     perceptual_weights: str | None = None
     perceptual_weight: float = 1.0
     max_adaptive_weight: float = 1e4  # VQGAN's clamp
@@ -121,12 +122,13 @@ class GanTrainer:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Autoencoder loss without the quantizer terms: recon (+ perceptual) (+ weighted adversarial).
 
-        ``recon`` and ``target`` are in model space [-1, 1]. The logs always hold ``mse`` (the plain
-        pixel MSE, for comparison across loss choices) and ``recon`` (the chosen pixel loss).
+        ``recon`` and ``target`` are in model space [-1, 1]. The logs always hold ``mse`` (the pixel
+        MSE of what decoding shows, overshoot at the range's bounds removed, for comparison across
+        loss choices) and ``recon`` (the chosen pixel loss).
         """
         recon = recon.float()
         rec = reconstruction_loss(recon, target, self.opts.recon_loss)
-        logs = {"mse": F.mse_loss(recon.detach(), target).item(), "recon": rec.item()}
+        logs = {"mse": F.mse_loss(settle_at_bounds(recon.detach(), target), target).item(), "recon": rec.item()}
         if self.perceptual is not None:
             perceptual = self.perceptual(recon, target)
             rec = rec + self.opts.perceptual_weight * perceptual

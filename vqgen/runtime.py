@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vqgen import distributed as dist
+from vqgen.augment import ShiftedBatches, ShiftedImages
 from vqgen.errors import VQGenError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -71,17 +72,31 @@ def memory_format(device: torch.device, amp: str) -> torch.memory_format:
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int = 0, drop_last: bool = False
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    max_shift: int = 0,
 ) -> DataLoader:
     """Seeded loader; ``batch_size`` is per process, and under torchrun each rank reads its own shard.
 
     The batches come from ``ShardedBatchSampler``: the shuffle depends on (seed, epoch) only (call
     ``set_epoch``), N processes with batch b read exactly what one process with batch N*b reads, and
     no sample is repeated to even out the shards (evaluation over a split is exact).
+    ``max_shift`` > 0: each image comes shifted by up to that many whole pixels (``vqgen.augment``),
+    the shift drawn per (seed, epoch, index).
     """
     if batch_size < 1:
         raise VQGenError(f"--batch-size must be positive, not {batch_size}")
+    if max_shift < 0:
+        raise VQGenError(f"--augment-shift must be 0 or more pixels, not {max_shift}")
     batches = dist.ShardedBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    if max_shift:
+        batches = ShiftedBatches(batches, len(dataset), max_shift, seed)
+        dataset = ShiftedImages(dataset)
     return DataLoader(
         dataset,
         batch_sampler=SkippableBatches(batches),
@@ -103,7 +118,7 @@ def set_epoch(loader: DataLoader, epoch: int, skip_batches: int = 0) -> None:
         batches = batches.batches
     elif skip_batches:
         raise ValueError("skip_batches needs a loader from make_loader")
-    if isinstance(batches, dist.ShardedBatchSampler):
+    if isinstance(batches, (dist.ShardedBatchSampler, ShiftedBatches)):
         batches.set_epoch(epoch)
 
 

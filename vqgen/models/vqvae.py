@@ -17,6 +17,10 @@ from vqgen.errors import VQGenError
 from vqgen.models.quantizer import QuantizerOutput, VectorQuantizer
 
 
+# what a checkpoint written before a field existed meant by leaving it out
+LEGACY_VALUES: dict[str, Any] = {"head_channels": 0}
+
+
 @dataclass
 class VQVAEConfig:
     in_channels: int = 1
@@ -25,6 +29,7 @@ class VQVAEConfig:
     res_channels: int = 64
     num_res_blocks: int = 2
     num_downsamples: int = 2  # downsampling factor f = 2 ** num_downsamples
+    head_channels: int = 32  # decoder: last upsampling to this many channels, then a 3x3 conv to the image (0: none)
     num_codes: int = 512
     code_dim: int = 64
     beta: float = 0.25
@@ -35,7 +40,7 @@ class VQVAEConfig:
     dead_threshold: float = 1.0
     restart_every: int = 50
     cosine: bool = False
-    codebook_dim: int | None = None
+    codebook_dim: int | None = 6
 
     @property
     def factor(self) -> int:
@@ -52,6 +57,10 @@ class VQVAEConfig:
                 f"image size {h}x{w} is not divisible by the downsampling factor {self.factor}; "
                 f"pick --image-size as a multiple of {self.factor} or change --downsamples"
             )
+        if self.head_channels < 0:
+            raise VQGenError(f"--head-channels must be 0 (no head) or more, not {self.head_channels}")
+        if self.codebook_dim is not None and self.codebook_dim < 1:
+            raise VQGenError(f"--codebook-dim must be at least 1, not {self.codebook_dim}")
         if self.num_codes < 2 or self.code_dim < 1:
             raise VQGenError(f"need at least 2 codes of dimension >= 1 (got K={self.num_codes}, D={self.code_dim})")
 
@@ -61,7 +70,7 @@ class VQVAEConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VQVAEConfig:
         known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
+        d = {**LEGACY_VALUES, **{k: v for k, v in d.items() if k in known}}
         d["image_size"] = tuple(d["image_size"])
         return cls(**d)
 
@@ -105,11 +114,14 @@ class Decoder(nn.Module):
         channels = cfg.hidden_channels
         for i in range(cfg.num_downsamples):
             last = i == cfg.num_downsamples - 1
-            out = cfg.in_channels if last else cfg.hidden_channels // 2
+            out = (cfg.head_channels or cfg.in_channels) if last else cfg.hidden_channels // 2
             layers.append(nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1))
             if not last:
                 layers.append(nn.ReLU())
             channels = out
+        if cfg.head_channels:
+            # a full-resolution 3x3 conv after the last upsampling draws the stroke edges, where most error sits
+            layers += [nn.ReLU(), nn.Conv2d(cfg.head_channels, cfg.in_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     @property

@@ -38,9 +38,10 @@ from vqgen.runtime import (
 
 @dataclass
 class VQVAETrainOptions:
-    epochs: int = 20
-    batch_size: int = 32
+    epochs: int = 100
+    batch_size: int = 16
     lr: float = 2e-3
+    augment_shift: int = 2  # training images shifted by up to this many whole pixels (0: off)
     warmup_steps: int = 100
     seed: int = 0
     device: str = "auto"
@@ -59,6 +60,8 @@ class VQVAETrainOptions:
             raise VQGenError(f"--save-every must be at least 1, not {self.save_every}")
         if self.num_workers < 0:
             raise VQGenError(f"--workers must be 0 or more, not {self.num_workers}")
+        if self.augment_shift < 0:
+            raise VQGenError(f"--augment-shift must be 0 or more pixels, not {self.augment_shift}")
         self.gan.validate()
 
 
@@ -83,7 +86,13 @@ def train_vqvae(
     seed_everything(opts.seed)
     model = VQVAE(cfg).to(device, memory_format=memory_format(device, opts.amp))
     train_loader = make_loader(
-        data.train, opts.batch_size, shuffle=True, seed=opts.seed, num_workers=opts.num_workers, drop_last=True
+        data.train,
+        opts.batch_size,
+        shuffle=True,
+        seed=opts.seed,
+        num_workers=opts.num_workers,
+        drop_last=True,
+        max_shift=opts.augment_shift,
     )
     val_loader = make_loader(data.val, opts.batch_size * 2, shuffle=False, seed=opts.seed, num_workers=opts.num_workers)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,81 @@
+"""Whole-pixel shift augmentation: exact pixel values, a fixed shift per (seed, epoch, index)."""
+
+import pytest
+import torch
+
+from vqgen import distributed as dist
+from vqgen.augment import ShiftedBatches, ShiftedImages, draw_shifts, shift_images
+from vqgen.data import TensorImages
+from vqgen.errors import VQGenError
+from vqgen.runtime import make_loader, set_epoch
+
+
+def numbered_images(n: int = 10, size: int = 6) -> TensorImages:
+    """Images whose pixels are all different, so any misplaced pixel shows."""
+    pixels = torch.arange(n * size * size).view(n, size, size) % 251
+    return TensorImages(pixels.to(torch.uint8), torch.arange(n), (size, size), 1)
+
+
+def test_a_shift_moves_content_and_repeats_the_edge():
+    image = torch.arange(16.0).view(1, 1, 4, 4)
+    down_left = shift_images(image, torch.tensor([[1, -1]]))[0, 0]
+    assert torch.equal(down_left[1:, :3], image[0, 0, :3, 1:])  # content moved one down, one left
+    assert torch.equal(down_left[0], down_left[1])  # the uncovered top row repeats its neighbour
+    assert torch.equal(down_left[:, 3], down_left[:, 2])  # and so does the uncovered right column
+
+
+def test_each_image_gets_its_own_shift_and_keeps_its_pixel_values():
+    images = torch.rand(5, 2, 8, 8)
+    shifts = torch.tensor([[0, 0], [2, 0], [0, -2], [-1, 1], [2, 2]])
+    moved = shift_images(images, shifts)
+    for image, out, (dy, dx) in zip(images, moved, shifts.tolist()):
+        expected = torch.roll(image, (dy, dx), dims=(1, 2))
+        inside = (slice(None), slice(max(dy, 0), 8 + min(dy, 0)), slice(max(dx, 0), 8 + min(dx, 0)))
+        assert torch.equal(out[inside], expected[inside])  # whole pixels: values copied, not resampled
+
+
+def test_no_shift_is_the_identity():
+    images = torch.rand(3, 1, 5, 5)
+    assert torch.equal(shift_images(images, torch.zeros(3, 2, dtype=torch.long)), images)
+
+
+def test_shifts_are_in_range_and_fixed_by_seed_and_epoch():
+    shifts = draw_shifts(2000, 2, seed=0, epoch=1)
+    assert shifts.shape == (2000, 2) and shifts.min() == -2 and shifts.max() == 2
+    assert torch.equal(shifts, draw_shifts(2000, 2, seed=0, epoch=1))
+    assert not torch.equal(shifts, draw_shifts(2000, 2, seed=0, epoch=2))
+    assert not torch.equal(shifts, draw_shifts(2000, 2, seed=1, epoch=1))
+
+
+def test_loader_serves_the_same_images_as_without_augmentation_but_shifted():
+    dataset = numbered_images()
+    plain = make_loader(dataset, 4, shuffle=True, seed=3, drop_last=True)
+    shifted = make_loader(dataset, 4, shuffle=True, seed=3, drop_last=True, max_shift=1)
+    set_epoch(plain, 2)
+    set_epoch(shifted, 2)
+    shifts = draw_shifts(len(dataset), 1, seed=3, epoch=2)
+    for (x, y), (xs, ys) in zip(plain, shifted):
+        assert torch.equal(y, ys)  # same order: the shuffle does not change
+        assert torch.equal(shift_images(x, shifts[y]), xs)  # labels here are the indices
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(plain, shifted))
+
+
+def test_shards_together_read_the_images_one_process_reads():
+    dataset = numbered_images(12)
+
+    def read(batch, shard, shards):
+        batches = dist.ShardedBatchSampler(12, batch, shuffle=True, seed=0, drop_last=True, shard=shard, num_shards=shards)
+        sampler = ShiftedBatches(batches, 12, 2, seed=0)
+        sampler.set_epoch(5)
+        images = ShiftedImages(dataset)
+        return [torch.stack([x for x, _ in images.__getitems__(keys)]) for keys in sampler]
+
+    one = read(4, 0, 1)
+    two = [read(2, r, 2) for r in range(2)]
+    for step, whole in enumerate(one):
+        assert torch.equal(whole, torch.cat([two[0][step], two[1][step]]))
+
+
+def test_a_negative_shift_is_refused():
+    with pytest.raises(VQGenError, match="--augment-shift"):
+        make_loader(numbered_images(), 4, shuffle=True, seed=0, max_shift=-1)
