@@ -4,10 +4,12 @@ Trains each configuration with the `train-vqvae` defaults (the same epochs, batc
 augmentation; only the quantizer differs) on mnist5k's training split, K=512, D=64, 7x7 latents,
 and prints validation PSNR (images in [0, 1], per-image average), codebook perplexity over the
 whole validation split, codes used, dead codes and wall time; with --train-psnr also the PSNR on
-the training split, to show the generalisation gap.
+the training split, to show the generalisation gap. The ablation rows (--only full-d-codes,
+no-augment, mse-loss, no-head) each change one default of the default row.
 
     python bench/codebook.py                      # the README table (about 12 minutes a row on 2 cores)
     python bench/codebook.py --epochs 3 --only default
+    python bench/codebook.py --only no-augment --train-psnr   # one default changed at a time
 """
 
 from __future__ import annotations
@@ -30,17 +32,37 @@ from vqgen.stages.train_vqvae import VQVAETrainOptions, evaluate_vqvae, train_vq
 
 DEFAULT = VQVAEConfig()
 PAPER_CODES = {"codebook_dim": None}  # codes of the full dimension D, as in the VQ-VAE paper
+NO_UPKEEP = {"kmeans_init": False, "restart_dead": False}
+# key: (row name, model config, changes to the train-vqvae defaults)
 CONFIGS = {
-    "plain": ("plain VQ (loss-based codebook)", replace(DEFAULT, ema=False, kmeans_init=False, restart_dead=False, **PAPER_CODES)),
-    "ema": ("EMA only", replace(DEFAULT, ema=True, kmeans_init=False, restart_dead=False, **PAPER_CODES)),
-    "default": ("default (EMA + k-means init + dead-code restarts, 6-d codes)", DEFAULT),
+    "plain": ("plain VQ (loss-based codebook)", replace(DEFAULT, ema=False, **NO_UPKEEP, **PAPER_CODES), {}),
+    "ema": ("EMA only", replace(DEFAULT, ema=True, **NO_UPKEEP, **PAPER_CODES), {}),
+    "default": ("default (EMA + k-means init + dead-code restarts, 6-d codes)", DEFAULT, {}),
 }
+# one default changed at a time (not run unless asked for with --only)
+ABLATIONS = {
+    "full-d-codes": ("default, but codes of dimension D=64", replace(DEFAULT, **PAPER_CODES), {}),
+    "no-augment": ("default, but --augment-shift 0", DEFAULT, {"augment_shift": 0}),
+    "mse-loss": ("default, but --recon-loss mse", DEFAULT, {"recon_loss": "mse"}),
+    "no-head": ("default, but --head-channels 0", replace(DEFAULT, head_channels=0), {}),
+}
+
+
+def train_options(epochs: int, seed: int, changes: dict) -> VQVAETrainOptions:
+    opts = VQVAETrainOptions(epochs=epochs, seed=seed, device="cpu")
+    if "recon_loss" in changes:
+        opts.gan = replace(opts.gan, recon_loss=changes["recon_loss"])
+    if "augment_shift" in changes:
+        opts.augment_shift = changes["augment_shift"]
+    return opts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=VQVAETrainOptions.epochs, help="epochs per configuration")
-    parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only these configurations")
+    parser.add_argument(
+        "--only", choices=[*CONFIGS, *ABLATIONS], action="append", help="run only these configurations (repeatable)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-psnr", action="store_true", help="also measure PSNR on the training split")
     args = parser.parse_args()
@@ -50,8 +72,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for key in chosen:
-            name, cfg = CONFIGS[key]
-            opts = VQVAETrainOptions(epochs=args.epochs, seed=args.seed, device="cpu")
+            name, cfg, changes = {**CONFIGS, **ABLATIONS}[key]
+            opts = train_options(args.epochs, args.seed, changes)
             started = time.time()
             out = Path(tmp) / f"{key}.safetensors"
             metrics = train_vqvae(data, cfg, opts, out)
