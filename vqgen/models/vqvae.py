@@ -1,7 +1,7 @@
 """VQ-VAE (van den Oord et al. 2017): conv encoder -> vector quantizer -> mirrored conv decoder.
 
 Images enter in [0, 1]; the networks work on [-1, 1] (``to_model``/``from_model`` convert), and
-the reconstruction loss is the MSE in that [-1, 1] space.
+the reconstruction loss (``vqgen.losses``) is computed in that [-1, 1] space.
 """
 
 from __future__ import annotations
