@@ -7,7 +7,7 @@ whole validation split, codes used, dead codes and wall time; with --train-psnr 
 the training split, to show the generalisation gap. The ablation rows (--only full-d-codes,
 no-augment, mse-loss, no-head) each change one default of the default row.
 
-    python bench/codebook.py                      # the README table (about 12 minutes a row on 2 cores)
+    python bench/codebook.py                      # the README table (12 to 22 minutes a row on 2 cores)
     python bench/codebook.py --epochs 3 --only default
     python bench/codebook.py --only no-augment --train-psnr   # one default changed at a time
 """
