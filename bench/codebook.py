@@ -26,35 +26,28 @@ from rich.table import Table
 
 from vqgen.checkpoint import load_vqvae
 from vqgen.data import load_image_data
+from vqgen.gan import GanOptions
 from vqgen.models.vqvae import VQVAEConfig
 from vqgen.runtime import make_loader
 from vqgen.stages.train_vqvae import VQVAETrainOptions, evaluate_vqvae, train_vqvae
 
 DEFAULT = VQVAEConfig()
+DEFAULT_OPTS = VQVAETrainOptions()
 PAPER_CODES = {"codebook_dim": None}  # codes of the full dimension D, as in the VQ-VAE paper
 NO_UPKEEP = {"kmeans_init": False, "restart_dead": False}
-# key: (row name, model config, changes to the train-vqvae defaults)
+# key: (row name, model config, training options; epochs, seed and device are set from the command line)
 CONFIGS = {
-    "plain": ("plain VQ (loss-based codebook)", replace(DEFAULT, ema=False, **NO_UPKEEP, **PAPER_CODES), {}),
-    "ema": ("EMA only", replace(DEFAULT, ema=True, **NO_UPKEEP, **PAPER_CODES), {}),
-    "default": ("default (EMA + k-means init + dead-code restarts, 6-d codes)", DEFAULT, {}),
+    "plain": ("plain VQ (loss-based codebook)", replace(DEFAULT, ema=False, **NO_UPKEEP, **PAPER_CODES), DEFAULT_OPTS),
+    "ema": ("EMA only", replace(DEFAULT, ema=True, **NO_UPKEEP, **PAPER_CODES), DEFAULT_OPTS),
+    "default": ("default (EMA + k-means init + dead-code restarts, 6-d codes)", DEFAULT, DEFAULT_OPTS),
 }
 # one default changed at a time (not run unless asked for with --only)
 ABLATIONS = {
-    "full-d-codes": ("default, but codes of dimension D=64", replace(DEFAULT, **PAPER_CODES), {}),
-    "no-augment": ("default, but --augment-shift 0", DEFAULT, {"augment_shift": 0}),
-    "mse-loss": ("default, but --recon-loss mse", DEFAULT, {"recon_loss": "mse"}),
-    "no-head": ("default, but --head-channels 0", replace(DEFAULT, head_channels=0), {}),
+    "full-d-codes": ("default, but codes of dimension D=64", replace(DEFAULT, **PAPER_CODES), DEFAULT_OPTS),
+    "no-augment": ("default, but --augment-shift 0", DEFAULT, replace(DEFAULT_OPTS, augment_shift=0)),
+    "mse-loss": ("default, but --recon-loss mse", DEFAULT, replace(DEFAULT_OPTS, gan=GanOptions(recon_loss="mse"))),
+    "no-head": ("default, but --head-channels 0", replace(DEFAULT, head_channels=0), DEFAULT_OPTS),
 }
-
-
-def train_options(epochs: int, seed: int, changes: dict) -> VQVAETrainOptions:
-    opts = VQVAETrainOptions(epochs=epochs, seed=seed, device="cpu")
-    if "recon_loss" in changes:
-        opts.gan = replace(opts.gan, recon_loss=changes["recon_loss"])
-    if "augment_shift" in changes:
-        opts.augment_shift = changes["augment_shift"]
-    return opts
 
 
 def main() -> None:
@@ -72,8 +65,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for key in chosen:
-            name, cfg, changes = {**CONFIGS, **ABLATIONS}[key]
-            opts = train_options(args.epochs, args.seed, changes)
+            name, cfg, opts = {**CONFIGS, **ABLATIONS}[key]
+            opts = replace(opts, epochs=args.epochs, seed=args.seed, device="cpu")
             started = time.time()
             out = Path(tmp) / f"{key}.safetensors"
             metrics = train_vqvae(data, cfg, opts, out)

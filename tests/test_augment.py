@@ -65,7 +65,7 @@ def test_shards_together_read_the_images_one_process_reads():
 
     def read(batch, shard, shards):
         batches = dist.ShardedBatchSampler(12, batch, shuffle=True, seed=0, drop_last=True, shard=shard, num_shards=shards)
-        sampler = ShiftedBatches(batches, 12, 2, seed=0)
+        sampler = ShiftedBatches(batches, max_shift=2)
         sampler.set_epoch(5)
         images = ShiftedImages(dataset)
         return [torch.stack([x for x, _ in images.__getitems__(keys)]) for keys in sampler]

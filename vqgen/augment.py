@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from vqgen.distributed import ShardedBatchSampler
+
 SHIFT_SEED_OFFSET = 1_000_003  # keeps the shift draws apart from the shuffle's (seed + epoch) stream
 
 
@@ -69,22 +71,20 @@ class ShiftedImages(Dataset):
 class ShiftedBatches(Sampler[list[tuple[int, int, int]]]):
     """A batch sampler that tags every index of ``batches`` with its shift for the current epoch.
 
-    ``batches`` must have ``set_epoch`` (``distributed.ShardedBatchSampler``); the epoch it was
-    last set to selects the shifts.
+    The dataset size, the seed and the epoch (0 until ``set_epoch``) are those of ``batches``.
     """
 
-    def __init__(self, batches: Any, num_items: int, max_shift: int, seed: int):
-        self.batches, self.num_items, self.max_shift, self.seed = batches, num_items, max_shift, seed
-        self.epoch = 0
+    def __init__(self, batches: ShardedBatchSampler, max_shift: int):
+        self.batches, self.max_shift = batches, max_shift
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
         self.batches.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
-        shifts = draw_shifts(self.num_items, self.max_shift, self.seed, self.epoch).tolist()
+        b = self.batches
+        shifts = draw_shifts(b.num_items, self.max_shift, b.seed, b.epoch or 0).tolist()
         for batch in self.batches:
             yield [(i, *shifts[i]) for i in batch]

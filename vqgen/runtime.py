@@ -95,7 +95,7 @@ def make_loader(
         raise VQGenError(f"--augment-shift must be 0 or more pixels, not {max_shift}")
     batches = dist.ShardedBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
     if max_shift:
-        batches = ShiftedBatches(batches, len(dataset), max_shift, seed)
+        batches = ShiftedBatches(batches, max_shift)
         dataset = ShiftedImages(dataset)
     return DataLoader(
         dataset,

@@ -60,8 +60,6 @@ class VQVAETrainOptions:
             raise VQGenError(f"--save-every must be at least 1, not {self.save_every}")
         if self.num_workers < 0:
             raise VQGenError(f"--workers must be 0 or more, not {self.num_workers}")
-        if self.augment_shift < 0:
-            raise VQGenError(f"--augment-shift must be 0 or more pixels, not {self.augment_shift}")
         self.gan.validate()
 
 
