@@ -26,10 +26,11 @@ from rich.table import Table
 
 from vqgen.checkpoint import load_vqvae
 from vqgen.data import load_image_data
-from vqgen.gan import GanOptions
+from vqgen.config import GanOptions
 from vqgen.models.vqvae import VQVAEConfig
-from vqgen.runtime import make_loader
-from vqgen.stages.train_vqvae import VQVAETrainOptions, evaluate_vqvae, train_vqvae
+from vqgen.batches import make_loader
+from vqgen.config import VQVAETrainOptions
+from vqgen.train.vqvae import evaluate_vqvae, train_vqvae
 
 DEFAULT = VQVAEConfig()
 DEFAULT_OPTS = VQVAETrainOptions()

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from vqgen import distributed as dist
-from vqgen.augment import ShiftedBatches, ShiftedImages, draw_shifts, shift_images
+from vqgen.augment import draw_shifts, shift_images
 from vqgen.data import TensorImages
 from vqgen.errors import VQGenError
-from vqgen.runtime import make_loader, set_epoch
+from vqgen.batches import Batches, make_loader
 
 
 def numbered_images(n: int = 10, size: int = 6) -> TensorImages:
@@ -51,8 +51,8 @@ def test_loader_serves_the_same_images_as_without_augmentation_but_shifted():
     dataset = numbered_images()
     plain = make_loader(dataset, 4, shuffle=True, seed=3, drop_last=True)
     shifted = make_loader(dataset, 4, shuffle=True, seed=3, drop_last=True, max_shift=1)
-    set_epoch(plain, 2)
-    set_epoch(shifted, 2)
+    plain.set_epoch(2)
+    shifted.set_epoch(2)
     shifts = draw_shifts(len(dataset), 1, seed=3, epoch=2)
     for (x, y), (xs, ys) in zip(plain, shifted):
         assert torch.equal(y, ys)  # same order: the shuffle does not change
@@ -64,11 +64,10 @@ def test_shards_together_read_the_images_one_process_reads():
     dataset = numbered_images(12)
 
     def read(batch, shard, shards):
-        batches = dist.ShardedBatchSampler(12, batch, shuffle=True, seed=0, drop_last=True, shard=shard, num_shards=shards)
-        sampler = ShiftedBatches(batches, max_shift=2)
-        sampler.set_epoch(5)
-        images = ShiftedImages(dataset)
-        return [torch.stack([x for x, _ in images.__getitems__(keys)]) for keys in sampler]
+        batches = Batches(dataset, dist.ShardedBatchSampler(
+            12, batch, shuffle=True, seed=0, drop_last=True, shard=shard, num_shards=shards), 2, {})
+        batches.set_epoch(5)
+        return [x for x, _ in batches]
 
     one = read(4, 0, 1)
     two = [read(2, r, 2) for r in range(2)]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from vqgen.checkpoint import load_vqgen_file, read_metadata, save_vqgen_file
 from vqgen.cli import app
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
-from vqgen.resume import resume_path
+from vqgen.train.resume import resume_path
 
 TINY_VQVAE = "--hidden 16 --res-channels 8 -K 16 -D 8 --epochs 1 --batch-size 8 --val-fraction 0.25 --device cpu".split()
 TINY_PRIOR = "--layers 1 --channels 8 --kernel-size 3 --epochs 1 --batch-size 4 --device cpu".split()

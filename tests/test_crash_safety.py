@@ -21,8 +21,8 @@ from vqgen.data import list_image_files
 from vqgen.images import save_png, to_pil
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import Decoder
-from vqgen.resume import Progress, TrainingState, join_state, resume_path
-from vqgen.runtime import JsonlLog
+from vqgen.train.resume import Progress, TrainingState, join_state, resume_path
+from vqgen.logs import JsonlLog
 
 def write_in_a_loop(folder: Path, ready_fd: int) -> None:
     """What training does, over and over: checkpoint, image, log and resume file, each recording round i."""

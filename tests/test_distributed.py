@@ -26,9 +26,12 @@ from vqgen.errors import VQGenError
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.models.quantizer import VectorQuantizer
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
-from vqgen.runtime import autocast, make_loader, memory_format, read_jsonl, set_epoch
-from vqgen.stages import train_prior as prior_stage
-from vqgen.stages import train_vqvae as vqvae_stage
+from vqgen.batches import make_loader
+from vqgen.device import autocast, memory_format
+from vqgen.logs import read_jsonl
+from vqgen import config
+from vqgen.train import prior as prior_stage
+from vqgen.train import vqvae as vqvae_stage
 
 WORLD = 2
 BATCH = 8  # global batch: 1 process x 8 against 2 processes x 4
@@ -77,9 +80,9 @@ def prior_config() -> PixelCNNConfig:
 
 def train_both(folder: Path, batch_size: int) -> None:
     """Both stages for 2 epochs (6 optimizer steps each), warm-up short enough that weights really move."""
-    vq_opts = vqvae_stage.VQVAETrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu")
+    vq_opts = config.VQVAETrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu")
     vqvae_stage.train_vqvae(image_data(), vqvae_config(), vq_opts, folder / "vqvae.safetensors")
-    prior_opts = prior_stage.PriorTrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu")
+    prior_opts = config.PriorTrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu")
     prior_stage.train_prior(code_file(folder), prior_config(), prior_opts, folder / "prior.safetensors")
 
 
@@ -307,7 +310,7 @@ def test_the_shuffle_depends_on_seed_and_epoch_only():
 def test_make_loader_in_one_process_reads_every_item_once():
     dataset = TensorDataset(torch.arange(10))
     loader = make_loader(dataset, 4, shuffle=True, seed=0, drop_last=False)
-    set_epoch(loader, 1)
+    loader.set_epoch(1)
     assert sorted(int(i) for (b,) in loader for i in b) == list(range(10))
     assert len(make_loader(dataset, 4, shuffle=True, seed=0, drop_last=True)) == 2
 

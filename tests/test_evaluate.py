@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from vqgen.checkpoint import load_vqgen_file, read_metadata, save_vqgen_file
 from vqgen.cli import app
-from vqgen.stages.train_classifier import default_classifier_path
+from vqgen.train.classifier import default_classifier_path
 from vqgen.metrics import (
     feature_stats,
     frechet_distance,

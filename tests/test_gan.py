@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from vqgen.errors import VQGenError
-from vqgen.gan import GanOptions, GanTrainer
+from vqgen.config import GanOptions
+from vqgen.train.gan import GanTrainer
 from vqgen.losses import (
     PerceptualLoss,
     adaptive_weight,
@@ -320,8 +321,9 @@ def test_resume_restores_the_discriminator_bit_for_bit(tmp_path, rgb_folder, mon
     """Stopped after epoch 1 and resumed, a --gan run ends exactly where an uninterrupted one does."""
     from vqgen.checkpoint import load_vqgen_file
     from vqgen.data import load_image_data
-    from vqgen.runtime import StopSignal, TrainingStopped
-    from vqgen.stages.train_vqvae import VQVAETrainOptions, train_vqvae
+    from vqgen.train.signals import StopSignal, TrainingStopped
+    from vqgen.config import VQVAETrainOptions
+    from vqgen.train.vqvae import train_vqvae
 
     data = load_image_data(str(rgb_folder))
     cfg = VQVAEConfig(in_channels=3, image_size=(16, 16), hidden_channels=16, res_channels=8, num_res_blocks=1,
@@ -352,7 +354,8 @@ def test_resume_restores_the_discriminator_bit_for_bit(tmp_path, rgb_folder, mon
 def test_a_gan_run_is_the_plain_run_until_gan_start(tmp_path, rgb_folder):
     from vqgen.checkpoint import load_vqgen_file
     from vqgen.data import load_image_data
-    from vqgen.stages.train_vqvae import VQVAETrainOptions, train_vqvae
+    from vqgen.config import VQVAETrainOptions
+    from vqgen.train.vqvae import train_vqvae
 
     data = load_image_data(str(rgb_folder))
     cfg = VQVAEConfig(in_channels=3, image_size=(16, 16), hidden_channels=16, res_channels=8, num_res_blocks=1,

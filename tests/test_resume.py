@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from vqgen.checkpoint import load_vqgen_file, save_vqgen_file
 from vqgen.cli import app
-from vqgen.resume import join_state, resume_path, split_state
+from vqgen.train.resume import join_state, resume_path, split_state
 
 VQVAE_ARGS = (
     "--hidden 16 --res-channels 8 -K 16 -D 8 --epochs 3 --batch-size 8 --val-fraction 0.25 "

@@ -202,24 +202,34 @@ def _not_safetensors_reason(path: Path) -> str:
 # ----------------------------------------------------------------------------- model files
 
 
+def load_model(path: str | Path, kind: str, build: Callable[[dict[str, Any]], torch.nn.Module],
+               device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a model file of ``kind`` -> (model built from its recorded config, in eval mode; metadata)."""
+    tensors, meta = load_vqgen_file(path, kind)
+    model = build(meta["config"])
+    _load_weights(path, model, tensors)
+    return model.to(device).eval(), meta
+
+
 def load_vqvae(path: str | Path, device: torch.device | str = "cpu"):
     """Load a VQ-VAE checkpoint -> (VQVAE in eval mode, metadata)."""
     from vqgen.models.vqvae import VQVAE, VQVAEConfig
 
-    tensors, meta = load_vqgen_file(path, "vqvae")
-    model = VQVAE(VQVAEConfig.from_dict(meta["config"]))
-    _load_weights(path, model, tensors)
-    return model.to(device).eval(), meta
+    return load_model(path, "vqvae", lambda cfg: VQVAE(VQVAEConfig.from_dict(cfg)), device)
 
 
 def load_prior(path: str | Path, device: torch.device | str = "cpu"):
     """Load a prior checkpoint -> (GatedPixelCNN in eval mode, metadata)."""
     from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 
-    tensors, meta = load_vqgen_file(path, "prior")
-    model = GatedPixelCNN(PixelCNNConfig.from_dict(meta["config"]))
-    _load_weights(path, model, tensors)
-    return model.to(device).eval(), meta
+    return load_model(path, "prior", lambda cfg: GatedPixelCNN(PixelCNNConfig.from_dict(cfg)), device)
+
+
+def load_classifier(path: str | Path, device: torch.device | str = "cpu"):
+    """Load a classifier file -> (Classifier in eval mode, metadata)."""
+    from vqgen.models.classifier import Classifier, ClassifierConfig
+
+    return load_model(path, "classifier", lambda cfg: Classifier(ClassifierConfig.from_dict(cfg)), device)
 
 
 def _load_weights(path: str | Path, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:

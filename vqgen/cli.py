@@ -6,11 +6,22 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 
+from vqgen.cli_options import options_from
+from vqgen.config import (
+    ClassifierTrainOptions,
+    DataOptions,
+    GanOptions,
+    PixelCNNConfig,
+    PriorTrainOptions,
+    VQVAEConfig,
+    VQVAETrainOptions,
+    to_dict,
+)
 from vqgen.errors import VQGenError
 
 app = typer.Typer(
@@ -47,30 +58,10 @@ def friendly_errors(command):
 
 # ---------------------------------------------------------------------------- shared options
 
-DataOpt = Annotated[
-    str, typer.Option("--data", help="mnist5k (shipped), mnist, fashion-mnist, cifar10, or a folder of images.")
-]
 DataRootOpt = Annotated[Path, typer.Option("--data-root", help="Where torchvision datasets are downloaded.")]
-ImageSizeOpt = Annotated[
-    Optional[int], typer.Option("--image-size", help="Resize (shorter side) and centre-crop to this size.")
-]
-ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", help="Force 1 (grey) or 3 (RGB); default: detect.")]
-ValFractionOpt = Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for data split, initialisation and order (CPU runs repeat exactly).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed (CPU runs repeat exactly).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-AmpOpt = Annotated[str, typer.Option("--amp", help="Mixed precision on CUDA: off, bf16 or fp16 (CPU runs in float32).")]
-CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")]
-EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the training split.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size per process (global = this x processes).")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Peak learning rate (warm-up, then cosine decay).")]
-SaveEveryOpt = Annotated[
-    int,
-    typer.Option(
-        "--save-every",
-        help="Epochs between resumable training states (OUT.resume.safetensors); also saved after the last "
-        "epoch and on Ctrl-C/SIGTERM.",
-    ),
-]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size.")]
 ResumeOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -81,180 +72,33 @@ ResumeOpt = Annotated[
 ]
 
 
+def out_option(what: str) -> Any:
+    return typer.Option("--out", help=f"{what} to write (.safetensors).")
+
+
 # ---------------------------------------------------------------------------- stage 1
 
 
 @app.command("train-vqvae")
 @friendly_errors
+@options_from(DataOptions, VQVAEConfig, VQVAETrainOptions, GanOptions)
 def train_vqvae_cmd(
-    data: DataOpt = "mnist5k",
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.safetensors).")] = Path(
-        "checkpoints/vqvae.safetensors"
-    ),
-    data_root: DataRootOpt = Path("data"),
-    image_size: ImageSizeOpt = None,
-    channels: ChannelsOpt = None,
-    val_fraction: ValFractionOpt = 0.1,
-    skip_bad_images: Annotated[
-        bool, typer.Option("--skip-bad-images", help="Skip unreadable image files (with a warning) instead of failing.")
-    ] = False,
-    num_codes: Annotated[int, typer.Option("--num-codes", "-K", help="Codebook size K.")] = 512,
-    code_dim: Annotated[int, typer.Option("--code-dim", "-D", help="Dimension D of the encoder output / codes.")] = 64,
-    hidden: Annotated[int, typer.Option("--hidden", help="Channels of the encoder/decoder trunk.")] = 128,
-    res_channels: Annotated[int, typer.Option("--res-channels", help="Bottleneck channels of residual blocks.")] = 64,
-    res_blocks: Annotated[int, typer.Option("--res-blocks", help="Residual blocks in encoder and decoder.")] = 2,
-    downsamples: Annotated[
-        int, typer.Option("--downsamples", help="Stride-2 stages n; downsampling factor 2^n (2: 28x28 -> 7x7).")
-    ] = 2,
-    head_channels: Annotated[
-        int,
-        typer.Option(
-            "--head-channels",
-            help="Decoder head: the last upsampling gives this many channels, then a 3x3 conv draws the image (0: none).",
-        ),
-    ] = 32,
-    beta: Annotated[float, typer.Option("--beta", help="Weight of the commitment loss.")] = 0.25,
-    ema: Annotated[
-        bool, typer.Option("--ema/--no-ema", help="EMA codebook updates (else the loss-based codebook update).")
-    ] = True,
-    decay: Annotated[float, typer.Option("--decay", help="EMA decay of codebook statistics.")] = 0.99,
-    kmeans_init: Annotated[
-        bool, typer.Option("--kmeans-init/--no-kmeans-init", help="Initialise codes by k-means on the first batch.")
-    ] = True,
-    restart_dead: Annotated[
-        bool, typer.Option("--restart-dead/--no-restart-dead", help="Re-seed unused codes from recent encoder outputs.")
-    ] = True,
-    dead_threshold: Annotated[
-        float, typer.Option("--dead-threshold", help="A code is dead when its EMA count per batch falls below this.")
-    ] = 1.0,
-    restart_every: Annotated[int, typer.Option("--restart-every", help="Steps between dead-code checks.")] = 50,
-    cosine: Annotated[bool, typer.Option("--cosine/--no-cosine", help="l2-normalised (cosine) codes.")] = False,
-    codebook_dim: Annotated[
-        int,
-        typer.Option(
-            "--codebook-dim", help="Dimension of the codes, with linear in/out projections to D (0: codes of dimension D)."
-        ),
-    ] = 6,
-    epochs: EpochsOpt = 100,
-    batch_size: BatchOpt = 16,
-    lr: LrOpt = 2e-3,
-    augment_shift: Annotated[
-        int,
-        typer.Option(
-            "--augment-shift", help="Shift training images by up to this many whole pixels, at random each epoch (0: off)."
-        ),
-    ] = 2,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    amp: AmpOpt = "off",
-    compile: CompileOpt = False,
-    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
-    save_every: SaveEveryOpt = 1,
+    out: Annotated[Path, out_option("Checkpoint")] = Path("checkpoints/vqvae.safetensors"),
     resume: ResumeOpt = None,
-    recon_loss: Annotated[
-        str,
-        typer.Option(
-            "--recon-loss",
-            help="Pixel reconstruction loss: psnr (mean per-image log-MSE, i.e. the mean PSNR), mse, l1 or l1+mse.",
-        ),
-    ] = "psnr",
-    gan: Annotated[
-        bool,
-        typer.Option("--gan/--no-gan", help="VQGAN-style training: add a PatchGAN discriminator (hinge loss, adaptive weight)."),
-    ] = False,
-    gan_start: Annotated[
-        int, typer.Option("--gan-start", help="Steps of plain reconstruction training before the discriminator joins.")
-    ] = 500,
-    gan_weight: Annotated[
-        float, typer.Option("--gan-weight", help="Factor on the adaptive weight of the adversarial loss.")
-    ] = 0.1,
-    disc_layers: Annotated[
-        int, typer.Option("--disc-layers", help="Stride-2 layers of the discriminator (patch size grows with it).")
-    ] = 3,
-    disc_channels: Annotated[int, typer.Option("--disc-channels", help="Channels of the first discriminator layer.")] = 64,
-    perceptual_weights: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--perceptual-weights",
-            help="torchvision VGG16 weights file (.pth or .safetensors): adds an LPIPS-style perceptual loss.",
-        ),
-    ] = None,
-    perceptual_weight: Annotated[
-        Optional[float],
-        typer.Option("--perceptual-weight", help="Weight of the perceptual loss (needs --perceptual-weights). [default: 1.0]"),
-    ] = None,
+    *,
+    data_options: DataOptions,
+    vqvae_config: VQVAEConfig,
+    vqvae_train_options: VQVAETrainOptions,
+    gan_options: GanOptions,
 ) -> None:
     """Stage 1: train the VQ-VAE (encoder, codebook of K vectors, decoder)."""
-    from vqgen import distributed as dist
-    from vqgen.checkpoint import check_output_path
-    from vqgen.data import load_image_data
-    from vqgen.gan import GanOptions
-    from vqgen.models.vqvae import VQVAEConfig
-    from vqgen.runtime import resolve_device
-    from vqgen.stages.train_vqvae import VQVAETrainOptions, train_vqvae
+    from vqgen.train.vqvae import train_vqvae_on
 
-    if perceptual_weight is not None and perceptual_weights is None:
-        raise VQGenError(
-            "--perceptual-weight needs --perceptual-weights PATH (torchvision's VGG16 weights file); "
-            "vqgen downloads no pretrained networks"
-        )
-    gan_opts = GanOptions(
-        gan=gan, gan_start=gan_start, gan_weight=gan_weight, disc_layers=disc_layers, disc_channels=disc_channels,
-        recon_loss=recon_loss, perceptual_weights=str(perceptual_weights) if perceptual_weights else None,
-        perceptual_weight=1.0 if perceptual_weight is None else perceptual_weight,
-    )
-    gan_opts.validate()  # before loading data: a bad option fails at once
-    check_output_path(out)
-    dist.setup(resolve_device(device))  # under torchrun: join now, so that one process per machine downloads
-    with dist.local_main_first():
-        images = load_image_data(
-            data,
-            image_size=image_size,
-            channels=channels,
-            split_seed=seed,
-            val_fraction=val_fraction,
-            root=data_root,
-            skip_bad_images=skip_bad_images,
-        )
-    cfg = VQVAEConfig(
-        in_channels=images.channels,
-        image_size=images.image_size,
-        hidden_channels=hidden,
-        res_channels=res_channels,
-        num_res_blocks=res_blocks,
-        num_downsamples=downsamples,
-        head_channels=head_channels,
-        num_codes=num_codes,
-        code_dim=code_dim,
-        beta=beta,
-        ema=ema,
-        decay=decay,
-        kmeans_init=kmeans_init,
-        restart_dead=restart_dead,
-        dead_threshold=dead_threshold,
-        restart_every=restart_every,
-        cosine=cosine,
-        codebook_dim=codebook_dim or None,
-    )
-    opts = VQVAETrainOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr, augment_shift=augment_shift, seed=seed, device=device, amp=amp,
-        compile=compile, num_workers=workers, save_every=save_every, gan=gan_opts,
-    )
-    describe_data(images)
-    metrics = train_vqvae(images, cfg, opts, out, resume=resume)
+    vqvae_train_options.gan = gan_options
+    m = train_vqvae_on(data_options, vqvae_config, vqvae_train_options, out, resume=resume)
     out_console.print(
-        f"wrote {out}: val PSNR {metrics['val_psnr']:.2f} dB, perplexity {metrics['val_perplexity']:.1f}, "
-        f"codes used {metrics['val_codes_used']}/{metrics['val_num_codes']}"
-    )
-
-
-def describe_data(images) -> None:
-    h, w = images.image_size
-    labels = f"{images.num_classes} classes" if images.label_names else "unlabelled"
-    info_console.print(
-        f"data {images.spec['data']}: {len(images.train)} train / {len(images.val)} val images, "
-        f"{images.channels}x{h}x{w}, {labels}",
-        highlight=False,
+        f"wrote {out}: val PSNR {m['val_psnr']:.2f} dB, perplexity {m['val_perplexity']:.1f}, "
+        f"codes used {m['val_codes_used']}/{m['val_num_codes']}"
     )
 
 
@@ -268,36 +112,16 @@ def extract_codes_cmd(
     data: Annotated[
         Optional[str], typer.Option("--data", help="Dataset to encode; default: the one the VQ-VAE was trained on.")
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Code file to write (.safetensors).")] = Path(
-        "checkpoints/codes.safetensors"
-    ),
+    out: Annotated[Path, out_option("Code file")] = Path("checkpoints/codes.safetensors"),
     data_root: DataRootOpt = Path("data"),
     batch_size: BatchOpt = 256,
     device: DeviceOpt = "auto",
 ) -> None:
     """Stage 2: encode a dataset into code maps (both splits, with labels) in one file."""
-    from vqgen.checkpoint import check_output_path, expect_kind, read_metadata
-    from vqgen.data import image_data_from_spec
-    from vqgen.stages.extract_codes import LOW_USAGE_WARNING, extract_codes
+    from vqgen.stages.extract_codes import extract_codes_for
 
-    meta = read_metadata(vqvae)
-    expect_kind(vqvae, meta, "vqvae")
-    check_output_path(out)
-    spec = dict(meta["dataset"])
-    if data is not None:
-        spec["data"] = data
-    # encode at the size (height, width) and channel count the VQ-VAE was trained with
-    spec["image_size"] = meta["image"]["size"]
-    spec["channels"] = meta["image"]["channels"]
-    images = image_data_from_spec(spec, root=data_root)
-    describe_data(images)
-    result = extract_codes(vqvae, images, out, batch_size=batch_size, device=device)
+    result = extract_codes_for(vqvae, out, data=data, data_root=data_root, batch_size=batch_size, device=device)
     print_codebook_audit(result)
-    if result["codebook_audit"]["train"]["usage"] < LOW_USAGE_WARNING:
-        err_console.print(
-            f"[bold yellow]warning: only {result['codebook_audit']['train']['usage']:.0%} of the codebook is used; "
-            "the VQ-VAE has collapsed codes (try the default EMA + k-means + dead-code restarts)[/bold yellow]"
-        )
     out_console.print(
         f"wrote {out}: {result['num_train']} train + {result['num_val']} val code maps of "
         f"{result['latent_shape'][0]}x{result['latent_shape'][1]}, K={result['num_codes']}"
@@ -323,59 +147,25 @@ def print_codebook_audit(result: dict) -> None:
 
 @app.command("train-prior")
 @friendly_errors
+@options_from(PixelCNNConfig, PriorTrainOptions)
 def train_prior_cmd(
     codes: Annotated[Path, typer.Argument(help="Code file from extract-codes.")],
-    out: Annotated[Path, typer.Option("--out", help="Prior checkpoint to write (.safetensors).")] = Path(
-        "checkpoints/prior.safetensors"
-    ),
+    out: Annotated[Path, out_option("Prior checkpoint")] = Path("checkpoints/prior.safetensors"),
     conditional: Annotated[
         Optional[bool],
         typer.Option("--conditional/--unconditional", help="Class-conditional prior; default: on when codes have labels."),
     ] = None,
-    layers: Annotated[int, typer.Option("--layers", help="Gated layers.")] = 15,
-    channels: Annotated[int, typer.Option("--channels", help="Channels of the vertical/horizontal stacks.")] = 64,
-    kernel_size: Annotated[int, typer.Option("--kernel-size", help="Odd kernel size k of the stacks.")] = 3,
-    dropout: Annotated[float, typer.Option("--dropout", help="Dropout on the gated horizontal features.")] = 0.0,
-    epochs: EpochsOpt = 12,
-    batch_size: BatchOpt = 64,
-    lr: LrOpt = 1e-3,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    amp: AmpOpt = "off",
-    compile: CompileOpt = False,
-    save_every: SaveEveryOpt = 1,
     resume: ResumeOpt = None,
+    *,
+    pixel_cnn_config: PixelCNNConfig,
+    prior_train_options: PriorTrainOptions,
 ) -> None:
     """Stage 3: fit a gated PixelCNN prior to the code maps."""
-    from vqgen.checkpoint import check_output_path
-    from vqgen.models.pixelcnn import PixelCNNConfig
-    from vqgen.stages.train_prior import PriorTrainOptions, load_codes, train_prior
+    from vqgen.train.prior import train_prior_on
 
-    code_file = load_codes(codes)
-    check_output_path(out)
-    if conditional is None:
-        conditional = code_file.labelled
-    elif conditional and not code_file.labelled:
-        raise VQGenError(f"{codes}: --conditional needs labelled codes, but these have no labels")
-    cfg = PixelCNNConfig(
-        num_codes=code_file.meta["num_codes"],
-        latent_shape=tuple(code_file.meta["latent_shape"]),
-        channels=channels,
-        num_layers=layers,
-        kernel_size=kernel_size,
-        num_classes=len(code_file.meta["label_names"]) if conditional else 0,
-        dropout=dropout,
-    )
-    opts = PriorTrainOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, amp=amp, compile=compile,
-        save_every=save_every,
-    )
-    kind = f"conditional on {cfg.num_classes} classes" if conditional else "unconditional"
-    info_console.print(f"prior: {len(code_file.train)} train / {len(code_file.val)} val code maps, {kind}")
-    metrics = train_prior(code_file, cfg, opts, out, resume=resume)
+    m = train_prior_on(codes, pixel_cnn_config, prior_train_options, out, conditional=conditional, resume=resume)
     out_console.print(
-        f"wrote {out}: best val {metrics['best_val_bits_per_code']:.3f} bits/code "
-        f"(last epoch {metrics['val_bits_per_code']:.3f})"
+        f"wrote {out}: best val {m['best_val_bits_per_code']:.3f} bits/code (last epoch {m['val_bits_per_code']:.3f})"
     )
 
 
@@ -547,8 +337,8 @@ def curves_cmd(
 
 @app.command("train-classifier")
 @friendly_errors
+@options_from(DataOptions, ClassifierTrainOptions, skip=("skip_bad_images",))
 def train_classifier_cmd(
-    data: DataOpt = "mnist5k",
     out: Annotated[
         Optional[Path],
         typer.Option(
@@ -557,34 +347,21 @@ def train_classifier_cmd(
             "(where evaluate looks for it beside checkpoints/*.safetensors).",
         ),
     ] = None,
-    data_root: DataRootOpt = Path("data"),
-    image_size: ImageSizeOpt = None,
-    channels: ChannelsOpt = None,
-    val_fraction: ValFractionOpt = 0.1,
-    width: Annotated[int, typer.Option("--width", help="Channels of the first conv layer (then 2x, 4x).")] = 16,
-    epochs: EpochsOpt = 8,
-    min_steps: Annotated[
-        int, typer.Option("--min-steps", help="Train at least this many steps (more epochs on small datasets).")
-    ] = 200,
-    batch_size: BatchOpt = 128,
-    lr: LrOpt = 2e-3,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
+    resume: ResumeOpt = None,
+    *,
+    data_options: DataOptions,
+    classifier_train_options: ClassifierTrainOptions,
 ) -> None:
     """Train the reference classifier whose features `evaluate` measures distances in (labels, or a
     self-supervised transform task for unlabelled data)."""
     from vqgen.data import load_image_data
-    from vqgen.stages.train_classifier import ClassifierTrainOptions, default_classifier_path, train_classifier
+    from vqgen.train.classifier import default_classifier_path, train_classifier
+    from vqgen.train.vqvae import describe_data
 
-    images = load_image_data(
-        data, image_size=image_size, channels=channels, split_seed=seed, val_fraction=val_fraction, root=data_root
-    )
+    images = load_image_data(**to_dict(data_options))
     describe_data(images)
     out = out or default_classifier_path(Path("checkpoints"), images.spec)
-    opts = ClassifierTrainOptions(
-        epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, width=width, seed=seed, device=device
-    )
-    meta = train_classifier(images, opts, out, log=lambda text: info_console.print(text, highlight=False))
+    meta = train_classifier(images, classifier_train_options, out, resume=resume)
     task = "classes" if meta["task"] == "labels" else "self-supervised transforms"
     out_console.print(f"wrote {out}: val accuracy {meta['val_accuracy']:.2%} ({task}, {meta['train_seconds']:.0f}s)")
 

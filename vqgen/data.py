@@ -254,7 +254,7 @@ def list_image_files(root: Path) -> tuple[list[Path], list[Path]]:
 def _image_folder(spec: dict[str, Any], root: Path, skip_bad_images: bool) -> ImageData:
     from PIL import Image
 
-    from vqgen.runtime import say, warn
+    from vqgen.logs import say, warn
 
     files, others = list_image_files(root)
     if not files:
@@ -340,6 +340,6 @@ def _square(size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] |
 
 def _note_conversion(name: str, native: int, channels: int) -> None:
     if native != channels:
-        from vqgen.runtime import warn
+        from vqgen.logs import warn
 
         warn(f"{name}: converting {native}-channel images to {channels} channel{'s' if channels > 1 else ''}")

@@ -8,11 +8,13 @@ that distances do not depend on the arbitrary scale of the activations.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
+
+from vqgen.config import from_dict, to_dict
 
 
 @dataclass
@@ -24,14 +26,11 @@ class ClassifierConfig:
     feature_dim: int = 128
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        d["image_size"] = tuple(d["image_size"])
-        return cls(**d)
+        return from_dict(cls, d)
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:

@@ -13,13 +13,14 @@ else is in the batch, so real and fake images can go through in one forward pass
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from vqgen.config import to_dict
 from vqgen.errors import VQGenError
 
 
@@ -46,7 +47,7 @@ class DiscriminatorConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return to_dict(self)
 
 
 def _conv(c_in: int, c_out: int, stride: int) -> nn.Module:

@@ -15,42 +15,12 @@ Causality is built from padding and shifts rather than masks:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vqgen.config import PixelCNNConfig
 from vqgen.errors import VQGenError
-
-
-@dataclass
-class PixelCNNConfig:
-    num_codes: int = 512
-    latent_shape: tuple[int, int] = (7, 7)
-    channels: int = 64
-    num_layers: int = 15
-    kernel_size: int = 3
-    num_classes: int = 0  # 0: unconditional
-    head_channels: int = 256
-    dropout: float = 0.0
-
-    def validate(self) -> None:
-        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
-            raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
-        if self.num_layers < 1 or self.channels < 1:
-            raise VQGenError("--layers and --channels must be positive")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PixelCNNConfig:
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        d["latent_shape"] = tuple(d["latent_shape"])
-        return cls(**d)
 
 
 def shift_down(x: torch.Tensor) -> torch.Tensor:

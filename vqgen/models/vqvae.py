@@ -6,73 +6,12 @@ the reconstruction loss (``vqgen.losses``) is computed in that [-1, 1] space.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vqgen.errors import VQGenError
+from vqgen.config import VQVAEConfig
 from vqgen.models.quantizer import QuantizerOutput, VectorQuantizer
-
-
-# what a checkpoint written before a field existed meant by leaving it out
-LEGACY_VALUES: dict[str, Any] = {"head_channels": 0}
-
-
-@dataclass
-class VQVAEConfig:
-    in_channels: int = 1
-    image_size: tuple[int, int] = (28, 28)
-    hidden_channels: int = 128
-    res_channels: int = 64
-    num_res_blocks: int = 2
-    num_downsamples: int = 2  # downsampling factor f = 2 ** num_downsamples
-    head_channels: int = 32  # decoder: last upsampling to this many channels, then a 3x3 conv to the image (0: none)
-    num_codes: int = 512
-    code_dim: int = 64
-    beta: float = 0.25
-    ema: bool = True
-    decay: float = 0.99
-    kmeans_init: bool = True
-    restart_dead: bool = True
-    dead_threshold: float = 1.0
-    restart_every: int = 50
-    cosine: bool = False
-    codebook_dim: int | None = 6
-
-    @property
-    def factor(self) -> int:
-        return 2**self.num_downsamples
-
-    @property
-    def latent_shape(self) -> tuple[int, int]:
-        return (self.image_size[0] // self.factor, self.image_size[1] // self.factor)
-
-    def validate(self) -> None:
-        h, w = self.image_size
-        if h % self.factor or w % self.factor:
-            raise VQGenError(
-                f"image size {h}x{w} is not divisible by the downsampling factor {self.factor}; "
-                f"pick --image-size as a multiple of {self.factor} or change --downsamples"
-            )
-        if self.head_channels < 0:
-            raise VQGenError(f"--head-channels must be 0 (no head) or more, not {self.head_channels}")
-        if self.codebook_dim is not None and self.codebook_dim < 1:
-            raise VQGenError(f"--codebook-dim must be at least 1, not {self.codebook_dim}")
-        if self.num_codes < 2 or self.code_dim < 1:
-            raise VQGenError(f"need at least 2 codes of dimension >= 1 (got K={self.num_codes}, D={self.code_dim})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VQVAEConfig:
-        known = {f.name for f in fields(cls)}
-        d = {**LEGACY_VALUES, **{k: v for k, v in d.items() if k in known}}
-        d["image_size"] = tuple(d["image_size"])
-        return cls(**d)
 
 
 class ResidualBlock(nn.Module):

@@ -44,7 +44,9 @@ from vqgen.metrics import (
     psnr_per_image,
     ssim_per_image,
 )
-from vqgen.runtime import make_loader, progress, resolve_device
+from vqgen.batches import make_loader
+from vqgen.device import resolve_device
+from vqgen.logs import progress
 
 FeatureNet = Callable[[torch.Tensor], torch.Tensor]
 NO_INCEPTION = (
@@ -231,13 +233,9 @@ def obtain_classifier(
     log: Callable[[str], None],
 ):
     """The given classifier, else the cached one beside the checkpoints, else a freshly trained one."""
-    from vqgen.stages.train_classifier import (
-        ClassifierTrainOptions,
-        default_classifier_path,
-        load_classifier,
-        spec_mismatch,
-        train_classifier,
-    )
+    from vqgen.checkpoint import load_classifier
+    from vqgen.config import ClassifierTrainOptions
+    from vqgen.train.classifier import default_classifier_path, spec_mismatch, train_classifier
 
     shape = {"channels": data.channels, "size": list(data.image_size)}
     trained_now = False
@@ -268,7 +266,7 @@ def obtain_classifier(
             why = "no cached classifier" if reason == "missing" else f"the cached classifier does not fit ({reason})"
             log(f"{why}: training one on the train split, saved to {path} for next time")
             opts = ClassifierTrainOptions(device=req.device, batch_size=min(128, req.batch_size))
-            train_classifier(data, opts, path, log=log)
+            train_classifier(data, opts, path)
             model, meta = load_classifier(path, device)
             trained_now = True
     info = {
@@ -410,7 +408,7 @@ def reconstruction_metrics(
 def prior_metrics_from_codes(
     req: EvaluateRequest, metas: dict[str, dict[str, Any]], device: torch.device
 ) -> dict[str, Any]:
-    from vqgen.stages.train_prior import load_codes
+    from vqgen.train.prior import load_codes
 
     codes = load_codes(req.codes)
     dataset = codes.val if req.split == "val" else codes.train
@@ -439,7 +437,7 @@ def prior_metrics(
     req: EvaluateRequest, prior_meta: dict[str, Any], dataset: TensorDataset, source: str, device: torch.device
 ) -> dict[str, Any]:
     """NLL of held-out code maps: nats and bits per code, and bits per image dimension."""
-    from vqgen.stages.train_prior import evaluate_prior
+    from vqgen.train.prior import evaluate_prior
 
     if len(dataset) == 0:
         raise VQGenError(f"{source}: no code maps to evaluate the prior on")

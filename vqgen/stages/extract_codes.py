@@ -17,10 +17,12 @@ from typing import Any
 import torch
 
 from vqgen import __version__
-from vqgen.checkpoint import check_output_path, file_sha256, load_vqvae, save_vqgen_file
-from vqgen.data import ImageData
+from vqgen.checkpoint import check_output_path, expect_kind, file_sha256, load_vqvae, read_metadata, save_vqgen_file
+from vqgen.data import ImageData, image_data_from_spec
 from vqgen.metrics import CodeHistogram
-from vqgen.runtime import make_loader, progress, resolve_device
+from vqgen.batches import make_loader
+from vqgen.device import resolve_device
+from vqgen.logs import progress, warn
 
 LOW_USAGE_WARNING = 0.25
 
@@ -75,3 +77,25 @@ def extract_codes(
     }
     save_vqgen_file(out, tensors, meta)
     return meta
+
+
+def extract_codes_for(vqvae_path: Path, out: Path, data: str | None = None, data_root: str | Path = "data",
+                      batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
+    """``vqgen extract-codes``: encode the VQ-VAE's own dataset and split (or ``data``, resized to the
+    VQ-VAE's image size and channels) and warn when the codebook is barely used."""
+    from vqgen.train.vqvae import describe_data
+
+    meta = read_metadata(vqvae_path)
+    expect_kind(vqvae_path, meta, "vqvae")
+    check_output_path(out)
+    spec = {**meta["dataset"], "image_size": meta["image"]["size"], "channels": meta["image"]["channels"]}
+    if data is not None:
+        spec["data"] = data
+    images = image_data_from_spec(spec, root=data_root)
+    describe_data(images)
+    result = extract_codes(vqvae_path, images, out, batch_size=batch_size, device=device)
+    usage = result["codebook_audit"]["train"]["usage"]
+    if usage < LOW_USAGE_WARNING:
+        warn(f"only {usage:.0%} of the codebook is used; the VQ-VAE has collapsed codes "
+             "(try the default EMA + k-means + dead-code restarts)")
+    return result

@@ -12,7 +12,7 @@ from vqgen.checkpoint import check_output_path, file_sha256, load_prior, load_vq
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
 from vqgen.models.sampler import SAMPLERS
-from vqgen.runtime import resolve_device
+from vqgen.device import resolve_device
 
 
 def parse_labels(label: str | None, label_names: list[str] | None, conditional: bool, n: int) -> tuple[list[int] | None, int]:

@@ -14,7 +14,8 @@ from vqgen.errors import VQGenError
 from vqgen.images import to_pil
 from vqgen.metrics import CodeHistogram
 from vqgen.models.vqvae import VQVAE
-from vqgen.runtime import make_loader, resolve_device
+from vqgen.batches import make_loader
+from vqgen.device import resolve_device
 from vqgen.tools.common import batches, data_for_vqvae, pick_split
 from vqgen.tools.draw import BACKGROUND, INK, bar_chart, font, save_image, stack
 

@@ -11,7 +11,7 @@ from vqgen.checkpoint import load_vqvae
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid
 from vqgen.models.vqvae import VQVAE
-from vqgen.runtime import resolve_device
+from vqgen.device import resolve_device
 from vqgen.tools.common import load_image_ref
 
 

@@ -15,7 +15,7 @@ from vqgen.data import spread
 from vqgen.errors import VQGenError
 from vqgen.images import interleave, save_grid, save_png
 from vqgen.metrics import psnr_per_image
-from vqgen.runtime import resolve_device
+from vqgen.device import resolve_device
 from vqgen.tools.common import data_for_vqvae, pick_split, source_name
 
 

@@ -1,17 +1,16 @@
 """VQGAN-style autoencoder training (Esser et al. 2021): reconstruction loss of choice, optional
 perceptual loss, and a PatchGAN discriminator whose loss is balanced by VQGAN's adaptive weight.
 
-``GanTrainer`` owns everything the plain VQ-VAE loop does not have: the discriminator, its
-optimizer and gradient scaler, the perceptual network and the running log of GAN numbers. Per
-training step the loop calls ``generator_loss`` (to add to the quantizer loss and backpropagate
-through the autoencoder) and, after the autoencoder's optimizer step, ``discriminator_step``.
-The discriminator never enters the VQ-VAE checkpoint; it lives in the resumable state only.
+``GanTrainer`` owns everything the plain VQ-VAE training does not have: the discriminator, its
+optimizer and gradient scaler, the perceptual network and the running log of GAN numbers. The
+VQ-VAE trainer's loss calls ``generator_loss`` (added to the quantizer loss and backpropagated
+through the autoencoder); as a hook of the training loop (``vqgen.train.loop``) it then updates the
+discriminator after each optimizer step (``after_step``). The discriminator never enters the
+VQ-VAE checkpoint; it lives in the resumable state only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,9 +18,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from vqgen import distributed as dist
-from vqgen.errors import VQGenError
+from vqgen.config import GanOptions
 from vqgen.losses import (
-    RECON_LOSSES,
     PerceptualLoss,
     adaptive_weight,
     discriminator_accuracy,
@@ -30,47 +28,13 @@ from vqgen.losses import (
     reconstruction_loss,
     settle_at_bounds,
 )
-from vqgen.models.discriminator import DiscriminatorConfig, PatchDiscriminator
-from vqgen.runtime import autocast, grad_scaler, memory_format
+from vqgen.device import autocast, grad_scaler, memory_format
+from vqgen.models.discriminator import PatchDiscriminator
+from vqgen.train.loop import StepResult, check_finite
 
 # numbers averaged per epoch (only over the steps where they were computed)
 LOGGED = ("perceptual", "g_loss", "adaptive_weight", "d_loss", "d_acc_real", "d_acc_fake")
 DISC_BETAS = (0.5, 0.9)  # VQGAN's Adam betas for the discriminator
-
-
-@dataclass
-class GanOptions:
-    """Loss options of ``train-vqvae`` beyond the VQ-VAE's own; recorded as train_options["gan"]."""
-
-    gan: bool = False
-    gan_start: int = 500  # optimizer steps of plain reconstruction training before the discriminator joins
-    gan_weight: float = 0.1  # multiplies the adaptive weight
-    disc_layers: int = 3
-    disc_channels: int = 64
-    recon_loss: str = "psnr"
-    perceptual_weights: str | None = None
-    perceptual_weight: float = 1.0
-    max_adaptive_weight: float = 1e4  # VQGAN's clamp
-
-    def validate(self) -> None:
-        if self.recon_loss not in RECON_LOSSES:
-            raise VQGenError(f"--recon-loss must be one of {', '.join(RECON_LOSSES)}, not {self.recon_loss!r}")
-        if self.gan_start < 0:
-            raise VQGenError(f"--gan-start must be 0 or more steps, not {self.gan_start}")
-        if not self.gan_weight >= 0:
-            raise VQGenError(f"--gan-weight must be 0 or more, not {self.gan_weight}")
-        if not self.perceptual_weight >= 0:
-            raise VQGenError(f"--perceptual-weight must be 0 or more, not {self.perceptual_weight}")
-        if self.perceptual_weights is not None and not Path(self.perceptual_weights).is_file():
-            raise VQGenError(
-                f"{self.perceptual_weights}: --perceptual-weights file not found "
-                "(give torchvision's VGG16 weights file)"
-            )
-        if self.gan:
-            self.disc_config(3).validate()
-
-    def disc_config(self, in_channels: int) -> DiscriminatorConfig:
-        return DiscriminatorConfig(in_channels=in_channels, channels=self.disc_channels, layers=self.disc_layers)
 
 
 class GanTrainer:
@@ -109,6 +73,7 @@ class GanTrainer:
                 self.disc_net = DistributedDataParallel(self.disc, device_ids=device_ids)
             self.optimizer = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=DISC_BETAS)
             self.scaler = grad_scaler(device, amp)
+        self.last_logs: dict[str, float] = {}
         self._reset_log()
 
     def active(self, step: int) -> bool:
@@ -133,6 +98,7 @@ class GanTrainer:
             perceptual = self.perceptual(recon, target)
             rec = rec + self.opts.perceptual_weight * perceptual
             logs["perceptual"] = perceptual.item()
+        self.last_logs = logs
         if not self.active(step):
             self._record(logs)
             return rec, logs
@@ -148,6 +114,12 @@ class GanTrainer:
         return rec + self.opts.gan_weight * weight * g_loss, logs
 
     # ------------------------------------------------------------------------- discriminator side
+
+    def after_step(self, result: StepResult, step: int, device: torch.device) -> None:
+        """The loop's hook: update the discriminator on the step's (reconstruction, target)."""
+        logs = self.discriminator_step(*result.outputs, step)
+        self.last_logs.update(logs)
+        check_finite(logs.get("d_loss", 0.0), "the discriminator loss", step + 1, device)
 
     def discriminator_step(self, fake: torch.Tensor, real: torch.Tensor, step: int) -> dict[str, float]:
         """One hinge-loss update of the discriminator on detached reconstructions vs real images."""
@@ -189,11 +161,10 @@ class GanTrainer:
         self._reset_log()
         return {f"gan_{key}": float(s / c) for key, s, c in zip(LOGGED, sums, counts) if c > 0}
 
-    @staticmethod
-    def postfix(logs: dict[str, float]) -> dict[str, str]:
-        """Short progress-bar fields for one step."""
+    def postfix(self) -> dict[str, str]:
+        """Short progress-bar fields of the last step."""
         names = {"g_loss": "g", "d_loss": "d", "adaptive_weight": "λ", "perceptual": "lpips"}
-        return {short: f"{logs[key]:.3g}" for key, short in names.items() if key in logs}
+        return {short: f"{self.last_logs[key]:.3g}" for key, short in names.items() if key in self.last_logs}
 
     # ------------------------------------------------------------------------- resumable state
 

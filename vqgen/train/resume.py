@@ -31,7 +31,8 @@ from vqgen import __version__
 from vqgen import distributed as dist
 from vqgen.checkpoint import load_vqgen_file, save_vqgen_file
 from vqgen.errors import VQGenError
-from vqgen.runtime import StopSignal, TrainingStopped, say
+from vqgen.logs import say
+from vqgen.train.signals import StopSignal, TrainingStopped
 
 # options that may change when resuming: they change speed or the schedule's length, not what is trained
 CHANGEABLE_OPTIONS = ("epochs", "lr", "save_every", "device", "amp", "compile", "num_workers")

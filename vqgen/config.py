@@ -1,0 +1,276 @@
+"""Every option's default, once: the dataclasses behind the command line, the checkpoints and resume files.
+
+A field made with ``option(default, help)`` is a command-line option: ``vqgen.cli_options`` builds its
+``--flag`` from the field name (or ``flag=``), and ``--help`` shows the help and this default. A field
+without help is set by the program (image size, number of classes, ...), never by a flag. The model
+configurations (``VQVAEConfig``, ``PixelCNNConfig``, ...) live beside their models and use the same
+``option``; the training, data and loss options live here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
+
+from vqgen.errors import VQGenError
+
+T = TypeVar("T")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, short: str | None = None,
+           factory: Any = None) -> Any:
+    """A dataclass field that is also a command-line option (``help`` empty: not an option)."""
+    metadata = {"help": help, "flag": flag, "short": short}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def field_help(cls: type, name: str) -> dict[str, Any]:
+    """The option metadata of ``cls.name``, looked up through the base classes too.
+
+    A subclass that only changes a default (``epochs: int = 12``) keeps its base class's help and flag.
+    """
+    for klass in cls.__mro__:
+        own = klass.__dict__.get("__dataclass_fields__", {})
+        if name in own and own[name].metadata.get("help"):
+            return dict(own[name].metadata)
+    return {}
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as plain JSON (nested configs become nested objects)."""
+    return asdict(cfg)
+
+
+def from_dict(cls: type[T], values: dict[str, Any], legacy: dict[str, Any] | None = None) -> T:
+    """Rebuild ``cls`` from ``to_dict`` output: unknown keys are ignored, lists become tuples where the
+    field is a tuple, nested configs are rebuilt, and a missing key takes its ``legacy`` value (what a
+    file written before the field existed meant) or else the default."""
+    known = {f.name: f for f in fields(cls)}
+    given = {**(legacy or {}), **{k: v for k, v in values.items() if k in known}}
+    for name, value in given.items():
+        f = known[name]
+        if isinstance(value, list) and str(f.type).startswith("tuple"):
+            given[name] = tuple(value)
+        elif isinstance(value, dict) and dataclasses.is_dataclass(f.default_factory):
+            given[name] = from_dict(f.default_factory, value)
+    return cls(**given)
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise the one-line error ``message`` unless ``condition`` holds (option validation)."""
+    if not condition:
+        raise VQGenError(message)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+# what a checkpoint written before a field existed meant by leaving it out
+LEGACY_VALUES: dict[str, Any] = {"head_channels": 0}
+
+
+@dataclass
+class VQVAEConfig:
+    in_channels: int = 1
+    image_size: tuple[int, int] = (28, 28)
+    hidden_channels: int = option(128, "Channels of the encoder/decoder trunk.", flag="--hidden")
+    res_channels: int = option(64, "Bottleneck channels of residual blocks.")
+    num_res_blocks: int = option(2, "Residual blocks in encoder and decoder.", flag="--res-blocks")
+    num_downsamples: int = option(
+        2, "Stride-2 stages n; downsampling factor 2^n (2: 28x28 -> 7x7).", flag="--downsamples"
+    )
+    head_channels: int = option(
+        32, "Decoder head: the last upsampling gives this many channels, then a 3x3 conv draws the image (0: none)."
+    )
+    num_codes: int = option(512, "Codebook size K.", short="-K")
+    code_dim: int = option(64, "Dimension D of the encoder output / codes.", short="-D")
+    beta: float = option(0.25, "Weight of the commitment loss.")
+    ema: bool = option(True, "EMA codebook updates (else the loss-based codebook update).")
+    decay: float = option(0.99, "EMA decay of codebook statistics.")
+    kmeans_init: bool = option(True, "Initialise codes by k-means on the first batch.")
+    restart_dead: bool = option(True, "Re-seed unused codes from recent encoder outputs.")
+    dead_threshold: float = option(1.0, "A code is dead when its EMA count per batch falls below this.")
+    restart_every: int = option(50, "Steps between dead-code checks.")
+    cosine: bool = option(False, "l2-normalised (cosine) codes.")
+    codebook_dim: int | None = option(
+        6, "Dimension of the codes, with linear in/out projections to D (0: codes of dimension D)."
+    )
+
+    def __post_init__(self) -> None:
+        if self.codebook_dim == 0:  # the command line's way of saying "codes of dimension D"
+            self.codebook_dim = None
+
+    @property
+    def factor(self) -> int:
+        return 2**self.num_downsamples
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return (self.image_size[0] // self.factor, self.image_size[1] // self.factor)
+
+    def validate(self) -> None:
+        h, w = self.image_size
+        if h % self.factor or w % self.factor:
+            raise VQGenError(
+                f"image size {h}x{w} is not divisible by the downsampling factor {self.factor}; "
+                f"pick --image-size as a multiple of {self.factor} or change --downsamples"
+            )
+        if self.head_channels < 0:
+            raise VQGenError(f"--head-channels must be 0 (no head) or more, not {self.head_channels}")
+        if self.codebook_dim is not None and self.codebook_dim < 1:
+            raise VQGenError(f"--codebook-dim must be at least 1, not {self.codebook_dim}")
+        if self.num_codes < 2 or self.code_dim < 1:
+            raise VQGenError(f"need at least 2 codes of dimension >= 1 (got K={self.num_codes}, D={self.code_dim})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VQVAEConfig:
+        return from_dict(cls, d, LEGACY_VALUES)
+
+
+@dataclass
+class PixelCNNConfig:
+    num_codes: int = 512
+    latent_shape: tuple[int, int] = (7, 7)
+    channels: int = option(64, "Channels of the vertical/horizontal stacks.")
+    num_layers: int = option(15, "Gated layers.", flag="--layers")
+    kernel_size: int = option(3, "Odd kernel size k of the stacks.")
+    num_classes: int = 0  # 0: unconditional
+    head_channels: int = 256
+    dropout: float = option(0.0, "Dropout on the gated horizontal features.")
+
+    def validate(self) -> None:
+        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
+            raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
+        if self.num_layers < 1 or self.channels < 1:
+            raise VQGenError("--layers and --channels must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PixelCNNConfig:
+        return from_dict(cls, d)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class DataOptions:
+    """Which images, at what size, and how they are split (``vqgen.data.load_image_data``)."""
+
+    data: str = option("mnist5k", "mnist5k (shipped), mnist, fashion-mnist, cifar10, or a folder of images.")
+    root: str = option("data", "Where torchvision datasets are downloaded.", flag="--data-root")
+    image_size: int | None = option(None, "Resize (shorter side) and centre-crop to this size.")
+    channels: int | None = option(None, "Force 1 (grey) or 3 (RGB); default: detect.")
+    val_fraction: float = option(0.1, "Share of images held out for validation.")
+    split_seed: int = option(0, "Seed of the train/validation split (kept apart from --seed, so seed sweeps share one split).")
+    skip_bad_images: bool = option(False, "Skip unreadable image files (with a warning) instead of failing.",
+                                   flag="--skip-bad-images")
+
+
+# ----------------------------------------------------------------------------- training (every trainer)
+
+
+@dataclass
+class TrainOptions:
+    """What every training run has: the schedule, seeding, device and precision, saving."""
+
+    epochs: int = option(100, "Passes over the training split.")
+    batch_size: int = option(16, "Batch size per process (global = this x processes).")
+    lr: float = option(2e-3, "Peak learning rate (warm-up, then cosine decay).")
+    warmup_steps: int = 100
+    seed: int = option(0, "Seed for initialisation and data order (CPU runs repeat exactly).")
+    device: str = option("auto", "auto, cpu or cuda.")
+    amp: str = option("off", "Mixed precision on CUDA: off, bf16 or fp16 (CPU runs in float32).")
+    compile: bool = option(False, "torch.compile the model.")
+    num_workers: int = option(0, "DataLoader worker processes.", flag="--workers")
+    save_every: int = option(
+        1, "Epochs between resumable training states (OUT.resume.safetensors); also saved after the last epoch "
+        "and on Ctrl-C/SIGTERM."
+    )
+
+    def validate(self) -> None:
+        check(self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}")
+        check(self.lr > 0, f"--lr must be positive, not {self.lr}")
+        check(self.save_every >= 1, f"--save-every must be at least 1, not {self.save_every}")
+        check(self.num_workers >= 0, f"--workers must be 0 or more, not {self.num_workers}")
+        check(self.amp in ("off", "bf16", "fp16"), f"--amp must be off, bf16 or fp16, not {self.amp!r}")
+
+
+@dataclass
+class GanOptions:
+    """Loss options of ``train-vqvae`` beyond the VQ-VAE's own; recorded as train_options["gan"]."""
+
+    gan: bool = option(False, "VQGAN-style training: add a PatchGAN discriminator (hinge loss, adaptive weight).")
+    gan_start: int = option(500, "Steps of plain reconstruction training before the discriminator joins.")
+    gan_weight: float = option(0.1, "Factor on the adaptive weight of the adversarial loss.")
+    disc_layers: int = option(3, "Stride-2 layers of the discriminator (patch size grows with it).")
+    disc_channels: int = option(64, "Channels of the first discriminator layer.")
+    recon_loss: str = option(
+        "psnr", "Pixel reconstruction loss: psnr (mean per-image log-MSE, i.e. the mean PSNR), mse, l1 or l1+mse."
+    )
+    perceptual_weights: str | None = option(
+        None, "torchvision VGG16 weights file (.pth or .safetensors): adds an LPIPS-style perceptual loss."
+    )
+    perceptual_weight: float = option(1.0, "Weight of the perceptual loss (needs --perceptual-weights).")
+    max_adaptive_weight: float = 1e4  # VQGAN's clamp
+
+    def validate(self) -> None:
+        from pathlib import Path
+
+        from vqgen.losses import RECON_LOSSES
+
+        check(self.recon_loss in RECON_LOSSES,
+              f"--recon-loss must be one of {', '.join(RECON_LOSSES)}, not {self.recon_loss!r}")
+        check(self.gan_start >= 0, f"--gan-start must be 0 or more steps, not {self.gan_start}")
+        check(self.gan_weight >= 0, f"--gan-weight must be 0 or more, not {self.gan_weight}")
+        check(self.perceptual_weight >= 0, f"--perceptual-weight must be 0 or more, not {self.perceptual_weight}")
+        check(self.perceptual_weights is not None or self.perceptual_weight == 1.0,
+              "--perceptual-weight needs --perceptual-weights PATH (torchvision's VGG16 weights file); "
+              "vqgen downloads no pretrained networks")
+        check(self.perceptual_weights is None or Path(self.perceptual_weights).is_file(),
+              f"{self.perceptual_weights}: --perceptual-weights file not found (give torchvision's VGG16 weights file)")
+        if self.gan:
+            self.disc_config(3).validate()
+
+    def disc_config(self, in_channels: int):
+        from vqgen.models.discriminator import DiscriminatorConfig
+
+        return DiscriminatorConfig(in_channels=in_channels, channels=self.disc_channels, layers=self.disc_layers)
+
+
+@dataclass
+class VQVAETrainOptions(TrainOptions):
+    augment_shift: int = option(2, "Shift training images by up to this many whole pixels, at random each epoch (0: off).")
+    gan: GanOptions = option(factory=GanOptions)  # loss options: --recon-loss, perceptual, --gan
+
+    def validate(self) -> None:
+        super().validate()
+        self.gan.validate()  # --augment-shift is checked where the loader is made
+
+
+@dataclass
+class PriorTrainOptions(TrainOptions):
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+
+
+@dataclass
+class ClassifierTrainOptions(TrainOptions):
+    epochs: int = 8
+    batch_size: int = 128
+    min_steps: int = option(200, "Train at least this many steps (more epochs on small datasets).")
+    width: int = option(16, "Channels of the first conv layer (then 2x, 4x).")
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.min_steps >= 0, f"--min-steps must not be negative, not {self.min_steps}")
+        check(self.width >= 1, f"--width must be positive, not {self.width}")
