@@ -126,6 +126,16 @@ def test_reconstruct_bad_split_writes_nothing(folder_model, tmp_path):
     assert not out.exists()
 
 
+def test_reconstruct_split_all_takes_every_image_of_a_folder(folder_model, tmp_path):
+    out = tmp_path / "rec"
+    cli("reconstruct", folder_model["vqvae"], "--out", out, "--split", "all", "--n", "100", "--device", "cpu")
+    inputs = sorted(p for p in folder_model["data"].rglob("*") if p.is_file())
+    expected = sorted(str(p.relative_to(folder_model["data"]).with_suffix(".png")) for p in inputs)
+    written = sorted(str(p.relative_to(out / "images")) for p in (out / "images").rglob("*.png"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(inputs) == 12 and written == expected and metrics["count"] == 12 and metrics["split"] == "all"
+
+
 # ----------------------------------------------------------------------------- interpolate
 
 

@@ -31,10 +31,11 @@ from vqgen.checkpoint import (
     expect_kind,
     file_sha256,
     load_prior,
+    load_vqgen_file,
     load_vqvae,
     read_metadata,
 )
-from vqgen.data import ImageData, image_data_from_spec, load_image_data, read_image
+from vqgen.data import SPLITS, ImageData, image_data_from_spec, load_image_data, read_image
 from vqgen.errors import VQGenError
 from vqgen.metrics import (
     CodeHistogram,
@@ -75,8 +76,8 @@ class EvaluateRequest:
     def validate(self) -> None:
         if not any((self.vqvae, self.codes, self.prior, self.samples)):
             raise VQGenError("nothing to evaluate: give at least one of --vqvae, --codes, --prior, --samples")
-        if self.split not in ("val", "train"):
-            raise VQGenError(f"--split must be val or train, not {self.split!r}")
+        if self.split not in SPLITS:
+            raise VQGenError(f"--split must be one of {', '.join(SPLITS)}, not {self.split!r}")
         if self.batch_size < 1:
             raise VQGenError(f"--batch-size must be positive, not {self.batch_size}")
         if self.kid_subsets < 1:
@@ -106,7 +107,7 @@ def evaluate(req: EvaluateRequest, log: Callable[[str], None] = lambda text: Non
         return finite_json(results)
 
     data = resolve_data(req, metas)
-    split = data.val if req.split == "val" else data.train
+    split = data.pick(req.split)
     if len(split) < 4:
         raise VQGenError(f"the {req.split} split has only {len(split)} images; need at least 4 to compare image sets")
     results["dataset"] = data.spec
@@ -408,11 +409,25 @@ def reconstruction_metrics(
 def prior_metrics_from_codes(
     req: EvaluateRequest, metas: dict[str, dict[str, Any]], device: torch.device
 ) -> dict[str, Any]:
+    dataset = held_out_codes(req.codes, req.split)
+    return prior_metrics(req, metas["prior"], dataset, f"{req.split} codes of {req.codes}", device)
+
+
+def held_out_codes(path: Path, split: str) -> TensorDataset:
+    """The (codes, labels) of one split of a code file (test and all only where extract-codes wrote them)."""
     from vqgen.train.prior import load_codes
 
-    codes = load_codes(req.codes)
-    dataset = codes.val if req.split == "val" else codes.train
-    return prior_metrics(req, metas["prior"], dataset, f"{req.split} codes of {req.codes}", device)
+    if split in ("train", "val"):
+        codes = load_codes(path)
+        return codes.train if split == "train" else codes.val
+    tensors, meta = load_vqgen_file(path, "codes")
+    if f"{split}_codes" not in tensors or f"{split}_labels" not in tensors:
+        held = ", ".join(meta.get("codebook_audit", {}))
+        raise VQGenError(f"{path}: the code file holds no {split} codes (only {held}); encode them with extract-codes")
+    codes, labels = tensors[f"{split}_codes"].long(), tensors[f"{split}_labels"].long()
+    if codes.numel() and (codes.min() < 0 or codes.max() >= meta["num_codes"]):
+        raise VQGenError(f"{path}: {split} codes lie outside 0..{meta['num_codes'] - 1}")
+    return TensorDataset(codes, labels)
 
 
 def prior_metrics_from_images(

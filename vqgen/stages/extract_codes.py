@@ -2,15 +2,17 @@
 
 Code file layout (readable with safetensors alone):
 
-* tensors ``train_codes`` / ``val_codes``: (N, h, w) int16 (int32 when K > 32767);
-  ``train_labels`` / ``val_labels``: (N,) int64, -1 where unlabelled;
+* tensors ``<split>_codes``: (N, h, w) int16 (int32 when K > 32767) and ``<split>_labels``: (N,)
+  int64, -1 where unlabelled, for the splits ``train`` and ``val`` (what train-prior reads), plus
+  ``test`` where the data has an official test split, or the splits asked for (e.g. ``all``);
 * metadata key ``vqgen``: JSON with ``kind: "codes"``, ``num_codes``, ``latent_shape``,
-  ``vqvae_sha256``, ``vqvae_path``, ``dataset``, ``label_names``, ``image`` and a codebook audit
-  per split (``usage``, ``perplexity``, ``top10_share``, ``dead_codes``).
+  ``vqvae_sha256``, ``vqvae_path``, ``dataset``, ``label_names``, ``image``, and per split a count
+  ``num_<split>`` and a codebook audit (``usage``, ``perplexity``, ``top10_share``, ``dead_codes``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +48,28 @@ def encode_split(model, dataset, batch_size: int, device: torch.device, desc: st
     return torch.cat(codes), torch.cat(labels), histogram
 
 
+def default_splits(data: ImageData) -> list[str]:
+    return ["train", "val"] + (["test"] if data.test is not None else [])
+
+
 def extract_codes(
-    vqvae_path: Path, data: ImageData, out: Path, batch_size: int = 256, device: str = "auto"
+    vqvae_path: Path,
+    data: ImageData,
+    out: Path,
+    batch_size: int = 256,
+    device: str = "auto",
+    splits: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Encode both splits of ``data`` with the VQ-VAE at ``vqvae_path`` into the code file ``out``."""
+    """Encode ``splits`` of ``data`` (default: train, val, and test where there is one) with the VQ-VAE at
+    ``vqvae_path`` into the code file ``out``."""
+    splits = list(splits or default_splits(data))
+    datasets = {split: data.pick(split) for split in splits}  # an unknown or missing split fails before encoding
     check_output_path(out)
     dev = resolve_device(device)
     model, vq_meta = load_vqvae(vqvae_path, dev)
     tensors: dict[str, torch.Tensor] = {}
     audit: dict[str, dict[str, float]] = {}
-    for split, dataset in (("train", data.train), ("val", data.val)):
+    for split, dataset in datasets.items():
         codes, labels, histogram = encode_split(model, dataset, batch_size, dev, f"encoding {split}")
         tensors[f"{split}_codes"] = codes
         tensors[f"{split}_labels"] = labels
@@ -71,8 +85,7 @@ def extract_codes(
         "dataset": data.spec,
         "label_names": data.label_names,
         "image": vq_meta["image"],
-        "num_train": len(tensors["train_codes"]),
-        "num_val": len(tensors["val_codes"]),
+        **{f"num_{split}": len(tensors[f"{split}_codes"]) for split in splits},
         "codebook_audit": audit,
     }
     save_vqgen_file(out, tensors, meta)

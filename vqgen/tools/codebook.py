@@ -16,7 +16,7 @@ from vqgen.metrics import CodeHistogram
 from vqgen.models.vqvae import VQVAE
 from vqgen.batches import make_loader
 from vqgen.device import resolve_device
-from vqgen.tools.common import batches, data_for_vqvae, pick_split
+from vqgen.tools.common import data_for_vqvae, pick_split
 from vqgen.tools.draw import BACKGROUND, INK, bar_chart, font, save_image, stack
 
 UNUSED = (214, 39, 40)
@@ -37,7 +37,7 @@ def pure_code_images(model: VQVAE, map_size: int, batch_size: int = 128) -> torc
     """Decode, for every code k, a map_size x map_size latent map filled with k -> (K, C, H, W)."""
     device = next(model.parameters()).device
     indices = torch.arange(model.cfg.num_codes, device=device).view(-1, 1, 1).expand(-1, map_size, map_size)
-    return torch.cat([model.decode(chunk).float().cpu() for chunk in batches(indices, batch_size)])
+    return torch.cat([model.decode(chunk).float().cpu() for chunk in indices.split(batch_size)])
 
 
 def tile_sheet(tiles: torch.Tensor, order: list[int], unused: set[int], columns: int) -> Image.Image:

@@ -290,11 +290,11 @@ def join_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def _differences(a: Any, b: Any, key: str = "") -> list[tuple[str, Any, Any]]:
-    """(dotted key, value in a, value in b) wherever two JSON-like values differ."""
+    """(dotted key, value in a, value in b) wherever the JSON-like ``b`` differs from the saved ``a``."""
     if isinstance(a, dict) and isinstance(b, dict):
         found = []
-        for k in dict.fromkeys([*a, *b]):
-            found += _differences(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))
+        for k in a:  # a key only in ``b`` is recorded by a newer version: an older file cannot disagree with it
+            found += _differences(a[k], b.get(k), f"{key}.{k}" if key else str(k))
         return found
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b):
         return []
