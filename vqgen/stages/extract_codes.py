@@ -19,7 +19,7 @@ import torch
 from vqgen import __version__
 from vqgen.checkpoint import check_output_path, file_sha256, load_vqvae, save_vqgen_file
 from vqgen.data import ImageData
-from vqgen.metrics import CodeHistogram
+from vqgen.eval.metrics import CodeHistogram
 from vqgen.runtime import make_loader, progress, resolve_device
 
 LOW_USAGE_WARNING = 0.25

@@ -83,7 +83,7 @@ def transformed_batch(
 
 
 def default_classifier_path(folder: Path, spec: dict[str, Any]) -> Path:
-    """checkpoints/classifier-<dataset>-<C>x<H>x<W>.safetensors: where evaluate caches it."""
+    """checkpoints/classifier-<dataset>-<C>x<H>x<W>.safetensors: where evaluate looks for it."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(spec["data"])).name) or "data"
     h, w = spec["resolved_image_size"]
     return folder / f"classifier-{name}-{spec['resolved_channels']}x{h}x{w}.safetensors"

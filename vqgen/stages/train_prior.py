@@ -14,7 +14,7 @@ from vqgen import __version__
 from vqgen import distributed as dist
 from vqgen.checkpoint import check_output_path, load_vqgen_file, save_vqgen_file
 from vqgen.errors import VQGenError
-from vqgen.metrics import nats_to_bits
+from vqgen.eval.metrics import nats_to_bits
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.resume import TrainingState
 from vqgen.runtime import (

@@ -17,7 +17,7 @@ from vqgen.data import ImageData, spread
 from vqgen.errors import VQGenError
 from vqgen.gan import GanOptions, GanTrainer
 from vqgen.images import interleave, save_grid
-from vqgen.metrics import CodeHistogram, psnr_per_image
+from vqgen.eval.metrics import CodeHistogram, psnr_per_image
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 from vqgen.resume import TrainingState
 from vqgen.runtime import (

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from vqgen.checkpoint import load_vqvae
 from vqgen.errors import VQGenError
 from vqgen.images import to_pil
-from vqgen.metrics import CodeHistogram
+from vqgen.eval.metrics import CodeHistogram
 from vqgen.models.vqvae import VQVAE
 from vqgen.runtime import make_loader, resolve_device
 from vqgen.tools.common import batches, data_for_vqvae, pick_split
