@@ -122,10 +122,13 @@ def logged_numbers_finite(checkpoint: Path) -> bool:
 
 
 def measure(checkpoint: Path, args: argparse.Namespace) -> dict:
-    from vqgen.stages.evaluate import EvaluateRequest, evaluate
+    from vqgen.eval import EvaluateRequest, evaluate
 
     # KID subsets of half the validation split, so that they differ and the std means something
-    request = EvaluateRequest(vqvae=checkpoint, device="cpu", kid_subsets=50, kid_subset_size=args.images // 20, seed=0)
+    request = EvaluateRequest(
+        vqvae=checkpoint, device="cpu", kid_subsets=50, kid_subset_size=args.images // 20, seed=0,
+        train_classifier=True,  # first run: trains the reference classifier and caches it beside the checkpoints
+    )
     return evaluate(request, log=lambda text: print(f"  {text}", flush=True))
 
 

@@ -17,7 +17,7 @@ from tests.conftest import TINY_VQVAE, run_cli, write_image_folder
 from vqgen.checkpoint import load_vqgen_file
 from vqgen.data import ImageFolder, image_data_from_spec, load_image_data, sources
 from vqgen.errors import VQGenError
-from vqgen.stages.evaluate import EvaluateRequest, evaluate
+from vqgen.eval import EvaluateRequest, evaluate
 from vqgen.stages.extract_codes import extract_codes
 
 # Regression pin, computed with vqgen/data.py as it was before the data package (commit 1bfbcf2):

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from vqgen.checkpoint import load_vqgen_file, read_metadata, save_vqgen_file
 from vqgen.cli import app
 from vqgen.train.classifier import default_classifier_path
-from vqgen.metrics import (
+from vqgen.eval.metrics import (
     feature_stats,
     frechet_distance,
     frechet_distance_features,
@@ -197,7 +197,7 @@ def test_evaluate_cli_reports_every_section_as_json(pipeline):
     result = invoke(
         "evaluate", "--vqvae", ck / "vqvae.safetensors", "--codes", ck / "codes.safetensors", "--prior",
         ck / "prior.safetensors", "--samples", pipeline["samples"], "--json", out, "--kid-subsets", "10",
-        "--device", "cpu",
+        "--device", "cpu", "--train-classifier",
     )
     assert "training one" in result.output  # no cached classifier yet: it says so
     assert "standard FID not computed" in result.output
@@ -236,7 +236,9 @@ def test_a_damaged_cached_classifier_is_retrained(pipeline, tmp_path):
     first = invoke("evaluate", "--vqvae", vqvae, "--kid-subsets", "2", "--device", "cpu")
     assert "using" in first.output
     cached.write_bytes(b"not a safetensors file")
-    second = invoke("evaluate", "--vqvae", ck / "vqvae.safetensors", "--kid-subsets", "2", "--device", "cpu")
+    second = invoke(
+        "evaluate", "--vqvae", ck / "vqvae.safetensors", "--kid-subsets", "2", "--device", "cpu", "--train-classifier"
+    )
     assert "does not fit" in second.output and read_metadata(cached)["kind"] == "classifier"
 
 
@@ -327,7 +329,7 @@ def test_inception_features_load_from_safetensors(tmp_path):
     import torchvision
     from safetensors.torch import save_file
 
-    from vqgen.stages.evaluate import inception_feature_net
+    from vqgen.eval.features import inception_feature_net
 
     torch.manual_seed(0)
     net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
@@ -335,3 +337,85 @@ def test_inception_features_load_from_safetensors(tmp_path):
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
     features = inception_feature_net(path, torch.device("cpu"))(torch.rand(2, 1, 8, 8))
     assert features.shape == (2, 2048) and torch.isfinite(features).all()
+
+
+# ----------------------------------------------------------------------------- no classifier trained unasked
+
+
+def copy_vqvae(pipeline, folder: Path) -> Path:
+    folder.mkdir()
+    vqvae = folder / "vqvae.safetensors"
+    vqvae.write_bytes((pipeline["ck"] / "vqvae.safetensors").read_bytes())
+    return vqvae
+
+
+def test_a_missing_classifier_is_an_error_naming_the_command_and_nothing_is_written(pipeline, tmp_path):
+    import shlex
+
+    vqvae = copy_vqvae(pipeline, tmp_path / "ck")
+    cached = default_classifier_path(vqvae.parent, read_metadata(vqvae)["dataset"])
+    out = tmp_path / "eval.json"
+    result = runner.invoke(app, ["evaluate", "--vqvae", str(vqvae), "--json", str(out), "--device", "cpu"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--train-classifier" in lines[0], result.output
+    command = lines[0].split("`")[1]
+    assert command.startswith("vqgen train-classifier --data ") and command.endswith(f"--out {cached}")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["ck", "vqvae.safetensors"]  # no classifier, no JSON
+    # the command it names trains a classifier that evaluate then takes as it is (a short run here)
+    invoke(*shlex.split(command)[1:], "--epochs", "1", "--min-steps", "5", "--device", "cpu")
+    used = invoke("evaluate", "--vqvae", vqvae, "--json", out, "--kid-subsets", "2", "--device", "cpu")
+    assert "using" in used.output and json.loads(out.read_text())["classifier"]["trained_now"] is False
+
+
+def test_train_classifier_flag_trains_and_caches_a_missing_or_unfitting_classifier(pipeline, tmp_path):
+    vqvae = copy_vqvae(pipeline, tmp_path / "ck")
+    cached = default_classifier_path(vqvae.parent, read_metadata(vqvae)["dataset"])
+    cached.write_bytes(b"not a safetensors file")
+    refused = runner.invoke(app, ["evaluate", "--vqvae", str(vqvae), "--device", "cpu"])
+    assert refused.exit_code == 1 and "does not fit" in refused.output and "--train-classifier" in refused.output
+    assert cached.read_bytes() == b"not a safetensors file"  # left as it was
+    out = tmp_path / "eval.json"
+    invoke("evaluate", "--vqvae", vqvae, "--json", out, "--kid-subsets", "2", "--device", "cpu", "--train-classifier")
+    assert json.loads(out.read_text())["classifier"]["trained_now"] is True
+    assert read_metadata(cached)["kind"] == "classifier"
+    explicit = tmp_path / "mine.safetensors"  # an explicit --classifier that is missing is trained there
+    invoke("evaluate", "--vqvae", vqvae, "--classifier", explicit, "--kid-subsets", "2", "--device", "cpu",
+           "--train-classifier")
+    assert read_metadata(explicit)["kind"] == "classifier"
+
+
+# ----------------------------------------------------------------------------- precision/recall, histogram baseline
+
+
+def test_samples_report_precision_recall_and_the_prior_its_histogram_baseline(pipeline):
+    from vqgen.eval.metrics import histogram_bits_per_code
+
+    ck, out = pipeline["ck"], pipeline["root"] / "pr.json"
+    result = invoke(
+        "evaluate", "--codes", ck / "codes.safetensors", "--prior", ck / "prior.safetensors", "--samples",
+        pipeline["samples"], "--classifier", cached_classifier(pipeline), "--json", out, "--kid-subsets", "5",
+        "--device", "cpu",
+    )
+    assert "precision" in result.output and "recall" in result.output and "learned structure" in result.output
+    r = json.loads(out.read_text())
+    s, p = r["samples"], r["prior"]
+    for key in ("precision", "recall", "floor_precision", "floor_recall"):
+        assert 0.0 <= s[key] <= 1.0
+    assert s["pr_neighbours"] == 3
+    tensors, _ = load_vqgen_file(ck / "codes.safetensors", "codes")
+    expected = histogram_bits_per_code(tensors["train_codes"], tensors["val_codes"], 16)
+    assert p["histogram_bits_per_code"] == pytest.approx(expected, rel=1e-12)
+    assert p["learned_structure_bits_per_code"] == pytest.approx(expected - p["bits_per_code"], rel=1e-9)
+
+
+def test_every_sample_of_a_large_folder_is_used(pipeline, tmp_path):
+    rng = np.random.default_rng(5)
+    write_pngs(tmp_path / "many", [stripes("hv"[i % 2], rng) for i in range(1003)])
+    out = tmp_path / "many.json"
+    invoke(
+        "evaluate", "--samples", tmp_path / "many", "--data", pipeline["data"], "--split", "train", "--classifier",
+        cached_classifier(pipeline), "--json", out, "--kid-subsets", "2", "--device", "cpu",
+    )
+    s = json.loads(out.read_text())["samples"]
+    assert s["count"] == 1003 and s["precision"] > 0.5  # all of them, and they look like the real stripes

@@ -214,7 +214,14 @@ ToolDataOpt = Annotated[
     Optional[str],
     typer.Option("--data", help="Dataset (as for train-vqvae); default: the one the VQ-VAE was trained on."),
 ]
-SplitOpt = Annotated[str, typer.Option("--split", help="Which split of the data: train or val.")]
+SplitOpt = Annotated[
+    str,
+    typer.Option(
+        "--split",
+        help="train, val, test (mnist/fashion-mnist/cifar10: the official test split) or all (every image, unsplit; "
+        "e.g. a folder kept for testing).",
+    ),
+]
 
 
 @app.command("reconstruct")
@@ -376,10 +383,13 @@ def evaluate_cmd(
         Optional[Path], typer.Option("--codes", help="Code file: held-out codes for the prior, and its codebook audit.")
     ] = None,
     prior: Annotated[
-        Optional[Path], typer.Option("--prior", help="Prior checkpoint: NLL in nats and bits per code, bits per dimension.")
+        Optional[Path], typer.Option("--prior", help="Prior checkpoint: NLL, bits per code and dimension, vs the code histogram.")
     ] = None,
     samples: Annotated[
-        Optional[Path], typer.Option("--samples", help="Folder written by `vqgen sample`: FD/KID vs real images, class scores.")
+        Optional[Path],
+        typer.Option(
+            "--samples", help="Folder written by `vqgen sample`: FD/KID, precision/recall vs real images, class scores."
+        ),
     ] = None,
     data: Annotated[
         Optional[str], typer.Option("--data", help="Dataset of the real images; default: the one the given files record.")
@@ -387,8 +397,19 @@ def evaluate_cmd(
     split: SplitOpt = "val",
     classifier: Annotated[
         Optional[Path],
-        typer.Option("--classifier", help="Reference classifier; default: the cached one beside the checkpoints (trained if missing)."),
+        typer.Option(
+            "--classifier",
+            help="Reference classifier; default: the cached classifier-<data>-<C>x<H>x<W>.safetensors beside the "
+            "checkpoints.",
+        ),
     ] = None,
+    train_classifier: Annotated[
+        bool,
+        typer.Option(
+            "--train-classifier",
+            help="Train the reference classifier when none fits, and cache it; default: fail, saying how to train it.",
+        ),
+    ] = False,
     inception_weights: Annotated[
         Optional[Path],
         typer.Option(
@@ -406,24 +427,21 @@ def evaluate_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Quality of whatever is given: reconstructions, prior likelihood, and samples vs real images."""
-    import json
-
-    from vqgen.checkpoint import atomic_write_text
-    from vqgen.stages.evaluate import EvaluateRequest, evaluate, results_table
+    from vqgen.eval import EvaluateRequest, evaluate, results_table, write_json
 
     request = EvaluateRequest(
         vqvae=vqvae, codes=codes, prior=prior, samples=samples, data=data, data_root=data_root, split=split,
-        classifier=classifier, inception_weights=inception_weights, batch_size=batch_size, device=device, seed=seed,
-        kid_subsets=kid_subsets,
+        classifier=classifier, train_classifier=train_classifier, inception_weights=inception_weights,
+        json_out=json_out, batch_size=batch_size, device=device, seed=seed, kid_subsets=kid_subsets,
     )
     results = evaluate(request, log=lambda text: info_console.print(text, highlight=False))
     out_console.print(results_table(results))
     fid = results.get("standard_fid")
     if fid and not fid["computed"]:
         info_console.print(fid["reason"], highlight=False)
-    if json_out is not None:
-        atomic_write_text(json_out, json.dumps(results, indent=2) + "\n")
-        out_console.print(f"wrote {json_out}")
+    if request.json_out is not None:
+        write_json(results, request.json_out)
+        out_console.print(f"wrote {request.json_out}")
 
 
 def main() -> None:

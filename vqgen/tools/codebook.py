@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from vqgen.checkpoint import load_vqvae
 from vqgen.errors import VQGenError
 from vqgen.images import to_pil
-from vqgen.metrics import CodeHistogram
+from vqgen.eval.metrics import CodeHistogram
 from vqgen.models.vqvae import VQVAE
 from vqgen.batches import make_loader
 from vqgen.device import resolve_device

@@ -14,7 +14,7 @@ from vqgen.checkpoint import atomic_write_text, load_vqvae
 from vqgen.data import spread
 from vqgen.errors import VQGenError
 from vqgen.images import interleave, save_grid, save_png
-from vqgen.metrics import psnr_per_image
+from vqgen.eval.metrics import psnr_per_image
 from vqgen.device import resolve_device
 from vqgen.tools.common import data_for_vqvae, pick_split, source_name
 

@@ -23,7 +23,7 @@ from vqgen.config import PriorTrainOptions, to_dict
 from vqgen.device import memory_format, resolve_device, seed_everything
 from vqgen.errors import VQGenError
 from vqgen.logs import say
-from vqgen.metrics import nats_to_bits
+from vqgen.eval.metrics import nats_to_bits
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.train.loop import StepResult, Trainer, fit
 from vqgen.train.resume import Progress

@@ -22,7 +22,7 @@ from vqgen.data import ImageData, load_image_data, spread
 from vqgen.device import memory_format, resolve_device, seed_everything
 from vqgen.images import interleave, save_grid
 from vqgen.logs import say
-from vqgen.metrics import CodeHistogram, psnr_per_image
+from vqgen.eval.metrics import CodeHistogram, psnr_per_image
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 from vqgen.train.gan import GanTrainer
 from vqgen.train.loop import StepResult, Trainer, artifact_path, fit

@@ -1,0 +1,255 @@
+"""The sections of `vqgen evaluate`: reconstruction, prior and samples, each a dict of numbers.
+
+The samples are compared with a reference set R of real images; the floor compares a disjoint
+real set A, as large as the sample set (at most half the split), with the same R, so both
+numbers carry the same small-sample bias.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from vqgen.checkpoint import file_sha256, load_prior, load_vqvae
+from vqgen.data import ImageData
+from vqgen.errors import VQGenError
+from vqgen.eval.features import FeatureNet, features_of
+from vqgen.eval.inputs import EvaluateRequest, Metas, held_out_codes, load_sample_images
+from vqgen.eval.metrics import (
+    CodeHistogram,
+    frechet_distance_features,
+    histogram_bits_per_code,
+    kernel_inception_distance,
+    nats_to_bits,
+    precision_recall,
+    psnr_per_image,
+    ssim_per_image,
+)
+from vqgen.batches import make_loader
+from vqgen.logs import progress
+
+PR_NEIGHBOURS = 3  # k of the k-NN manifolds of precision and recall (Kynkäänniemi et al. 2019)
+
+
+def distances(
+    fake: dict[str, torch.Tensor], real: dict[str, torch.Tensor], req: EvaluateRequest, generator: torch.Generator
+) -> dict[str, float]:
+    """Fréchet distance and KID per feature network.
+
+    Keys: classifier -> fd, kid_mean, kid_std; inception -> fid_inception, kid_inception_mean, kid_inception_std.
+    """
+    out: dict[str, float] = {}
+    for name, f in fake.items():
+        fd_key, kid_key = ("fd", "kid") if name == "classifier" else ("fid_inception", "kid_inception")
+        out[fd_key] = frechet_distance_features(f, real[name])
+        mean, std = kernel_inception_distance(f, real[name], req.kid_subsets, req.kid_subset_size, generator)
+        out[f"{kid_key}_mean"], out[f"{kid_key}_std"] = mean, std
+    return out
+
+
+# ----------------------------------------------------------------------------- reconstruction
+
+
+@torch.no_grad()
+def reconstruction_metrics(
+    req: EvaluateRequest,
+    split: Dataset,
+    nets: dict[str, FeatureNet],
+    real: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    device: torch.device,
+) -> dict[str, Any]:
+    model, _ = load_vqvae(req.vqvae, device)
+    histogram = CodeHistogram(model.cfg.num_codes)
+    sums = {"sq_err": 0.0, "psnr": 0.0, "ssim": 0.0, "pixels": 0, "images": 0}
+    fake: dict[str, list[torch.Tensor]] = {name: [] for name in nets}
+    loader = make_loader(split, req.batch_size, shuffle=False, seed=0)
+    for images, _ in progress(loader, len(loader), "reconstructing"):
+        images = images.to(device)
+        recon_model_space, q = model(images)
+        recon = model.from_model(recon_model_space.float())
+        sums["sq_err"] += float((recon - images).double().pow(2).sum())
+        sums["psnr"] += float(psnr_per_image(recon, images).double().sum())
+        sums["ssim"] += float(ssim_per_image(recon, images).double().sum())
+        sums["pixels"] += images.numel()
+        sums["images"] += images.shape[0]
+        histogram.add(q.indices.cpu())
+        for name, value in features_of(recon, nets).items():
+            fake[name].append(value)
+    codebook = histogram.summary()
+    result = {
+        "mse": sums["sq_err"] / sums["pixels"],
+        "psnr": sums["psnr"] / sums["images"],
+        "ssim": sums["ssim"] / sums["images"],
+        **{k: codebook[k] for k in ("perplexity", "codes_used", "num_codes", "usage", "dead_codes")},
+    }
+    result.update(distances({name: torch.cat(v) for name, v in fake.items()}, real, req, generator))
+    return result
+
+
+# ----------------------------------------------------------------------------- prior
+
+
+def prior_metrics_from_codes(req: EvaluateRequest, metas: Metas, device: torch.device) -> dict[str, Any]:
+    dataset = held_out_codes(req.codes, req.split)
+    train_codes = held_out_codes(req.codes, "train").tensors[0]
+    source = f"{req.split} codes of {req.codes}"
+    return prior_metrics(req, metas["prior"], dataset, train_codes, source, device)
+
+
+def prior_metrics_from_images(
+    req: EvaluateRequest, metas: Metas, data: ImageData, device: torch.device
+) -> dict[str, Any]:
+    """No code file given: encode the split (and the train split, for the histogram) with the prior's VQ-VAE."""
+    from vqgen.stages.extract_codes import encode_split
+    from vqgen.stages.sample import resolve_vqvae_path
+
+    vq_path = resolve_vqvae_path(req.prior, metas["prior"], req.vqvae)
+    if file_sha256(vq_path) != metas["prior"].get("vqvae_sha256"):
+        raise VQGenError(
+            f"{vq_path}: not the VQ-VAE whose codes trained {req.prior}; pass --codes with that prior's code file"
+        )
+    vqvae, _ = load_vqvae(vq_path, device)
+    codes, labels, _ = encode_split(vqvae, data.pick(req.split), req.batch_size, device, f"encoding the {req.split} split")
+    train_codes = codes
+    if req.split != "train":
+        train_codes, _, _ = encode_split(vqvae, data.train, req.batch_size, device, "encoding the train split")
+    dataset = TensorDataset(codes.long(), labels)
+    source = f"{req.split} split encoded with {vq_path}"
+    return prior_metrics(req, metas["prior"], dataset, train_codes, source, device)
+
+
+def prior_metrics(
+    req: EvaluateRequest,
+    prior_meta: dict[str, Any],
+    dataset: TensorDataset,
+    train_codes: torch.Tensor,
+    source: str,
+    device: torch.device,
+) -> dict[str, Any]:
+    """NLL of held-out code maps (nats and bits per code, bits per image dimension), and what the prior gains
+    over the histogram of the training codes."""
+    from vqgen.train.prior import evaluate_prior
+
+    if len(dataset) == 0:
+        raise VQGenError(f"{source}: no code maps to evaluate the prior on")
+    model, _ = load_prior(req.prior, device)
+    if model.conditional and bool((dataset.tensors[1] < 0).any()):
+        raise VQGenError(f"{req.prior}: a class-conditional prior, but {source} has unlabelled code maps")
+    nats = evaluate_prior(model, DataLoader(dataset, batch_size=req.batch_size), device)
+    scores = prior_scores(nats, model.cfg.latent_shape, prior_meta["image"])
+    baseline = histogram_bits_per_code(train_codes, dataset.tensors[0], model.cfg.num_codes)
+    return {
+        **scores,
+        "histogram_bits_per_code": baseline,
+        "learned_structure_bits_per_code": baseline - scores["bits_per_code"],
+        "num_code_maps": len(dataset),
+        "source": source,
+    }
+
+
+def prior_scores(nats_per_code: float, latent_shape: tuple[int, int], image: dict[str, Any]) -> dict[str, float]:
+    bits = nats_to_bits(nats_per_code)
+    codes_per_image = latent_shape[0] * latent_shape[1]
+    dims = image["size"][0] * image["size"][1] * image["channels"]
+    return {
+        "nll_nats_per_code": nats_per_code,
+        "bits_per_code": bits,
+        "bits_per_image": bits * codes_per_image,
+        "bits_per_dim": bits * codes_per_image / dims,
+    }
+
+
+# ----------------------------------------------------------------------------- samples
+
+
+@torch.no_grad()
+def sample_metrics(
+    req: EvaluateRequest,
+    metas: Metas,
+    data: ImageData,
+    nets: dict[str, FeatureNet],
+    classifier,
+    classifier_info: dict[str, Any],
+    real: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Every sample of the folder against the real reference set R, beside the real-vs-real floor (A vs R)."""
+    images, indices = load_sample_images(req.samples, data.channels, data.image_size)
+    if len(images) < 2:
+        raise VQGenError(f"{req.samples}: only {len(images)} sample image; distances need at least 2")
+    n_real = len(real["classifier"])
+    floor_size = min(len(images), n_real // 2)
+    order = torch.randperm(n_real, generator=generator)
+    held, reference = order[:floor_size], order[floor_size:]
+    fake = {name: [] for name in nets}
+    probs = []
+    for batch in images.split(req.batch_size):
+        batch = batch.to(device)
+        for name, value in features_of(batch, nets).items():
+            fake[name].append(value)
+        probs.append(classifier(batch).softmax(1).double().cpu())
+    fake_t = {name: torch.cat(v) for name, v in fake.items()}
+    reference_t = {name: real[name][reference] for name in nets}
+    result: dict[str, Any] = {"count": len(images), "reference_count": len(reference), "floor_count": floor_size}
+    with_pr = min(len(images), floor_size, len(reference)) > PR_NEIGHBOURS  # k-NN radii need k + 1 points
+    result.update(set_scores(fake_t, reference_t, req, generator, with_pr))
+    floor = set_scores({name: real[name][held] for name in nets}, reference_t, req, generator, with_pr)
+    result.update({f"floor_{k}": v for k, v in floor.items()})
+    if with_pr:
+        result["pr_neighbours"] = PR_NEIGHBOURS
+    if classifier_info["task"] == "labels":
+        record = metas.get("samples")
+        result.update(
+            class_metrics(torch.cat(probs), real["probs"][held], indices, record, classifier_info["label_names"])
+        )
+    return result
+
+
+def set_scores(
+    fake: dict[str, torch.Tensor],
+    reference: dict[str, torch.Tensor],
+    req: EvaluateRequest,
+    generator: torch.Generator,
+    with_pr: bool,
+) -> dict[str, float]:
+    """FD and KID per network, and (``with_pr``) precision and recall in the classifier's features."""
+    scores = distances(fake, reference, req, generator)
+    if with_pr:
+        scores["precision"], scores["recall"] = precision_recall(
+            reference["classifier"], fake["classifier"], k=PR_NEIGHBOURS
+        )
+    return scores
+
+
+def class_metrics(
+    probs: torch.Tensor,
+    real_probs: torch.Tensor,
+    indices: list[int],
+    record: dict[str, Any] | None,
+    label_names: list[str] | None,
+) -> dict[str, Any]:
+    """Classifier confidence, normalised entropy of the predicted-class histogram, agreement with asked labels."""
+    result = {
+        "confidence": float(probs.max(1).values.mean()),
+        "real_confidence": float(real_probs.max(1).values.mean()),
+        "class_entropy": normalised_entropy(probs.argmax(1), probs.shape[1]),
+        "real_class_entropy": normalised_entropy(real_probs.argmax(1), probs.shape[1]),
+    }
+    asked = (record or {}).get("labels_requested")
+    if asked and (record or {}).get("label_names") == label_names and max(indices) < len(asked):
+        wanted = torch.tensor([asked[i] for i in indices])
+        result["class_agreement"] = float((probs.argmax(1) == wanted).double().mean())
+    return result
+
+
+def normalised_entropy(predictions: torch.Tensor, num_classes: int) -> float:
+    """Entropy of the histogram of predicted classes / log(C): 1 = all classes equally often."""
+    p = torch.bincount(predictions, minlength=num_classes).double()
+    p = p / p.sum()
+    entropy = -(p * p.clamp_min(1e-300).log()).sum()
+    return max(0.0, float(entropy / math.log(num_classes))) if num_classes > 1 else 0.0
