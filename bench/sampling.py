@@ -1,4 +1,4 @@
-"""Sampling speed benchmark (issue 4): full recompute vs the cached sampler.
+"""Sampling speed benchmark (issue 4): full recompute vs the cached sampler, and guidance's cost.
 
 A randomly initialised prior of the default size (PixelCNNConfig defaults: 15 layers, 64 channels,
 kernel 3, K=512) samples one batch per latent size with each sampler; the table gives seconds
@@ -13,8 +13,13 @@ maps of up to 64 positions always run completely. --full-all runs it completely 
 says whether the cached codes equal the full sampler's (on the positions it ran), and how many
 full passes each made (the cached sampler: one per check of its near-tied draws, usually 0 or 1).
 
+A second table times classifier-free guidance: a conditional prior (10 classes, label dropout)
+sampled by the cached sampler with --guidance S (default 2) against S = 1, which runs only the
+conditional rows; guidance batches both halves, so the target is at most 2.2x the time.
+
     python bench/sampling.py                       # the README table
     python bench/sampling.py --sizes 7x7 --threads 2
+    python bench/sampling.py --sizes 4x4 --batch 4 --guidance-only   # a quick check
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 import torch
 
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from vqgen.models.sampler import draw_codes, sample_cached, sample_full
+from vqgen.sampling import draw_codes, sample_cached, sample_full
 
 ALWAYS_COMPLETE = 64  # maps with at most this many positions run the full sampler completely
 
@@ -44,9 +49,15 @@ class Run:
     full_passes: int  # cached sampler: full passes run to check near-tied draws
 
 
-def build_prior(size: tuple[int, int], seed: int, kernel_size: int = PixelCNNConfig.kernel_size) -> GatedPixelCNN:
+GUIDED_CLASSES = 10
+
+
+def build_prior(
+    size: tuple[int, int], seed: int, kernel_size: int = PixelCNNConfig.kernel_size, guided: bool = False
+) -> GatedPixelCNN:
     torch.manual_seed(seed)
-    return GatedPixelCNN(PixelCNNConfig(latent_shape=size, kernel_size=kernel_size)).eval()
+    classes = dict(num_classes=GUIDED_CLASSES, label_dropout=0.1) if guided else {}
+    return GatedPixelCNN(PixelCNNConfig(latent_shape=size, kernel_size=kernel_size, **classes)).eval()
 
 
 def full_first_positions(model: GatedPixelCNN, n: int, positions: int, temperature, top_k, generator) -> torch.Tensor:
@@ -84,9 +95,35 @@ def run_case(sampler: str, size: tuple[int, int], args: argparse.Namespace, posi
     return Run(seconds, positions, total, peak_mib, codes.reshape(args.batch, -1).numpy(), full_passes)
 
 
-def in_fresh_process(*args) -> Run:
+def run_guided(scale: float, size: tuple[int, int], args: argparse.Namespace) -> float:
+    """Runs in a fresh process: seconds for one batch of the cached sampler at guidance ``scale``."""
+    torch.set_num_threads(args.threads)
+    model = build_prior(size, args.seed, args.kernel_size, guided=True)
+    labels = torch.arange(args.batch) % GUIDED_CLASSES
+    warm_up = build_prior((1, 2), args.seed, args.kernel_size, guided=True)
+    sample_cached(warm_up, 2, labels[:2], guidance=scale)
+    generator = torch.Generator().manual_seed(args.seed)
+    started = time.perf_counter()
+    sample_cached(model, args.batch, labels, args.temperature, args.top_k, generator, guidance=scale)
+    return time.perf_counter() - started
+
+
+def in_fresh_process(*args, task=run_case):
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(run_case, args)
+        return pool.apply(task, args)
+
+
+def guidance_table(sizes: list[tuple[int, int]], args: argparse.Namespace) -> list[str]:
+    rows = [
+        f"| latent | S = 1 (s / batch) | S = {args.guidance:g} (s / batch) | guided / unguided |",
+        "|---|---:|---:|---:|",
+    ]
+    for size in sizes:
+        plain = in_fresh_process(1.0, size, args, task=run_guided)
+        guided = in_fresh_process(args.guidance, size, args, task=run_guided)
+        rows.append(f"| {size[0]}x{size[1]} | {plain:.2f} | {guided:.2f} | {guided / plain:.2f}x |")
+        print(f"done guidance {size[0]}x{size[1]}: S=1 {plain:.2f} s, S={args.guidance:g} {guided:.2f} s", flush=True)
+    return rows
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -105,7 +142,10 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kernel-size", type=int, default=PixelCNNConfig.kernel_size, help="the prior's kernel size")
+    parser.add_argument("--guidance", type=float, default=2.0, help="guidance scale S timed against S = 1")
+    parser.add_argument("--guidance-only", action="store_true", help="only the guidance table")
     args = parser.parse_args()
+    sizes = [parse_size(text) for text in args.sizes.split(",")]
 
     cfg = PixelCNNConfig(kernel_size=args.kernel_size)
     print(
@@ -113,12 +153,17 @@ def main() -> None:
         f"K={cfg.num_codes}, {args.threads} thread(s), CPU float32, seed {args.seed}",
         flush=True,
     )
+    if not args.guidance_only:
+        print("\n".join(sampler_table(sizes, args)))
+    print("\n".join(guidance_table(sizes, args)))
+
+
+def sampler_table(sizes: list[tuple[int, int]], args: argparse.Namespace) -> list[str]:
     rows = [
         "| latent | sampler | s / batch | speed-up | peak RSS growth (MiB) | codes = full | full passes | timing |",
         "|---|---|---:|---:|---:|---|---:|---|",
     ]
-    for text in args.sizes.split(","):
-        size = parse_size(text)
+    for size in sizes:
         total = size[0] * size[1]
         complete = args.full_all or total <= ALWAYS_COMPLETE
         positions = total if complete else min(args.full_positions, total)
@@ -134,7 +179,8 @@ def main() -> None:
             f"{cached.peak_mib:.0f} | {match} | {cached.full_passes} | measured |"
         )
         print(f"done {label}: full {full.seconds:.1f} s, cached {cached.seconds:.2f} s", flush=True)
-    print("\n".join(rows))
+    return rows
+
 
 if __name__ == "__main__":
     main()

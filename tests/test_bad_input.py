@@ -273,12 +273,18 @@ def test_output_folder_that_cannot_be_written(ws, trained):
         ("train-vqvae", ["--head-channels", "-1"], "--head-channels must be 0 (no head) or more, not -1"),
         ("train-vqvae", ["--codebook-dim", "-2"], "--codebook-dim must be at least 1, not -2"),
         ("train-prior", ["--epochs", "0"], "--epochs must be at least 1, not 0"),
+        ("train-prior", ["--label-dropout", "1"], "--label-dropout must be in [0, 1), not 1.0"),
+        ("train-prior", ["--label-dropout", "-0.1"], "--label-dropout must be in [0, 1), not -0.1"),
+        ("train-prior", ["--label-dropout", "0.1", "--unconditional"], "--label-dropout needs a class-conditional prior"),
         ("sample", ["--temperature", "0"], "--temperature must be positive, not 0.0"),
         ("sample", ["--temperature", "-1"], "--temperature must be positive, not -1.0"),
         ("sample", ["--top-k", "17"], "--top-k must be between 1 and K=16, not 17"),
         ("sample", ["--top-k", "0"], "--top-k must be between 1 and K=16, not 0"),
         ("sample", ["--n", "0"], "--n must be at least 1, not 0"),
         ("sample", ["--batch-size", "0"], "--batch-size must be positive, not 0"),
+        ("sample", ["--guidance", "-1"], "--guidance must be >= 0, not -1.0"),
+        ("sample", ["--guidance", "2"], "prior.safetensors: --guidance 2.0 needs a prior trained with --label-dropout > 0"),
+        ("sample-uncond", ["--guidance", "0.5"], "uncond.safetensors: --guidance 0.5 needs a class-conditional prior"),
     ],
 )
 def test_invalid_option_values(ws, trained, command, options, message):
@@ -287,5 +293,6 @@ def test_invalid_option_values(ws, trained, command, options, message):
     elif command == "train-prior":
         args = [command, trained["codes"], "--out", ws / "out" / "p.safetensors", *TINY_PRIOR]
     else:
-        args = [command, trained["prior"], "--out", ws / "out", "--device", "cpu"]
+        prior = trained["uncond"] if command == "sample-uncond" else trained["prior"]
+        args = ["sample", prior, "--out", ws / "out", "--device", "cpu"]
     fails(ws, *args, *options, expect=(message,))

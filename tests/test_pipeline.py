@@ -4,12 +4,14 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
 from tests.conftest import TINY_PRIOR, TINY_VQVAE, run_cli, write_image_folder
 from vqgen.checkpoint import file_sha256, load_prior, load_vqvae
+from vqgen.errors import VQGenError
 
 
 def read_header(path):
@@ -70,6 +72,62 @@ def test_sample_writes_grid_pngs_and_codes(tiny_pipeline, tmp_path, sampler):
     assert meta["kind"] == "samples" and tensors["codes"].shape == (20, 7, 7)
     assert tensors["labels"].tolist() == [c for c in range(10) for _ in range(2)]
     assert meta["labels_requested"] == tensors["labels"].tolist()
+
+
+def test_n_counts_images_spread_over_the_classes_one_grid_row_each(tiny_pipeline, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "samples"
+    run_cli("sample", tiny_pipeline["prior"], "--n", "23", "--out", out, "--sampler", "full", "--device", "cpu")
+    meta, tensors = read_header(out / "codes.safetensors")
+    assert tensors["codes"].shape == (23, 7, 7) and len(list(out.glob("0*.png"))) == 23
+    expected = [c for c in range(10) for _ in range(3 if c < 3 else 2)]  # the remainder goes to the first classes
+    assert tensors["labels"].tolist() == expected == meta["labels_requested"]
+    with Image.open(out / "grid.png") as grid:
+        cell = 28 + 2  # image and padding
+        assert grid.size == (3 * cell + 2, 10 * cell + 2)  # 3 columns (the most per class), 10 rows
+        pixels = torch.from_numpy(np.array(grid)).float()
+    third_column = slice(2 * cell + 2, 3 * cell)
+    assert pixels[2 + 2 * cell : 3 * cell, third_column].std() > 0  # class 2's third sample
+    assert (pixels[2 + 3 * cell : 4 * cell, third_column] == 128).all()  # class 3 has two: a blank cell
+
+
+def test_fewer_images_than_classes():
+    from vqgen.stages.sample import grid_cells, parse_labels
+
+    labels, rows = parse_labels(None, [str(c) for c in range(10)], True, 3)
+    assert labels == [0, 1, 2] and rows == [1, 1, 1]
+    cells, columns = grid_cells(torch.rand(3, 1, 4, 4), rows)
+    assert cells.shape[0] == 3 and columns == 1
+    assert parse_labels("all", ["a", "b"], True, 5) == ([0, 0, 0, 1, 1], [3, 2])
+    assert parse_labels("b,a", ["a", "b"], True, 3) == ([1, 0, 1], None)
+
+
+@pytest.fixture(scope="module")
+def guided_prior(tiny_pipeline, tmp_path_factory):
+    path = tmp_path_factory.mktemp("guided") / "prior.safetensors"
+    run_cli("train-prior", tiny_pipeline["codes"], "--out", path, "--epochs", "1", "--label-dropout", "0.3",
+            "--device", "cpu", *TINY_PRIOR)
+    return path
+
+
+def test_guided_sampling_through_the_cli_and_the_api(tiny_pipeline, guided_prior, tmp_path):
+    import vqgen
+
+    model, meta = load_prior(guided_prior)
+    assert meta["config"]["label_dropout"] == 0.3 and model.null_label == 10
+    out = tmp_path / "s"
+    run_cli("sample", guided_prior, "--vqvae", tiny_pipeline["vqvae"], "--n", "4", "--label", "3", "--guidance", "2.5",
+            "--seed", "4", "--out", out, "--device", "cpu")
+    record, tensors = read_header(out / "codes.safetensors")
+    assert record["guidance"] == 2.5
+    prior = vqgen.load_prior(guided_prior)
+    by_api = vqgen.sample_codes(prior, 4, labels="3", seed=4, guidance=2.5)  # the cached sampler
+    assert torch.equal(tensors["codes"].long(), by_api)
+    assert torch.equal(vqgen.sample_codes(prior, 4, labels="3", seed=4, guidance=2.5, sampler="full"), by_api)
+    assert not torch.equal(vqgen.sample_codes(prior, 4, labels="3", seed=4), by_api)
+    with pytest.raises(VQGenError, match="guidance must be >= 0"):
+        vqgen.sample_codes(prior, 4, labels="3", guidance=-1)
 
 
 def test_sampling_is_seeded(tiny_pipeline, tmp_path):

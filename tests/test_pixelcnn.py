@@ -99,3 +99,78 @@ def test_every_parameter_takes_part_in_the_loss():
     model = tiny_prior(3, num_classes=2).train()
     model.nll(torch.randint(0, 7, (2, 5, 6)), torch.tensor([0, 1])).backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+# ----------------------------------------------------------------------------- label dropout (guidance)
+
+
+def dropout_prior(label_dropout: float, num_classes: int = 4, seed: int = 0) -> GatedPixelCNN:
+    torch.manual_seed(seed)
+    cfg = PixelCNNConfig(
+        num_codes=7, latent_shape=(4, 5), channels=8, num_layers=3, num_classes=num_classes, head_channels=16,
+        label_dropout=label_dropout,
+    )
+    return GatedPixelCNN(cfg)
+
+
+def test_label_dropout_adds_one_null_row_and_is_validated():
+    from vqgen.errors import VQGenError
+
+    with_null, without = dropout_prior(0.1), dropout_prior(0.0)
+    assert with_null.layers[0].cond.num_embeddings == 5 and with_null.null_label == 4
+    assert without.layers[0].cond.num_embeddings == 4 and without.null_label is None
+    assert with_null.null_labels(3).tolist() == [4, 4, 4]
+    with pytest.raises(VQGenError, match="trained without --label-dropout"):
+        without.null_labels(3)
+    for p in (-0.1, 1.0, 1.5):
+        with pytest.raises(VQGenError, match=r"--label-dropout must be in \[0, 1\)"):
+            dropout_prior(p)
+    with pytest.raises(VQGenError, match="--label-dropout needs a class-conditional prior"):
+        dropout_prior(0.2, num_classes=0)
+
+
+def test_label_dropout_replaces_that_share_of_labels_in_training_only():
+    model = dropout_prior(0.3).train()
+    labels = torch.randint(0, 4, (4000,))
+    torch.manual_seed(5)
+    dropped = model.drop_labels(labels)
+    kept = dropped != 4
+    assert 0.27 < 1 - kept.float().mean().item() < 0.33
+    assert torch.equal(dropped[kept], labels[kept])
+    torch.manual_seed(5)  # drawn from torch's global RNG: seeded runs repeat
+    assert torch.equal(model.drop_labels(labels), dropped)
+    assert torch.equal(model.eval().drop_labels(labels), labels)
+
+
+def test_with_every_label_dropped_training_sees_only_the_null_row():
+    model = dropout_prior(0.5).train()
+    model.cfg.label_dropout = 1.0  # not a valid setting; forces every draw
+    codes, labels = torch.randint(0, 7, (6, 4, 5)), torch.tensor([0, 1, 2, 3, 0, 1])
+    assert (model.drop_labels(labels) == 4).all()
+    trained_view = model(codes, labels)
+    with torch.no_grad():
+        null_view = model.eval()(codes, model.null_labels(6))
+    assert torch.equal(trained_view.detach(), null_view)
+    # the gradient reaches the null row of the class bias only
+    trained_view.sum().backward()
+    grad = model.layers[0].cond.weight.grad
+    assert grad[4].abs().sum() > 0 and torch.count_nonzero(grad[:4]) == 0
+
+
+def test_without_label_dropout_the_model_is_unchanged():
+    """p == 0: no extra row, no random numbers drawn, training-mode output bit for bit the
+    eval-mode one, and old checkpoints' configs (no label_dropout) build the same model."""
+    model = dropout_prior(0.0).train()
+    codes, labels = torch.randint(0, 7, (6, 4, 5)), torch.tensor([0, 1, 2, 3, 0, 1])
+    state = torch.get_rng_state()
+    trained_view = model(codes, labels)
+    assert torch.equal(torch.get_rng_state(), state)
+    with torch.no_grad():
+        assert torch.equal(trained_view.detach(), model.eval()(codes, labels))
+    old_config = {k: v for k, v in model.cfg.to_dict().items() if k != "label_dropout"}
+    torch.manual_seed(0)
+    old = GatedPixelCNN(PixelCNNConfig.from_dict(old_config))
+    assert old.cfg.label_dropout == 0.0
+    assert model.state_dict().keys() == old.state_dict().keys()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, old.state_dict()[name]), name

@@ -1,15 +1,18 @@
-"""The cached sampler (issue 4) against the full-recompute reference."""
+"""The cached sampler (issue 4) against the full-recompute reference; classifier-free guidance."""
 
 import pytest
 import torch
 
 from vqgen.errors import VQGenError
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from vqgen.models.sampler import (
+from vqgen.sampling import (
     SAMPLERS,
     TIE_TOLERANCE,
     CachedPixelCNN,
+    Guidance,
     cached_logits,
+    check_guidance,
+    exact_float32,
     is_decisive,
     sample_cached,
     sample_full,
@@ -18,12 +21,14 @@ from vqgen.models.sampler import (
 K = 32
 
 
-def make_prior(shape, kernel_size: int, num_classes: int = 0, logit_scale: float = 1.0, seed: int = 0) -> GatedPixelCNN:
+def make_prior(
+    shape, kernel_size: int, num_classes: int = 0, logit_scale: float = 1.0, seed: int = 0, label_dropout: float = 0.0
+) -> GatedPixelCNN:
     """A small random prior; ``logit_scale`` sharpens its output like training does."""
     torch.manual_seed(seed)
     cfg = PixelCNNConfig(
         num_codes=K, latent_shape=shape, channels=32, num_layers=4, kernel_size=kernel_size,
-        num_classes=num_classes, head_channels=32,
+        num_classes=num_classes, head_channels=32, label_dropout=label_dropout,
     )
     model = GatedPixelCNN(cfg).eval()
     with torch.no_grad():
@@ -161,3 +166,148 @@ def test_samplers_are_registered_and_need_labels_when_conditional():
     model = make_prior((3, 3), 3, num_classes=2)
     with pytest.raises(VQGenError, match="labels are required"):
         sample_cached(model, 2)
+
+
+# ----------------------------------------------------------------------------- classifier-free guidance
+
+
+def guided_prior(shape=(5, 6), kernel_size: int = 3, logit_scale: float = 10.0) -> GatedPixelCNN:
+    """A conditional prior with a null row whose bias differs clearly from the classes'."""
+    model = make_prior(shape, kernel_size, num_classes=3, logit_scale=logit_scale, label_dropout=0.2)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.cond.weight.mul_(3.0)
+    return model
+
+
+def test_guidance_combines_hand_made_logits():
+    labels = torch.tensor([0, 2])
+    guide = Guidance(2.0, labels, lambda: torch.tensor([9, 9]))
+    assert guide.labels.tolist() == [0, 2, 9, 9] and guide.batch_size(2) == 4
+    assert guide.rows(torch.tensor([[1], [2]])).tolist() == [[1], [2], [1], [2]]
+    cond, uncond = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 6.0], [1.0, -1.0, 0.5]])
+    combined = guide.combine(torch.cat([cond, uncond]))
+    assert torch.equal(combined, torch.tensor([[2.0, 4.0, 0.0], [-1.0, 1.0, -0.5]]))  # uncond + 2 (cond - uncond)
+    assert torch.equal(Guidance(0.0, labels, lambda: torch.tensor([9, 9])).combine(torch.cat([cond, uncond])), uncond)
+    # S = 1: the conditional rows alone, untouched, and no null labels asked for
+    plain = Guidance(1.0, labels, lambda: pytest.fail("S = 1 must not build the unconditional half"))
+    assert plain.labels is labels and plain.batch_size(2) == 2 and plain.combine(cond) is cond
+    # the tie tolerance grows with S: each half's error is amplified by |1 - S| + S
+    assert plain.tolerance(1e-5) == 1e-5 and guide.tolerance(1e-5) > 3e-5
+    assert torch.equal(guide.magnitude(torch.cat([cond, uncond])), torch.tensor([[7.0], [2.0]]))
+
+
+# (latent shape, kernel size, temperature, top-k)
+GUIDED_CASES = [((5, 6), 3, 1.0, None), ((4, 7), 5, 0.8, 5), ((6, 4), 3, 1.3, 10)]
+
+
+@pytest.mark.parametrize("shape,kernel_size,temperature,top_k", GUIDED_CASES)
+@pytest.mark.parametrize("guidance", [1.5, 3.0])
+def test_guided_samplers_draw_identical_codes(shape, kernel_size, temperature, top_k, guidance):
+    model = guided_prior(shape, kernel_size)
+    labels = torch.arange(6) % 3
+    generators = [torch.Generator().manual_seed(11) for _ in range(3)]
+    full = sample_full(model, 6, labels, temperature, top_k, generators[0], guidance=guidance)
+    cached = sample_cached(model, 6, labels, temperature, top_k, generators[1], guidance=guidance)
+    assert torch.equal(cached, full)
+    assert torch.equal(torch.rand(4, generator=generators[0]), torch.rand(4, generator=generators[1]))
+    plain = sample_full(model, 6, labels, temperature, top_k, generators[2])
+    assert not torch.equal(full, plain), "guidance changed nothing"
+
+
+def test_guidance_1_is_plain_conditional_sampling_without_the_unconditional_half(monkeypatch):
+    model = guided_prior()
+    labels = torch.tensor([0, 1, 2, 0])
+    batch_sizes = []
+    model.register_forward_hook(lambda module, args, out: batch_sizes.append(len(args[0])))
+    cache_sizes = []
+    cache_init = CachedPixelCNN.__init__
+
+    def recording_init(self, prior, n, y=None):
+        cache_sizes.append(n)
+        cache_init(self, prior, n, y)
+
+    monkeypatch.setattr(CachedPixelCNN, "__init__", recording_init)
+    for sampler in (sample_full, sample_cached):
+        default = sampler(model, 4, labels, 0.9, 8, torch.Generator().manual_seed(2))
+        assert torch.equal(sampler(model, 4, labels, 0.9, 8, torch.Generator().manual_seed(2), guidance=1.0), default)
+    assert set(batch_sizes) <= {4} and set(cache_sizes) == {4}
+    batch_sizes.clear()
+    sample_full(model, 4, labels, guidance=2.0, generator=torch.Generator().manual_seed(2))
+    sample_cached(model, 4, labels, guidance=2.0, generator=torch.Generator().manual_seed(2))
+    assert set(batch_sizes) == {8} and cache_sizes[-1] == 8  # both halves in one batched pass
+
+
+def test_guided_near_tie_check_keeps_codes_exact_when_cached_logits_are_off(monkeypatch):
+    """As above, with guidance 2.5: each half's logits perturbed within half the tolerance."""
+    model = guided_prior((6, 6), 5, logit_scale=3.0)
+    labels = torch.arange(8) % 3
+    tolerance = 0.01
+    noise_gen = torch.Generator().manual_seed(7)
+    exact_logits = CachedPixelCNN.logits
+
+    def perturbed(self, j):
+        logits = exact_logits(self, j)
+        bound = tolerance / 2 * (1 + logits.abs().amax(dim=1, keepdim=True))
+        return logits + bound * (2 * torch.rand(logits.shape, generator=noise_gen) - 1)
+
+    monkeypatch.setattr(CachedPixelCNN, "logits", perturbed)
+    full_passes = []
+    model.register_forward_hook(lambda *args: full_passes.append(1))
+    generators = [torch.Generator().manual_seed(3) for _ in range(3)]
+
+    def run(sampler, generator, **kwargs):
+        return sampler(model, 8, labels, 0.9, None, generator, guidance=2.5, **kwargs)
+
+    full = run(sample_full, generators[0])
+    full_passes.clear()
+    assert torch.equal(run(sample_cached, generators[1], tolerance=tolerance), full)
+    assert len(full_passes) > 1, "expected corrections, each followed by a redraw and another check"
+    assert not torch.equal(run(sample_cached, generators[2], tolerance=0.0), full)
+
+
+def test_guidance_is_refused_where_it_cannot_work():
+    guided, plain, unconditional = guided_prior(), make_prior((3, 3), 3, num_classes=2), make_prior((3, 3), 3)
+    labels = torch.tensor([0, 1])
+    with pytest.raises(VQGenError, match="guidance must be >= 0, not -0.5"):
+        sample_full(guided, 2, labels, guidance=-0.5)
+    with pytest.raises(VQGenError, match="needs a prior trained with --label-dropout > 0"):
+        sample_cached(plain, 2, labels, guidance=2.0)
+    with pytest.raises(VQGenError, match="needs a class-conditional prior, but this one is unconditional"):
+        sample_cached(unconditional, 2, guidance=0.5)
+    check_guidance(plain, 1.0)  # S = 1 needs nothing
+    check_guidance(unconditional, 1.0)
+    assert sample_full(unconditional, 2, guidance=1.0).shape == (2, 3, 3)
+
+
+@pytest.fixture
+def tf32_on():
+    """Both TF32 flags on (PyTorch's default for cuDNN) for the test, as they were afterwards."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = True
+    yield cudnn, matmul
+    cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+def test_samplers_run_without_tf32_and_restore_the_flags(tf32_on, monkeypatch):
+    cudnn, matmul = tf32_on
+    with exact_float32():
+        assert cudnn.allow_tf32 is False and matmul.allow_tf32 is False
+    assert cudnn.allow_tf32 is True and matmul.allow_tf32 is True
+    with pytest.raises(RuntimeError), exact_float32():
+        raise RuntimeError("restored on errors too")
+    assert cudnn.allow_tf32 is True and matmul.allow_tf32 is True
+
+    model = guided_prior((3, 3))
+    seen = []
+    flags = lambda *args: seen.append((cudnn.allow_tf32, matmul.allow_tf32))  # noqa: E731
+    model.register_forward_hook(flags)
+    exact_logits = CachedPixelCNN.logits
+    monkeypatch.setattr(CachedPixelCNN, "logits", lambda self, j: flags() or exact_logits(self, j))
+    labels = torch.tensor([0, 1])
+    sample_full(model, 2, labels, guidance=2.0)
+    sample_cached(model, 2, labels, guidance=2.0)
+    cached_logits(model, torch.zeros(2, 3, 3, dtype=torch.long), labels)
+    assert len(seen) >= 2 * 9 + 9 and set(seen) == {(False, False)}
+    assert cudnn.allow_tf32 is True and matmul.allow_tf32 is True

@@ -97,14 +97,16 @@ def sample_codes(
     top_k: int | None = None,
     seed: int = 0,
     sampler: str | None = None,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
     """Draw ``n`` code maps (n, h, w) from the prior.
 
     ``labels`` (conditional priors only): one class, index or name, for all samples, or one per
-    sample. ``sampler``: a name from ``vqgen.models.sampler.SAMPLERS``; default the cached one
-    when available, else the full recompute.
+    sample. ``sampler``: a name from ``vqgen.sampling.SAMPLERS``; default the cached one
+    when available, else the full recompute. ``guidance`` S: classifier-free guidance scale
+    (1: plain conditional sampling; S != 1 needs a prior trained with label dropout).
     """
-    from vqgen.models.sampler import SAMPLERS
+    from vqgen.sampling import SAMPLERS, check_guidance
 
     if n < 1:
         raise VQGenError(f"n must be at least 1, not {n}")
@@ -113,10 +115,11 @@ def sample_codes(
     name = sampler or ("cached" if "cached" in SAMPLERS else "full")
     if name not in SAMPLERS:
         raise VQGenError(f"sampler must be one of {', '.join(SAMPLERS)}, not {name!r}")
+    check_guidance(prior, guidance)
     y = _label_tensor(prior, labels, n)
     generator = torch.Generator().manual_seed(seed)
     codes = SAMPLERS[name](prior, n, labels=y, temperature=temperature, top_k=top_k, generator=generator,
-                           device=_device(prior))
+                           device=_device(prior), guidance=guidance)
     return codes.cpu()
 
 

@@ -176,7 +176,7 @@ def train_prior_cmd(
 @friendly_errors
 def sample_cmd(
     prior: Annotated[Path, typer.Argument(help="Prior checkpoint from train-prior.")],
-    n: Annotated[int, typer.Option("--n", help="Number of samples (with --label all: n // classes per class).")] = 64,
+    n: Annotated[int, typer.Option("--n", help="Number of images (--label all: spread over the classes).")] = 64,
     out: Annotated[Path, typer.Option("--out", help="Folder for grid.png, one PNG per sample and codes.safetensors.")] = Path(
         "samples"
     ),
@@ -189,6 +189,10 @@ def sample_cmd(
     ] = None,
     temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature (> 0).")] = 1.0,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample only among the k most likely codes.")] = None,
+    guidance: Annotated[
+        float,
+        typer.Option("--guidance", help="Classifier-free guidance scale S >= 0 (1: none; needs --label-dropout)."),
+    ] = 1.0,
     sampler: Annotated[str, typer.Option("--sampler", help="cached (fast) or full (recompute the whole map per code).")] = "cached",
     batch_size: BatchOpt = 64,
     seed: SeedOpt = 0,
@@ -203,6 +207,7 @@ def sample_cmd(
     result = sample(
         prior, out, n, vqvae_path=vqvae, label=label, temperature=temperature, top_k=top_k, seed=seed,
         batch_size=batch_size, sampler=sampler, device=device, allow_vqvae_mismatch=allow_vqvae_mismatch,
+        guidance=guidance,
     )
     out_console.print(f"wrote {result['count']} samples to {out}/ (grid: {result['grid']})")
 

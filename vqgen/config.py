@@ -143,12 +143,20 @@ class PixelCNNConfig:
     num_classes: int = 0  # 0: unconditional
     head_channels: int = 256
     dropout: float = option(0.0, "Dropout on the gated horizontal features.")
+    label_dropout: float = option(
+        0.0, "Classifier-free guidance: train with the label replaced by a learned 'no class' row this often "
+        "(needs a conditional prior; then `sample --guidance S` works)."
+    )
 
     def validate(self) -> None:
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
         if self.num_layers < 1 or self.channels < 1:
             raise VQGenError("--layers and --channels must be positive")
+        if not 0 <= self.label_dropout < 1:
+            raise VQGenError(f"--label-dropout must be in [0, 1), not {self.label_dropout}")
+        if self.label_dropout and not self.num_classes:
+            raise VQGenError("--label-dropout needs a class-conditional prior, but this one is unconditional")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -11,27 +11,44 @@ from vqgen import __version__
 from vqgen.checkpoint import check_output_path, file_sha256, load_prior, load_vqvae, save_vqgen_file
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
-from vqgen.models.sampler import SAMPLERS
 from vqgen.device import resolve_device
+from vqgen.sampling import SAMPLERS, check_guidance
 
 
-def parse_labels(label: str | None, label_names: list[str] | None, conditional: bool, n: int) -> tuple[list[int] | None, int]:
-    """``--label`` -> (one label per sample or None, images per grid row).
+def parse_labels(
+    label: str | None, label_names: list[str] | None, conditional: bool, n: int
+) -> tuple[list[int] | None, list[int] | None]:
+    """``--label`` -> (one label per sample or None, images per grid row or None for rows of 8).
 
     Accepts a class index or name, a comma-separated list (cycled over the n samples), or
-    ``all`` (n // C samples of every class, one grid row per class; the default when conditional).
+    ``all`` (the default when conditional): n samples spread over the classes, the first
+    n % C classes one more, each class one grid row.
     """
     if not conditional:
         if label is not None:
             raise VQGenError("--label was given, but this prior is unconditional")
-        return None, min(8, n) if n >= 8 else n
+        return None, None
     names = label_names or []
     if label is None or label == "all":
-        per_class = max(1, n // len(names))
-        return [c for c in range(len(names)) for _ in range(per_class)], per_class
+        base, extra = divmod(n, len(names))
+        counts = [base + (c < extra) for c in range(len(names))]
+        labels = [c for c, count in enumerate(counts) for _ in range(count)]
+        return labels, [count for count in counts if count]
     wanted = [_label_index(part.strip(), names) for part in label.split(",")]
-    labels = [wanted[i % len(wanted)] for i in range(n)]
-    return labels, 8 if n >= 8 else n
+    return [wanted[i % len(wanted)] for i in range(n)], None
+
+
+def grid_cells(images: torch.Tensor, row_lengths: list[int] | None) -> tuple[torch.Tensor, int]:
+    """The grid's cells and columns: rows of 8, or the given rows, short ones padded with blank cells."""
+    if row_lengths is None:
+        return images, min(8, len(images))
+    columns = max(row_lengths)
+    blank = torch.full_like(images[:1], 0.5)  # the grid's padding colour
+    cells, start = [], 0
+    for length in row_lengths:
+        cells += [images[start : start + length]] + [blank] * (columns - length)
+        start += length
+    return torch.cat(cells), columns
 
 
 def _label_index(text: str, names: list[str]) -> int:
@@ -68,7 +85,9 @@ def sample(
     sampler: str = "cached",
     device: str = "auto",
     allow_vqvae_mismatch: bool = False,
+    guidance: float = 1.0,
 ) -> dict[str, Any]:
+    """``guidance`` S: classifier-free guidance scale (1: plain conditional sampling)."""
     if n < 1:
         raise VQGenError(f"--n must be at least 1, not {n}")
     if not temperature > 0:
@@ -77,34 +96,40 @@ def sample(
         raise VQGenError(f"--sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
     if batch_size < 1:
         raise VQGenError(f"--batch-size must be positive, not {batch_size}")
+    if not guidance >= 0:
+        raise VQGenError(f"--guidance must be >= 0, not {guidance}")
     check_output_path(out_dir, folder=True)  # before any work; nothing is created until the samples exist
     dev = resolve_device(device)
     prior, meta = load_prior(prior_path, dev)
+    check_guidance(prior, guidance, f"{prior_path}: --guidance")
     k = prior.cfg.num_codes
     if top_k is not None and not 1 <= top_k <= k:
         raise VQGenError(f"--top-k must be between 1 and K={k}, not {top_k}")
-    labels, nrow = parse_labels(label, meta.get("label_names"), prior.conditional, n)
+    labels, row_lengths = parse_labels(label, meta.get("label_names"), prior.conditional, n)
     vq_path = resolve_vqvae_path(prior_path, meta, vqvae_path)
     vqvae, vq_meta = load_vqvae(vq_path, dev)
     check_same_vqvae(prior_path, meta, vq_path, vqvae.cfg.num_codes, allow_vqvae_mismatch)
 
-    count = len(labels) if labels is not None else n
     generator = torch.Generator().manual_seed(seed)
     draw = SAMPLERS[sampler]
     codes, images = [], []
-    for start in range(0, count, batch_size):
-        size = min(batch_size, count - start)
+    for start in range(0, n, batch_size):
+        size = min(batch_size, n - start)
         y = torch.tensor(labels[start : start + size]) if labels is not None else None
-        batch = draw(prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator, device=dev)
+        batch = draw(
+            prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator, device=dev,
+            guidance=guidance,
+        )
         codes.append(batch.cpu())
         images.append(vqvae.decode(batch).cpu())
     codes_t, images_t = torch.cat(codes), torch.cat(images)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    width = max(4, len(str(count - 1)))
+    width = max(4, len(str(n - 1)))
     for i, image in enumerate(images_t):
         save_png(image, out_dir / f"{i:0{width}d}.png")
-    save_grid(images_t, out_dir / "grid.png", nrow=nrow)
+    cells, columns = grid_cells(images_t, row_lengths)
+    save_grid(cells, out_dir / "grid.png", nrow=columns)
     record = {
         "kind": "samples",
         "vqgen_version": __version__,
@@ -117,6 +142,7 @@ def sample(
         "labels_requested": labels,
         "temperature": temperature,
         "top_k": top_k,
+        "guidance": guidance,
         "seed": seed,
         "sampler": sampler,
         "image": vq_meta["image"],
@@ -126,7 +152,7 @@ def sample(
     if labels is not None:
         tensors["labels"] = torch.tensor(labels, dtype=torch.long)
     save_vqgen_file(out_dir / "codes.safetensors", tensors, record)
-    return {**record, "count": count, "grid": str(out_dir / "grid.png")}
+    return {**record, "count": n, "grid": str(out_dir / "grid.png")}
 
 
 def check_same_vqvae(prior_path: Path, meta: dict[str, Any], vq_path: Path, vq_codes: int, allow: bool) -> None:

@@ -1,6 +1,5 @@
-"""Autoregressive sampling of code maps from a gated PixelCNN.
+"""The cached sampler of a gated PixelCNN: the same codes as ``sample_full``, much faster.
 
-``sample_full`` is the reference: one whole-map forward pass per position, O(H*W) passes.
 ``sample_cached`` (Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive
 Models") keeps per-layer caches and computes, per step, only the activations the new position
 changes: the vertical stacks once per row, the horizontal stacks and the head at one position.
@@ -18,57 +17,16 @@ import torch
 import torch.nn.functional as F
 
 from vqgen.models.pixelcnn import GatedLayer, GatedPixelCNN, gate
-
-# Bound on |cached - full| logits, relative to 1 + max |logit| of the row (measured: < 1.5e-6).
-TIE_TOLERANCE = 3e-5
-
-
-def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Gumbel(0, 1) noise; the uniforms come from ``generator`` on the CPU whatever the device,
-    so the same seed gives the same codes on CPU and GPU up to logit rounding."""
-    uniform = torch.rand(shape, generator=generator).clamp_(1e-20, 1.0 - 1e-7).to(device)
-    return -torch.log(-torch.log(uniform))
-
-
-def _top_k_scaled(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.shape[1]:
-        kth = logits.topk(top_k, dim=1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return logits
-
-
-def pick_codes(logits: torch.Tensor, noise: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
-    """Gumbel-max: argmax of the (top-k masked) ``logits / temperature`` plus ``noise``."""
-    return (_top_k_scaled(logits, temperature, top_k) + noise).argmax(dim=1)
-
-
-def draw_codes(
-    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
-) -> torch.Tensor:
-    """Draw one code per row of ``logits`` (B, K) with the Gumbel-max trick."""
-    return pick_codes(logits, gumbel_noise(logits.shape, generator, logits.device), temperature, top_k)
-
-
-@torch.no_grad()
-def sample_full(
-    model: GatedPixelCNN,
-    n: int,
-    labels: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Sample ``n`` code maps by recomputing the whole map for every position."""
-    h, w = model.cfg.latent_shape
-    codes = torch.zeros(n, h, w, dtype=torch.long, device=device)
-    labels = labels.to(device) if labels is not None else None
-    for i in range(h):
-        for j in range(w):
-            logits = model(codes, labels)[:, :, i, j]
-            codes[:, i, j] = draw_codes(logits, temperature, top_k, generator)
-    return codes
+from vqgen.sampling.draw import (
+    TIE_TOLERANCE,
+    Guidance,
+    NearTies,
+    correct_near_ties,
+    exact_float32,
+    gumbel_noise,
+    is_decisive,
+    pick_codes,
+)
 
 
 def _dense(conv: torch.nn.Conv2d) -> torch.Tensor:
@@ -188,36 +146,7 @@ class CachedPixelCNN:
         self.layers[0].h_row[:, j + self.p] = self.embedding(codes)
 
 
-def is_decisive(
-    logits: torch.Tensor, noise: torch.Tensor, temperature: float, top_k: int | None, tolerance: float
-) -> bool:
-    """Whether ``pick_codes`` gives the same codes for every logits within ``tolerance`` of these.
-
-    Each scaled logit may be off by eta = tolerance * (1 + max |logit|) / temperature (plus the
-    rounding of adding the noise). A row's code is certain when its winner (a) beats by more than
-    2 eta every code that could be inside the top-k, i.e. whose scaled logit is within 2 eta of
-    the k-th largest or above, and (b) has fewer than k codes that could overtake it, so it stays
-    inside the top-k.
-    """
-    if logits.shape[1] < 2:
-        return True
-    scaled = logits.float() / temperature
-    scores = scaled + noise
-    eta = tolerance * (1 + logits.float().abs().amax(1, keepdim=True)) / temperature
-    # one float32 rounding each for the division and for adding the noise
-    eta = eta + 2.0**-23 * (scaled.abs().amax(1, keepdim=True) + scores.abs().amax(1, keepdim=True))
-    masked = top_k is not None and top_k < logits.shape[1]
-    if masked:
-        kth = scaled.topk(top_k, dim=1).values[:, -1:]
-        scores = scores.masked_fill(scaled < kth - 2 * eta, float("-inf"))
-    best, index = scores.topk(2, dim=1)
-    certain = best[:, :1] - best[:, 1:] > 2 * eta
-    if masked:
-        winner = scaled.gather(1, index[:, :1])
-        certain &= (scaled > winner - 2 * eta).sum(1, keepdim=True) <= top_k
-    return bool(certain.all())
-
-
+@exact_float32()
 @torch.no_grad()
 def sample_cached(
     model: GatedPixelCNN,
@@ -228,70 +157,66 @@ def sample_cached(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     tolerance: float = TIE_TOLERANCE,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
     """Sample ``n`` code maps with per-layer caches: the same codes as ``sample_full``, much faster.
 
     Draws that float rounding of the cached logits could change (near-ties, see ``is_decisive``;
     ``tolerance`` 0 trusts every draw) are checked once the map is done, against one full pass
-    over it. That pass is causal in floating point too (the logits at (i, j) read only the codes
-    before (i, j); the tests check it), so its logits there are bit for bit those sample_full
-    computed. Where a checked code differs, it is corrected and the rest of the map is drawn
-    again from the same random numbers.
+    over it (see ``correct_near_ties``). ``guidance`` S != 1: classifier-free guidance, the
+    conditional and unconditional rows side by side in the caches.
     """
     h, w = model.cfg.latent_shape
     codes = torch.zeros(n, h, w, dtype=torch.long, device=device)
-    labels = labels.to(device) if labels is not None else None
+    guide = Guidance.for_model(model, labels, guidance, device)
     generator = generator if generator is not None else torch.default_generator
-    start = 0
-    while start < h * w:
-        states, near_ties = _cached_pass(model, codes, labels, start, temperature, top_k, generator, tolerance)
-        start = h * w
-        if near_ties:
-            exact = model(codes, labels)
-            for t, noise in near_ties:
-                i, j = divmod(t, w)
-                code = pick_codes(exact[:, :, i, j], noise, temperature, top_k)
-                if not torch.equal(code, codes[:, i, j]):
-                    codes[:, i, j] = code
-                    start = t + 1
-                    if start < h * w:
-                        generator.set_state(states[start])
-                    break
+
+    def fast_pass(start: int) -> tuple[dict[int, torch.Tensor], NearTies]:
+        return _cached_pass(model, codes, guide, start, temperature, top_k, generator, tolerance)
+
+    def exact_logits() -> torch.Tensor:
+        return guide.combine(model(guide.rows(codes), guide.labels)).flatten(2)
+
+    correct_near_ties(codes.view(n, h * w), fast_pass, exact_logits, temperature, top_k, generator)
     return codes
 
 
 def _cached_pass(
     model: GatedPixelCNN,
     codes: torch.Tensor,
-    labels: torch.Tensor | None,
+    guide: Guidance,
     start: int,
     temperature: float,
     top_k: int | None,
     generator: torch.Generator,
     tolerance: float,
-) -> tuple[dict[int, torch.Tensor], list[tuple[int, torch.Tensor]]]:
+) -> tuple[dict[int, torch.Tensor], NearTies]:
     """Draw ``codes`` from raster position ``start`` on (the earlier codes are given) with the cached
     network. Returns the generator state before each draw and the near-ties as (position, noise)."""
     n, h, w = codes.shape
-    state = CachedPixelCNN(model, n, labels)
+    state = CachedPixelCNN(model, guide.batch_size(n), guide.labels)
+    tolerance = guide.tolerance(tolerance)
     states, near_ties = {}, []
     for i in range(h):
-        state.begin_row(codes[:, i - 1] if i > 0 else None)
+        state.begin_row(guide.rows(codes[:, i - 1]) if i > 0 else None)
         if (i + 1) * w <= start:  # rows above only feed the vertical stacks
             continue
         for j in range(w):
             t = i * w + j
-            logits = state.logits(j)
+            raw = state.logits(j)
             if t >= start:
+                logits = guide.combine(raw)
                 states[t] = generator.get_state()
                 noise = gumbel_noise(logits.shape, generator, logits.device)
                 codes[:, i, j] = pick_codes(logits, noise, temperature, top_k)
-                if tolerance > 0 and not is_decisive(logits, noise, temperature, top_k, tolerance):
+                magnitude = guide.magnitude(raw)
+                if tolerance > 0 and not is_decisive(logits, noise, temperature, top_k, tolerance, magnitude):
                     near_ties.append((t, noise))
-            state.put(j, codes[:, i, j])
+            state.put(j, guide.rows(codes[:, i, j]))
     return states, near_ties
 
 
+@exact_float32()
 @torch.no_grad()
 def cached_logits(model: GatedPixelCNN, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (B, K, H, W) of given code maps, computed position by position by the cached path.
@@ -307,7 +232,3 @@ def cached_logits(model: GatedPixelCNN, codes: torch.Tensor, labels: torch.Tenso
             out[:, :, i, j] = state.logits(j)
             state.put(j, codes[:, i, j])
     return out
-
-
-SAMPLERS = {"cached": sample_cached, "full": sample_full}
-
