@@ -196,7 +196,10 @@ class TrainOptions:
     warmup_steps: int = 100
     seed: int = option(0, "Seed for initialisation and data order (CPU runs repeat exactly).")
     device: str = option("auto", "auto, cpu or cuda.")
-    amp: str = option("off", "Mixed precision on CUDA: off, bf16 or fp16 (CPU runs in float32).")
+    amp: str = option(
+        "auto", "Mixed precision: auto (bf16 where the GPU or CPU does it natively, else float32), off, bf16, "
+        "or fp16 (CUDA only)."
+    )
     compile: bool = option(False, "torch.compile the model.")
     num_workers: int = option(0, "DataLoader worker processes.", flag="--workers")
     save_every: int = option(
@@ -209,7 +212,7 @@ class TrainOptions:
         check(self.lr > 0, f"--lr must be positive, not {self.lr}")
         check(self.save_every >= 1, f"--save-every must be at least 1, not {self.save_every}")
         check(self.num_workers >= 0, f"--workers must be 0 or more, not {self.num_workers}")
-        check(self.amp in ("off", "bf16", "fp16"), f"--amp must be off, bf16 or fp16, not {self.amp!r}")
+        check(self.amp in ("auto", "off", "bf16", "fp16"), f"--amp must be auto, off, bf16 or fp16, not {self.amp!r}")
 
 
 @dataclass
