@@ -127,6 +127,10 @@ def worker(root: Path) -> None:
     rank = dist.rank()
     gathered = dist.gather_rows(torch.full((3 - 2 * rank, 2), float(rank)))
     assert gathered.tolist() == [[0.0, 0.0]] * 3 + [[1.0, 1.0]], gathered
+    # gather_picked_rows: rows 0..2 live on rank 0, row 3 on rank 1; repeats and any order allowed
+    mine = torch.tensor([[0.0], [1.0], [2.0]]) if rank == 0 else torch.tensor([[3.0]])
+    picked = dist.gather_picked_rows(mine, torch.tensor([3, 0, 0, 2]))
+    assert picked.flatten().tolist() == [3.0, 0.0, 0.0, 2.0], picked
     assert dist.is_distributed() and dist.world_size() == WORLD
     dist.cleanup()
     assert not dist.is_distributed()
@@ -315,6 +319,25 @@ def test_make_loader_in_one_process_reads_every_item_once():
 def test_a_training_split_smaller_than_the_world_is_refused():
     with pytest.raises(VQGenError, match="fewer than the 4 processes"):
         dist.ShardedBatchSampler(3, 8, shuffle=True, seed=0, drop_last=True, shard=0, num_shards=4)
+
+
+def test_without_a_process_group_a_process_under_torchrun_is_alone(monkeypatch):
+    """A command torchrun started that never joins the group: rank 0 of 1, so it reads every item once."""
+    for name, value in (("RANK", "1"), ("WORLD_SIZE", "3"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    assert not dist.is_distributed()
+    sampler = dist.ShardedBatchSampler(10, 4, shuffle=True, seed=0, drop_last=False)
+    seen = [i for b in sampler for i in b]
+    assert sorted(seen) == list(range(10))
+    assert (dist.rank(), dist.world_size(), dist.is_main(), dist.launch_rank()) == (0, 1, True, 1)
+
+
+def test_one_process_commands_refuse_torchrun(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(VQGenError, match=r"^vqgen extract-codes runs as one process; run it without torchrun$"):
+        dist.refuse_under_torchrun("extract-codes")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    dist.refuse_under_torchrun("extract-codes")  # torchrun with one process is one process
 
 
 def test_collectives_are_no_ops_in_one_process():
