@@ -17,8 +17,11 @@ from vqgen.errors import VQGenError
 from vqgen.models.quantizer import QuantizerOutput, VectorQuantizer
 
 
-# what a checkpoint written before a field existed meant by leaving it out
-LEGACY_VALUES: dict[str, Any] = {"head_channels": 0}
+# what a checkpoint written before a field existed meant by leaving it out. restart_stop: restarts
+# went on until the end. Such checkpoints also hold dead_threshold as an absolute count per step
+# (1.0 by default); it is read as the new relative value, which changes only the dead-code count a
+# loaded model reports, since nothing trains on from a finished checkpoint.
+LEGACY_VALUES: dict[str, Any] = {"head_channels": 0, "restart_stop": 1.0}
 
 
 @dataclass
@@ -37,8 +40,12 @@ class VQVAEConfig:
     decay: float = 0.99
     kmeans_init: bool = True
     restart_dead: bool = True
-    dead_threshold: float = 1.0
+    # dead: usage EMA below this fraction of the mean usage (rows per step / K). The old absolute
+    # 1.0 was 0.65 of the mean at B=16, 7x7, K=512 (and 10x the mean at K=8192), so it also hit
+    # live codes; 0.05 is a code used 20x less often than uniform use would give it
+    dead_threshold: float = 0.05
     restart_every: int = 50
+    restart_stop: float = 0.8  # restarts only in the first 80% of the steps (1.0: until the end)
     cosine: bool = False
     codebook_dim: int | None = 6
 
@@ -61,6 +68,10 @@ class VQVAEConfig:
             raise VQGenError(f"--head-channels must be 0 (no head) or more, not {self.head_channels}")
         if self.codebook_dim is not None and self.codebook_dim < 1:
             raise VQGenError(f"--codebook-dim must be at least 1, not {self.codebook_dim}")
+        if not self.dead_threshold >= 0:
+            raise VQGenError(f"--dead-threshold must be 0 or more (a fraction of the mean use), not {self.dead_threshold}")
+        if not 0 <= self.restart_stop <= 1:
+            raise VQGenError(f"--restart-stop must be between 0 and 1 (a fraction of the steps), not {self.restart_stop}")
         if self.num_codes < 2 or self.code_dim < 1:
             raise VQGenError(f"need at least 2 codes of dimension >= 1 (got K={self.num_codes}, D={self.code_dim})")
 
@@ -148,6 +159,7 @@ class VQVAE(nn.Module):
             restart_dead=cfg.restart_dead,
             dead_threshold=cfg.dead_threshold,
             restart_every=cfg.restart_every,
+            restart_stop=cfg.restart_stop,
             cosine=cfg.cosine,
             codebook_dim=cfg.codebook_dim,
         )
