@@ -89,7 +89,7 @@ class VectorQuantizer(nn.Module):
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
         restart_dead: bool = True,
-        dead_threshold: float = 0.05,
+        dead_threshold: float = 0.5,
         restart_every: int = 50,
         restart_stop: float = 0.8,
         cosine: bool = False,
@@ -219,7 +219,7 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _set_codes(self, which: torch.Tensor, vectors: torch.Tensor) -> None:
         """Place codes ``which``; their usage starts at the mean, so a re-seeded code that stays
-        unused is dead again only after ~ln(1/dead_threshold)/(1-decay) steps (300 at the defaults)."""
+        unused is dead again after ~ln(1/dead_threshold)/(1-decay) steps (70 at the defaults)."""
         if self.cosine:
             vectors = F.normalize(vectors, dim=1)
         fresh = self.usage.mean()
