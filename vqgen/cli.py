@@ -56,6 +56,19 @@ def friendly_errors(command):
     return wrapper
 
 
+def single_process(command: str) -> None:
+    """Commands that are not sharded refuse to run under torchrun (vqgen.distributed.refuse_under_torchrun)."""
+    from vqgen.distributed import refuse_under_torchrun
+
+    refuse_under_torchrun(command)
+
+
+def check_output(path: Path) -> None:
+    from vqgen.checkpoint import check_output_path
+
+    check_output_path(path)
+
+
 # ---------------------------------------------------------------------------- shared options
 
 DataRootOpt = Annotated[Path, typer.Option("--data-root", help="Where torchvision datasets are downloaded.")]
@@ -118,6 +131,7 @@ def extract_codes_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Stage 2: encode a dataset into code maps (both splits, with labels) in one file."""
+    single_process("extract-codes")
     from vqgen.stages.extract_codes import extract_codes_for
 
     result = extract_codes_for(vqvae, out, data=data, data_root=data_root, batch_size=batch_size, device=device)
@@ -202,6 +216,7 @@ def sample_cmd(
     ] = False,
 ) -> None:
     """Stage 4: draw code maps from the prior, decode them, write PNGs and a grid."""
+    single_process("sample")
     from vqgen.stages.sample import sample
 
     result = sample(
@@ -244,6 +259,7 @@ def reconstruct_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Originals beside their reconstructions (grid.png), each reconstruction as a PNG, and MSE/PSNR."""
+    single_process("reconstruct")
     from vqgen.tools.reconstruct import reconstruct
 
     r = reconstruct(vqvae, out, data=data, split=split, n=n, batch_size=batch_size, device=device, data_root=data_root)
@@ -273,6 +289,7 @@ def interpolate_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Walk from IMAGE_A to IMAGE_B: blend encoder outputs (then quantize, decode), and swap codes one by one."""
+    single_process("interpolate")
     from vqgen.tools.interpolate import interpolate
 
     r = interpolate(vqvae, image_a, image_b, out, steps=steps, seed=seed, device=device, data_root=data_root)
@@ -290,6 +307,7 @@ def info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")] = False,
 ) -> None:
     """What a vqgen file is: kind, config, dataset, labels, metrics, tensors, size and sha256."""
+    single_process("info")
     from vqgen.tools.info import describe, render, to_json
 
     info = describe(file)
@@ -314,6 +332,7 @@ def codebook_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """The codebook as a picture: usage histogram over a split, and every code decoded on its own."""
+    single_process("codebook")
     from vqgen.tools.codebook import codebook_picture
 
     r = codebook_picture(
@@ -337,6 +356,7 @@ def curves_cmd(
     ] = None,
 ) -> None:
     """Training curves (loss, PSNR, perplexity, or NLL in bits per code) per epoch, as one PNG."""
+    single_process("curves")
     from vqgen.tools.curves import default_curves_path, metrics_log_for, write_curves
 
     metrics = metrics_log_for(log)
@@ -366,10 +386,13 @@ def train_classifier_cmd(
 ) -> None:
     """Train the reference classifier whose features `evaluate` measures distances in (labels, or a
     self-supervised transform task for unlabelled data)."""
+    single_process("train-classifier")
     from vqgen.data import load_image_data
     from vqgen.train.classifier import default_classifier_path, train_classifier
     from vqgen.train.vqvae import describe_data
 
+    if out is not None:
+        check_output(out)
     images = load_image_data(**to_dict(data_options))
     describe_data(images)
     out = out or default_classifier_path(Path("checkpoints"), images.spec)
@@ -432,6 +455,7 @@ def evaluate_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Quality of whatever is given: reconstructions, prior likelihood, and samples vs real images."""
+    single_process("evaluate")
     from vqgen.eval import EvaluateRequest, evaluate, results_table, write_json
 
     request = EvaluateRequest(
@@ -439,6 +463,8 @@ def evaluate_cmd(
         classifier=classifier, train_classifier=train_classifier, inception_weights=inception_weights,
         json_out=json_out, batch_size=batch_size, device=device, seed=seed, kid_subsets=kid_subsets,
     )
+    if request.json_out is not None:
+        check_output(request.json_out)
     results = evaluate(request, log=lambda text: info_console.print(text, highlight=False))
     out_console.print(results_table(results))
     fid = results.get("standard_fid")

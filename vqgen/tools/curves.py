@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from vqgen.checkpoint import check_output_path
 from vqgen.errors import VQGenError
 from vqgen.tools.draw import line_chart, save_image, stack
 
@@ -69,6 +70,7 @@ def is_number(value: Any) -> bool:
 
 def write_curves(metrics_path: str | Path, png_path: str | Path) -> Path:
     """Draw every known metric of ``metrics_path`` per epoch into ``png_path`` (written atomically)."""
+    check_output_path(png_path)
     records = read_epochs(metrics_path)
     charts = []
     for title, series in panels_for(records):

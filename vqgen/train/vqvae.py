@@ -48,6 +48,9 @@ class VQVAETrainer(Trainer):
     def run_identity(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "data": self.data.spec, "options": to_dict(self.opts)}
 
+    def start(self, total_steps: int) -> None:
+        self.model.quantizer.set_restart_horizon(total_steps)  # after restore: a new --epochs moves it too
+
     def loss(self, net: torch.nn.Module, batch: Any, step: int) -> StepResult:
         images = batch[0].to(self.device, non_blocking=True)
         recon, q = net(images)
