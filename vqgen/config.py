@@ -10,6 +10,7 @@ configurations (``VQVAEConfig``, ``PixelCNNConfig``, ...) live beside their mode
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
@@ -72,7 +73,8 @@ def check(condition: bool, message: str) -> None:
 # went on until the end. Such checkpoints also hold dead_threshold as an absolute count per step
 # (1.0 by default); it is read as the new relative value, which changes only the dead-code count a
 # loaded model reports, since nothing trains on from a finished checkpoint.
-LEGACY_VALUES: dict[str, Any] = {"head_channels": 0, "restart_stop": 1.0}
+LEGACY_VALUES: dict[str, Any] = {"head_channels": 0, "restart_stop": 1.0, "quantizer": "vq", "rotation_trick": False}
+QUANTIZERS = ("vq", "fsq", "rvq")
 
 
 @dataclass
@@ -88,7 +90,12 @@ class VQVAEConfig:
     head_channels: int = option(
         32, "Decoder head: the last upsampling gives this many channels, then a 3x3 conv draws the image (0: none)."
     )
-    num_codes: int = option(512, "Codebook size K.", short="-K")
+    quantizer: str = option(
+        "vq", "vq (nearest code), fsq (finite scalar quantization, --fsq-levels) or rvq (residual VQ: "
+        "--rvq-depth codebooks of K codes each)."
+    )
+    num_codes: int = option(512, "Codebook size K (rvq: per codebook; fsq: set to the product of --fsq-levels).",
+                            short="-K")
     code_dim: int = option(64, "Dimension D of the encoder output / codes.", short="-D")
     beta: float = option(0.25, "Weight of the commitment loss.")
     ema: bool = option(True, "EMA codebook updates (else the loss-based codebook update).")
@@ -110,10 +117,37 @@ class VQVAEConfig:
     codebook_dim: int | None = option(
         6, "Dimension of the codes, with linear in/out projections to D (0: codes of dimension D)."
     )
+    rotation_trick: bool = option(
+        False, "vq/rvq: the rotation trick (Fifty et al. 2024): the encoder's gradient rotated onto the code, "
+        "not copied.", flag="--rotation-trick"
+    )
+    fsq_levels: str = option("8,8,8", "fsq: levels per channel, comma-separated (8,6,5: 3 channels, K=240).")
+    fsq_tail: float = option(
+        0.01, "fsq: weight of a penalty on projections beyond +-2, in tanh's flat tails (0: none, as in the paper)."
+    )
+    rvq_depth: int = option(2, "rvq: codebooks applied to successive residuals (codes per position).")
 
     def __post_init__(self) -> None:
         if self.codebook_dim == 0:  # the command line's way of saying "codes of dimension D"
             self.codebook_dim = None
+        if self.quantizer == "fsq" and self.levels and min(self.levels) >= 2:
+            self.num_codes = math.prod(self.levels)
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        """--fsq-levels as integers; () when it is not a comma-separated list of integers."""
+        parts = str(self.fsq_levels).replace(" ", "").split(",")
+        return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else ()
+
+    @property
+    def code_depth(self) -> int:
+        """Codes per latent position: --rvq-depth for rvq, else 1."""
+        return self.rvq_depth if self.quantizer == "rvq" else 1
+
+    @property
+    def total_codes(self) -> int:
+        """Codes of all codebooks together (K x depth): the size of code histograms."""
+        return self.num_codes * self.code_depth
 
     @property
     def factor(self) -> int:
@@ -124,6 +158,7 @@ class VQVAEConfig:
         return (self.image_size[0] // self.factor, self.image_size[1] // self.factor)
 
     def validate(self) -> None:
+        self.validate_quantizer()
         h, w = self.image_size
         if h % self.factor or w % self.factor:
             raise VQGenError(
@@ -141,6 +176,18 @@ class VQVAEConfig:
         if self.num_codes < 2 or self.code_dim < 1:
             raise VQGenError(f"need at least 2 codes of dimension >= 1 (got K={self.num_codes}, D={self.code_dim})")
 
+    def validate_quantizer(self) -> None:
+        """The --quantizer options (checked before any data is read)."""
+        check(self.quantizer in QUANTIZERS, f"--quantizer must be one of {', '.join(QUANTIZERS)}, not {self.quantizer!r}")
+        if self.quantizer == "fsq":
+            check(bool(self.levels) and min(self.levels) >= 2,
+                  f"--fsq-levels must be comma-separated integers of at least 2 (e.g. 8,6,5), not {self.fsq_levels!r}")
+            check(self.num_codes == math.prod(self.levels),
+                  f"fsq: K is the product of --fsq-levels {self.fsq_levels} ({math.prod(self.levels)}), not {self.num_codes}")
+            check(not self.rotation_trick, "--rotation-trick needs a codebook (vq or rvq); fsq rounds instead")
+            check(self.fsq_tail >= 0, f"--fsq-tail must be 0 or more, not {self.fsq_tail}")
+        check(self.rvq_depth >= 2, f"--rvq-depth must be at least 2 (depth 1 is --quantizer vq), not {self.rvq_depth}")
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
@@ -157,6 +204,7 @@ class PixelCNNConfig:
     num_layers: int = option(15, "Gated layers.", flag="--layers")
     kernel_size: int = option(3, "Odd kernel size k of the stacks.")
     num_classes: int = 0  # 0: unconditional
+    code_depth: int = 1  # codes per latent position (residual VQ): interleaved along each row
     head_channels: int = 256
     dropout: float = option(0.0, "Dropout on the gated horizontal features.")
     label_dropout: float = option(
@@ -173,6 +221,9 @@ class PixelCNNConfig:
             raise VQGenError(f"--label-dropout must be in [0, 1), not {self.label_dropout}")
         if self.label_dropout and not self.num_classes:
             raise VQGenError("--label-dropout needs a class-conditional prior, but this one is unconditional")
+        check(self.code_depth >= 1 and self.latent_shape[1] % self.code_depth == 0,
+              f"a prior over {self.code_depth} codes per position needs a map width divisible by it, "
+              f"not {self.latent_shape[1]}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -37,12 +37,18 @@ def histogram_bits_per_code(train_codes: torch.Tensor, val_codes: torch.Tensor, 
 
 
 class CodeHistogram:
-    """Counts of every code over a split (summed across ranks by ``reduce``)."""
+    """Counts of every code over a split (summed across ranks by ``reduce``).
+
+    Residual VQ: ``num_codes`` counts all codebooks (depth x K), and ``add`` takes stacks (B, depth, h, w).
+    """
 
     def __init__(self, num_codes: int, device: torch.device | str = "cpu"):
         self.counts = torch.zeros(num_codes, dtype=torch.long, device=device)
 
     def add(self, indices: torch.Tensor) -> None:
+        if indices.dim() == 4:  # stacks (B, depth, h, w): codebook d's code c is code d*K + c of all codebooks
+            depth = indices.shape[1]
+            indices = indices + len(self.counts) // depth * torch.arange(depth, device=indices.device).view(1, -1, 1, 1)
         self.counts += torch.bincount(indices.flatten().to(self.counts.device), minlength=len(self.counts))
 
     def reduce(self) -> None:

@@ -1,8 +1,9 @@
 """Vector quantizer: nearest-code lookup, straight-through gradients, and codebook upkeep.
 
 Options (constructor flags): EMA codebook updates with Laplace smoothing, k-means
-initialisation, dead-code restarts, cosine (l2-normalised) codes and a low-dimensional
-codebook with in/out projections. Distances and codebook updates always run in float32.
+initialisation, dead-code restarts, cosine (l2-normalised) codes, a low-dimensional
+codebook with in/out projections, and the rotation trick (``rotate_onto``) in place of the
+straight-through copy of gradients. Distances and codebook updates always run in float32.
 
 Memory stays bounded for large K, batches and process counts: nearest-code search works on
 blocks of rows (at most DISTANCE_BLOCK distances, i.e. 64 MiB, at a time), k-means runs on at
@@ -51,6 +52,29 @@ def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, block_rows: int | Non
     return torch.cat([squared_distances(part, codebook).argmin(1) for part in x.split(rows)])
 
 
+def straight_through(e: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Forward value q; the gradient reaches e unchanged (van den Oord et al. 2017)."""
+    return e + (q - e).detach()
+
+
+def rotate_onto(e: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """The rotation trick (Fifty et al. 2024) for rows e, q (N, d): forward value exactly q, gradient
+    to e that of sg(lambda R) e, R the rotation taking e's direction to q's and lambda = |q| / |e|.
+
+    R = I - 2 r r^T + 2 q^ e^^T with e^ = e/|e|, q^ = q/|q|, r = (e^ + q^)/|e^ + q^| (two Householder
+    reflections), applied without forming the d x d matrix. The value is q itself, not R e (equal only
+    up to rounding): sg(q) + (R e - sg(R e)); like straight-through, no gradient reaches q.
+    """
+    e_hat = F.normalize(e.detach(), dim=1, eps=eps)
+    q_norm = q.detach().norm(dim=1, keepdim=True)
+    q_hat = q.detach() / q_norm.clamp_min(eps)
+    r = F.normalize(e_hat + q_hat, dim=1, eps=eps)
+    scale = q_norm / e.detach().norm(dim=1, keepdim=True).clamp_min(eps)
+    rotated = e - 2 * (e * r).sum(1, keepdim=True) * r + 2 * (e * e_hat).sum(1, keepdim=True) * q_hat
+    rotated = scale * rotated
+    return q.detach() + (rotated - rotated.detach())
+
+
 def perplexity(counts: torch.Tensor) -> float:
     """exp(entropy) of a code histogram: K for uniform use, 1 when one code takes everything."""
     p = counts.float() / counts.sum().clamp_min(1)
@@ -94,6 +118,7 @@ class VectorQuantizer(nn.Module):
         restart_stop: float = 0.8,
         cosine: bool = False,
         codebook_dim: int | None = None,
+        rotation_trick: bool = False,
     ):
         super().__init__()
         self.num_codes, self.dim, self.beta = num_codes, dim, beta
@@ -103,7 +128,7 @@ class VectorQuantizer(nn.Module):
         # count per code and step, rows/K): the same meaning for any K, batch or latent size
         self.restart_dead, self.dead_threshold, self.restart_every = restart_dead, dead_threshold, restart_every
         self.restart_stop = restart_stop
-        self.cosine = cosine
+        self.cosine, self.rotation_trick = cosine, rotation_trick
         self.code_dim = codebook_dim or dim
         low_dim = self.code_dim != dim
         self.project_in = nn.Linear(dim, self.code_dim) if low_dim else nn.Identity()
@@ -177,8 +202,8 @@ class VectorQuantizer(nn.Module):
                 codebook_loss = F.mse_loss(codes, flat.detach())
             if self.training:
                 self._update(flat.detach(), indices)
-            # straight-through: forward pass uses the code, backward pass sees identity
-            quantized = flat + (codes - flat).detach()
+            # forward pass uses the code; backward: identity (straight-through) or the rotation
+            quantized = (rotate_onto if self.rotation_trick else straight_through)(flat, codes)
             quantized = self.project_out(quantized)
             b, _, h, w = z.shape
             quantized = quantized.view(b, h, w, self.dim).permute(0, 3, 1, 2).contiguous()

@@ -1,4 +1,7 @@
-"""VQ-VAE (van den Oord et al. 2017): conv encoder -> vector quantizer -> mirrored conv decoder.
+"""VQ-VAE (van den Oord et al. 2017): conv encoder -> quantizer -> mirrored conv decoder.
+
+The quantizer is ``--quantizer``: nearest-code VQ (``quantizer.py``), FSQ (``fsq.py``) or residual
+VQ (``rvq.py``).
 
 Images enter in [0, 1]; the networks work on [-1, 1] (``to_model``/``from_model`` convert), and
 the reconstruction loss (``vqgen.losses``) is computed in that [-1, 1] space.
@@ -11,7 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vqgen.config import VQVAEConfig
+from vqgen.models.fsq import FiniteScalarQuantizer
 from vqgen.models.quantizer import QuantizerOutput, VectorQuantizer
+from vqgen.models.rvq import ResidualVectorQuantizer
 
 
 class ResidualBlock(nn.Module):
@@ -71,26 +76,31 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
+def make_quantizer(cfg: VQVAEConfig, dim: int | None = None) -> nn.Module:
+    """The quantizer ``cfg.quantizer`` names, for encoder outputs of ``dim`` (default D) channels.
+
+    Every kind has forward -> QuantizerOutput, encode, decode_indices, set_restart_horizon, dead_codes.
+    """
+    dim = dim or cfg.code_dim
+    if cfg.quantizer == "fsq":
+        return FiniteScalarQuantizer(cfg.levels, dim, tail_weight=cfg.fsq_tail)
+    options = dict(
+        beta=cfg.beta, ema=cfg.ema, decay=cfg.decay, kmeans_init=cfg.kmeans_init, restart_dead=cfg.restart_dead,
+        dead_threshold=cfg.dead_threshold, restart_every=cfg.restart_every, restart_stop=cfg.restart_stop,
+        cosine=cfg.cosine, codebook_dim=cfg.codebook_dim, rotation_trick=cfg.rotation_trick,
+    )
+    if cfg.quantizer == "rvq":
+        return ResidualVectorQuantizer(cfg.rvq_depth, cfg.num_codes, dim, **options)
+    return VectorQuantizer(cfg.num_codes, dim, **options)
+
+
 class VQVAE(nn.Module):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
-        self.quantizer = VectorQuantizer(
-            num_codes=cfg.num_codes,
-            dim=cfg.code_dim,
-            beta=cfg.beta,
-            ema=cfg.ema,
-            decay=cfg.decay,
-            kmeans_init=cfg.kmeans_init,
-            restart_dead=cfg.restart_dead,
-            dead_threshold=cfg.dead_threshold,
-            restart_every=cfg.restart_every,
-            restart_stop=cfg.restart_stop,
-            cosine=cfg.cosine,
-            codebook_dim=cfg.codebook_dim,
-        )
+        self.quantizer = make_quantizer(cfg)
         self.decoder = Decoder(cfg)
 
     @staticmethod
@@ -108,10 +118,10 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] -> code indices (B, h, w)."""
+        """Images (B, C, H, W) in [0, 1] -> code indices (B, h, w); rvq: stacks (B, depth, h, w)."""
         return self.quantizer.encode(self.encoder(self.to_model(images)))
 
     @torch.no_grad()
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        """Code indices (B, h, w) -> images (B, C, H, W) in [0, 1]."""
+        """Code indices (B, h, w) (rvq: (B, depth, h, w)) -> images (B, C, H, W) in [0, 1]."""
         return self.from_model(self.decoder(self.quantizer.decode_indices(indices)))

@@ -105,6 +105,7 @@ def train_vqvae_on(data_opts: DataOptions, cfg: VQVAEConfig, opts: VQVAETrainOpt
                    resume: str | None = None) -> dict[str, Any]:
     """``vqgen train-vqvae``: open the data named by ``data_opts`` (one download per machine), then train."""
     opts.validate()  # before loading data: a bad option fails at once
+    cfg.validate_quantizer()
     check_output_path(out)
     dist.setup(resolve_device(opts.device))  # under torchrun: join now, so that one process per machine downloads
     with dist.local_main_first():
@@ -125,7 +126,7 @@ def describe_data(data: ImageData) -> None:
 def evaluate_vqvae(model: VQVAE, batches: Batches, device: torch.device) -> dict[str, float]:
     """Reconstruction MSE/PSNR (images in [0, 1]) and codebook usage over a whole split."""
     model.eval()
-    histogram = CodeHistogram(model.cfg.num_codes, device)
+    histogram = CodeHistogram(model.cfg.total_codes, device)
     sq_err = torch.zeros((), device=device, dtype=torch.float64)
     psnr_sum = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.float64)
