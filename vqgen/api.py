@@ -26,6 +26,7 @@ from vqgen.data import fit_image, read_image
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
 from vqgen.models.pixelcnn import GatedPixelCNN
+from vqgen.models.rvq import stacked_codes
 from vqgen.models.vqvae import VQVAE
 
 __all__ = [
@@ -60,7 +61,7 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def encode(vqvae: VQVAE, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Images (N, C, H, W) in [0, 1] -> code indices (N, h, w), int64."""
+    """Images (N, C, H, W) in [0, 1] -> code indices (N, h, w), int64 (residual VQ: (N, depth, h, w))."""
     if images.dim() == 3:
         images = images[None]
     expected = (vqvae.cfg.in_channels, *vqvae.cfg.image_size)
@@ -72,7 +73,7 @@ def encode(vqvae: VQVAE, images: torch.Tensor, batch_size: int = 256) -> torch.T
 
 @torch.no_grad()
 def decode(vqvae: VQVAE, codes: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Code indices (N, h, w) -> images (N, C, H, W) in [0, 1]."""
+    """Code indices (N, h, w) (residual VQ: (N, depth, h, w)) -> images (N, C, H, W) in [0, 1]."""
     if codes.dim() == 2:
         codes = codes[None]
     k = vqvae.cfg.num_codes
@@ -99,7 +100,7 @@ def sample_codes(
     sampler: str | None = None,
     guidance: float = 1.0,
 ) -> torch.Tensor:
-    """Draw ``n`` code maps (n, h, w) from the prior.
+    """Draw ``n`` code maps (n, h, w) from the prior (residual VQ codes: stacks (n, depth, h, w)).
 
     ``labels`` (conditional priors only): one class, index or name, for all samples, or one per
     sample. ``sampler``: a name from ``vqgen.sampling.SAMPLERS``; default the cached one
@@ -120,7 +121,7 @@ def sample_codes(
     generator = torch.Generator().manual_seed(seed)
     codes = SAMPLERS[name](prior, n, labels=y, temperature=temperature, top_k=top_k, generator=generator,
                            device=_device(prior), guidance=guidance)
-    return codes.cpu()
+    return stacked_codes(codes, getattr(prior.cfg, "code_depth", 1)).cpu()
 
 
 def _label_tensor(prior: GatedPixelCNN, labels, n: int) -> torch.Tensor | None:

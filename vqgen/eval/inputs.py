@@ -134,6 +134,7 @@ def load_sample_images(folder: Path, channels: int, size: tuple[int, int]) -> tu
 
 def held_out_codes(path: Path, split: str) -> TensorDataset:
     """The (codes, labels) of one split of a code file (test and all only where extract-codes wrote them)."""
+    from vqgen.models.rvq import flat_codes
     from vqgen.train.prior import load_codes
 
     if split in ("train", "val"):
@@ -146,4 +147,4 @@ def held_out_codes(path: Path, split: str) -> TensorDataset:
     codes, labels = tensors[f"{split}_codes"].long(), tensors[f"{split}_labels"].long()
     if codes.numel() and (codes.min() < 0 or codes.max() >= meta["num_codes"]):
         raise VQGenError(f"{path}: {split} codes lie outside 0..{meta['num_codes'] - 1}")
-    return TensorDataset(codes, labels)
+    return TensorDataset(flat_codes(codes), labels)  # as load_codes lays them out

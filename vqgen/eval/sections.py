@@ -30,6 +30,7 @@ from vqgen.eval.metrics import (
 )
 from vqgen.batches import make_loader
 from vqgen.logs import progress
+from vqgen.models.rvq import flat_codes
 
 PR_NEIGHBOURS = 3  # k of the k-NN manifolds of precision and recall (Kynkäänniemi et al. 2019)
 
@@ -63,7 +64,7 @@ def reconstruction_metrics(
     device: torch.device,
 ) -> dict[str, Any]:
     model, _ = load_vqvae(req.vqvae, device)
-    histogram = CodeHistogram(model.cfg.num_codes)
+    histogram = CodeHistogram(model.cfg.total_codes)
     sums = {"sq_err": 0.0, "psnr": 0.0, "ssim": 0.0, "pixels": 0, "images": 0}
     fake: dict[str, list[torch.Tensor]] = {name: [] for name in nets}
     loader = make_loader(split, req.batch_size, shuffle=False, seed=0)
@@ -117,7 +118,8 @@ def prior_metrics_from_images(
     train_codes = codes
     if req.split != "train":
         train_codes, _, _ = encode_split(vqvae, data.train, req.batch_size, device, "encoding the train split")
-    dataset = TensorDataset(codes.long(), labels)
+    codes, train_codes = flat_codes(codes.long()), flat_codes(train_codes.long())  # stacks: as the prior sees them
+    dataset = TensorDataset(codes, labels)
     source = f"{req.split} split encoded with {vq_path}"
     return prior_metrics(req, metas["prior"], dataset, train_codes, source, device)
 

@@ -12,7 +12,11 @@ Causality is built from padding and shifts rather than masks:
   with label dropout (classifier-free guidance, Ho & Salimans 2022) one extra "no class" row
   of that bias is learnt too, used in training in place of a random share of the labels;
 * the horizontal stack has a 1x1 residual connection from layer 2 on and a 1x1 skip output
-  from every layer; the skips are summed and mapped to K logits.
+  from every layer; the skips are summed and mapped to K logits;
+* residual VQ stacks (``code_depth`` N > 1) come as (h, w*N) maps, depth d of position (i, j) at
+  column j*N + d (``vqgen.models.rvq.flat_codes``): each code's embedding gets a learned embedding
+  of its column's depth added, so the prior knows from the code to its left (or the row's start)
+  which codebook it predicts, always among that codebook's K codes.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ class GatedPixelCNN(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.num_codes, cfg.channels)
+        self.depth_embedding = nn.Embedding(cfg.code_depth, cfg.channels) if cfg.code_depth > 1 else None
         rows = cfg.num_classes + (1 if self.null_label is not None else 0)
         self.layers = nn.ModuleList(
             GatedLayer(cfg.channels, cfg.kernel_size, i == 0, i == cfg.num_layers - 1, rows, cfg.dropout)
@@ -132,12 +137,23 @@ class GatedPixelCNN(nn.Module):
             raise VQGenError("this prior is class-conditional: labels are required")
         return labels
 
+    def embed(self, codes: torch.Tensor, column: int | None = None) -> torch.Tensor:
+        """Code embeddings (..., C) of whole rows (..., W), or of one column's codes (B,) at ``column``."""
+        x = self.embedding(codes)
+        if self.depth_embedding is None:
+            return x
+        depth = self.cfg.code_depth
+        if column is not None:
+            return x + self.depth_embedding.weight[column % depth]
+        columns = torch.arange(codes.shape[-1], device=codes.device) % depth
+        return x + self.depth_embedding(columns)
+
     def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Code maps (B, H, W) -> logits (B, K, H, W); logits[:, :, i, j] see only codes before (i, j)."""
         labels = self.check_labels(labels)
         if labels is not None:
             labels = self.drop_labels(labels)
-        x = self.embedding(codes).permute(0, 3, 1, 2).contiguous()
+        x = self.embed(codes).permute(0, 3, 1, 2).contiguous()
         v, h = x, x
         skips = 0.0
         for layer in self.layers:

@@ -104,7 +104,7 @@ class CachedPixelCNN:
 
     def __init__(self, model: GatedPixelCNN, n: int, labels: torch.Tensor | None = None):
         labels = model.check_labels(labels)
-        self.embedding = model.embedding
+        self.embed = model.embed  # code (and, for stacks, depth) embeddings
         like = model.embedding.weight
         width, c = model.cfg.latent_shape[1], model.cfg.channels
         self.layers = [_LayerCache(layer, labels, n, width, like) for layer in model.layers]
@@ -121,7 +121,7 @@ class CachedPixelCNN:
         """Start a new row; ``previous_codes`` (B, W) is the finished row above (None for row 0)."""
         if previous_codes is None:
             return
-        v = self.embedding(previous_codes).permute(0, 2, 1).unsqueeze(2)  # (B, C, 1, W)
+        v = self.embed(previous_codes).permute(0, 2, 1).unsqueeze(2)  # (B, C, 1, W)
         for layer in self.layers:
             v = layer.vertical_row(v)
 
@@ -143,7 +143,7 @@ class CachedPixelCNN:
 
     def put(self, j: int, codes: torch.Tensor) -> None:
         """Store the codes (B,) chosen at column j of the current row."""
-        self.layers[0].h_row[:, j + self.p] = self.embedding(codes)
+        self.layers[0].h_row[:, j + self.p] = self.embed(codes, j)
 
 
 @exact_float32()

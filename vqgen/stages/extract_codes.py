@@ -2,10 +2,11 @@
 
 Code file layout (readable with safetensors alone):
 
-* tensors ``<split>_codes``: (N, h, w) int16 (int32 when K > 32767) and ``<split>_labels``: (N,)
-  int64, -1 where unlabelled, for the splits ``train`` and ``val`` (what train-prior reads), plus
+* tensors ``<split>_codes``: (N, h, w) int16 (int32 when K > 32767), for residual VQ stacks
+  (N, depth, h, w) of codes 0..K-1 per codebook, and ``<split>_labels``: (N,) int64, -1 where unlabelled, for the splits ``train`` and ``val`` (what train-prior reads), plus
   ``test`` where the data has an official test split, or the splits asked for (e.g. ``all``);
-* metadata key ``vqgen``: JSON with ``kind: "codes"``, ``num_codes``, ``latent_shape``,
+* metadata key ``vqgen``: JSON with ``kind: "codes"``, ``num_codes`` (per codebook), ``code_depth``
+  (codes per position: 1, or the residual VQ's depth), ``quantizer``, ``latent_shape``,
   ``vqvae_sha256``, ``vqvae_path``, ``dataset``, ``label_names``, ``image``, and per split a count
   ``num_<split>`` and a codebook audit (``usage``, ``perplexity``, ``top10_share``, ``dead_codes``).
 """
@@ -35,11 +36,11 @@ def code_dtype(num_codes: int) -> torch.dtype:
 
 @torch.no_grad()
 def encode_split(model, dataset, batch_size: int, device: torch.device, desc: str):
-    """Stream a split through the encoder -> (codes (N, h, w), labels (N,), histogram)."""
+    """Stream a split through the encoder -> (codes (N, h, w) or (N, depth, h, w), labels (N,), histogram)."""
     loader = make_loader(dataset, batch_size, shuffle=False, seed=0)
     dtype = code_dtype(model.cfg.num_codes)
     codes, labels = [], []
-    histogram = CodeHistogram(model.cfg.num_codes)
+    histogram = CodeHistogram(model.cfg.total_codes)
     for images, y in progress(loader, len(loader), desc):
         indices = model.encode(images.to(device)).cpu()
         histogram.add(indices)
@@ -78,6 +79,8 @@ def extract_codes(
         "kind": "codes",
         "vqgen_version": __version__,
         "num_codes": model.cfg.num_codes,
+        "code_depth": model.cfg.code_depth,
+        "quantizer": model.cfg.quantizer,
         "latent_shape": list(model.cfg.latent_shape),
         "code_dtype": str(code_dtype(model.cfg.num_codes)).removeprefix("torch."),
         "vqvae_path": str(Path(vqvae_path).resolve()),

@@ -1,4 +1,8 @@
-"""Stage 4: draw code maps from the prior, decode them with the VQ-VAE, write PNGs and the codes."""
+"""Stage 4: draw code maps from the prior, decode them with the VQ-VAE, write PNGs and the codes.
+
+Residual VQ: the prior draws (h, w*depth) maps (``vqgen.models.rvq.flat_codes``), turned back into
+stacks (depth, h, w) for decoding and for the samples file.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from vqgen.checkpoint import check_output_path, make_output_folder, file_sha256,
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
 from vqgen.device import resolve_device
+from vqgen.models.rvq import stacked_codes
 from vqgen.sampling import SAMPLERS, check_guidance
 
 
@@ -109,6 +114,9 @@ def sample(
     vq_path = resolve_vqvae_path(prior_path, meta, vqvae_path)
     vqvae, vq_meta = load_vqvae(vq_path, dev)
     check_same_vqvae(prior_path, meta, vq_path, vqvae.cfg.num_codes, allow_vqvae_mismatch)
+    depth = meta.get("code_depth") or 1
+    if vqvae.cfg.code_depth != depth:
+        raise VQGenError(f"{vq_path}: has {vqvae.cfg.code_depth} codes per position, but the prior models {depth}")
 
     generator = torch.Generator().manual_seed(seed)
     draw = SAMPLERS[sampler]
@@ -120,6 +128,7 @@ def sample(
             prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator, device=dev,
             guidance=guidance,
         )
+        batch = stacked_codes(batch, depth)
         codes.append(batch.cpu())
         images.append(vqvae.decode(batch).cpu())
     codes_t, images_t = torch.cat(codes), torch.cat(images)
@@ -136,8 +145,9 @@ def sample(
         "prior_path": str(prior_path.resolve()),
         "prior_sha256": file_sha256(prior_path),
         "vqvae_path": str(vq_path.resolve()),
-        "num_codes": k,
-        "latent_shape": list(prior.cfg.latent_shape),
+        "num_codes": meta["num_codes"],
+        "code_depth": depth,
+        "latent_shape": list(meta["latent_shape"]),
         "label_names": meta.get("label_names"),
         "labels_requested": labels,
         "temperature": temperature,

@@ -80,6 +80,9 @@ def codebook_picture(
     check_output_path(out)
     dev = resolve_device(device)
     model, meta = load_vqvae(vqvae_path, dev)
+    if model.cfg.code_depth > 1:
+        raise VQGenError(f"{vqvae_path}: a residual VQ-VAE ({model.cfg.code_depth} codebooks); the codebook picture "
+                         "is made for one codebook (see its use with `vqgen evaluate --vqvae`)")
     latent_h, latent_w = model.cfg.latent_shape
     map_size = map_size if map_size is not None else min(latent_h, latent_w, 8)
     if map_size < 1:

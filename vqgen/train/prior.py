@@ -2,7 +2,9 @@
 
 The model, its loss (cross-entropy over the K codes at every position), its validation (NLL in
 nats and bits per code over the whole split) and what it keeps (the best-validation weights);
-``vqgen.train.loop.fit`` does the training itself.
+``vqgen.train.loop.fit`` does the training itself. Residual VQ stacks (N, depth, h, w) are read
+as (N, h, w*depth) maps (``vqgen.models.rvq.flat_codes``): the PixelCNN models them in raster order
+over (position, depth), with an embedding of each column's depth added to its codes'.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from vqgen.errors import VQGenError
 from vqgen.logs import say
 from vqgen.eval.metrics import nats_to_bits
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqgen.models.rvq import flat_codes, prior_map_shape
 from vqgen.train.loop import StepResult, Trainer, fit
 from vqgen.train.resume import Progress
 
@@ -37,6 +40,15 @@ class CodeFile:
     val: TensorDataset
 
     @property
+    def depth(self) -> int:
+        return int(self.meta.get("code_depth") or 1)
+
+    @property
+    def prior_latent_shape(self) -> tuple[int, int]:
+        """The maps the prior models: (h, w), or (h, w*depth) for stacks."""
+        return prior_map_shape(tuple(self.meta["latent_shape"]), self.depth)
+
+    @property
     def labelled(self) -> bool:
         return bool(self.meta.get("label_names")) and bool((self.train.tensors[1] >= 0).all())
 
@@ -47,9 +59,10 @@ class CodeFile:
 
 
 def load_codes(path: Path) -> CodeFile:
-    """Read and check a code file -> datasets of (codes long (h, w), label long)."""
+    """Read and check a code file -> datasets of (code map long (h, w), or (h, w*depth) for stacks, label long)."""
     tensors, meta = load_vqgen_file(path, "codes")
-    k = meta["num_codes"]
+    k, depth = meta["num_codes"], meta.get("code_depth") or 1
+    shape = tuple(meta["latent_shape"]) if depth == 1 else (depth, *meta["latent_shape"])
     splits = []
     for split in ("train", "val"):
         try:
@@ -58,9 +71,9 @@ def load_codes(path: Path) -> CodeFile:
             raise VQGenError(f"{path}: code file lacks the tensor {e.args[0]}") from e
         if codes.numel() and (codes.min() < 0 or codes.max() >= k):
             raise VQGenError(f"{path}: {split} codes lie outside 0..{k - 1}")
-        if codes.shape[1:] != tuple(meta["latent_shape"]) or len(labels) != len(codes):
-            raise VQGenError(f"{path}: {split} tensors do not match the recorded latent shape {meta['latent_shape']}")
-        splits.append(TensorDataset(codes, labels))
+        if codes.shape[1:] != shape or len(labels) != len(codes):
+            raise VQGenError(f"{path}: {split} tensors do not match the recorded shape {list(shape)}")
+        splits.append(TensorDataset(flat_codes(codes), labels))
     if len(splits[0]) == 0:
         raise VQGenError(f"{path}: the code file holds no training codes")
     return CodeFile(path, meta, *splits)
@@ -145,7 +158,7 @@ def train_prior_on(codes_path: Path, cfg: PixelCNNConfig, opts: PriorTrainOption
         conditional = codes.labelled
     elif conditional and not codes.labelled:
         raise VQGenError(f"{codes_path}: --conditional needs labelled codes, but these have no labels")
-    cfg.num_codes, cfg.latent_shape = codes.meta["num_codes"], tuple(codes.meta["latent_shape"])
+    cfg.num_codes, cfg.latent_shape, cfg.code_depth = codes.meta["num_codes"], codes.prior_latent_shape, codes.depth
     cfg.num_classes = len(codes.meta["label_names"]) if conditional else 0
     cfg.validate()
     kind = f"conditional on {cfg.num_classes} classes" if conditional else "unconditional"
@@ -170,7 +183,7 @@ def evaluate_prior(model: GatedPixelCNN, batches: Batches, device: torch.device)
 
 def save_prior(out: Path, model: GatedPixelCNN, codes: CodeFile, metrics: dict[str, Any],
                opts: PriorTrainOptions) -> None:
-    keep = ("vqvae_path", "vqvae_sha256", "dataset", "label_names", "image", "latent_shape", "num_codes")
+    keep = ("vqvae_path", "vqvae_sha256", "dataset", "label_names", "image", "latent_shape", "num_codes", "code_depth")
     meta = {
         "kind": "prior",
         "vqgen_version": __version__,

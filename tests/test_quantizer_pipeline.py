@@ -1,0 +1,111 @@
+"""FSQ and residual VQ through every stage of the CLI: train-vqvae, extract-codes, train-prior, sample,
+evaluate and info."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import run_cli
+from tests.test_evaluate import all_numbers, stripes, write_pngs
+from vqgen.checkpoint import load_prior, load_vqgen_file, load_vqvae
+from vqgen.config import VQVAEConfig, VQVAETrainOptions
+from vqgen.data import load_image_data, read_image
+from vqgen.models.vqvae import VQVAE
+from vqgen.tools.common import data_for_vqvae
+from vqgen.train.vqvae import save_vqvae
+
+# (quantizer flags, K per codebook, codes per position); 8x8 images, one downsampling: 4x4 latents
+KINDS = {
+    "fsq": (["--quantizer", "fsq", "--fsq-levels", "4,3"], 12, 1),
+    "rvq": (["--quantizer", "rvq", "--rvq-depth", "2", "-K", "16", "--rotation-trick"], 16, 2),
+}
+
+
+@pytest.fixture(scope="module")
+def stripe_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stripes")
+    rng = np.random.default_rng(0)
+    for orientation in ("h", "v"):
+        write_pngs(root / orientation, [stripes(orientation, rng) for _ in range(40)])
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """One folder for both kinds: the reference classifier evaluate trains there is shared."""
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_stage_works_with_the_quantizer(kind, stripe_data, checkpoints, tmp_path):
+    flags, k, depth = KINDS[kind]
+    paths = {name: checkpoints / f"{kind}-{name}.safetensors" for name in ("vqvae", "codes", "prior")}
+    run_cli("train-vqvae", "--data", stripe_data, "--out", paths["vqvae"], "-D", "8", "--hidden", "16",
+            "--res-channels", "8", "--res-blocks", "1", "--downsamples", "1", "--epochs", "1", "--batch-size", "16",
+            "--val-fraction", "0.25", "--device", "cpu", *flags)
+    vqvae, meta = load_vqvae(paths["vqvae"])
+    assert meta["config"]["quantizer"] == kind and vqvae.cfg.num_codes == k and vqvae.cfg.code_depth == depth
+    assert meta["metrics"]["val_num_codes"] == k * depth  # codes used counts every codebook
+
+    run_cli("extract-codes", paths["vqvae"], "--out", paths["codes"], "--device", "cpu")
+    tensors, codes_meta = load_vqgen_file(paths["codes"], "codes")
+    stack = (depth,) if depth > 1 else ()
+    assert tensors["train_codes"].shape == (60, *stack, 4, 4) and tensors["val_codes"].shape == (20, *stack, 4, 4)
+    assert 0 <= int(tensors["train_codes"].min()) and int(tensors["train_codes"].max()) < k
+    assert codes_meta["num_codes"] == k and codes_meta["code_depth"] == depth and codes_meta["quantizer"] == kind
+    val_images = torch.stack([image for image, _ in data_for_vqvae(meta).val])
+    assert torch.equal(vqvae.encode(val_images), tensors["val_codes"].long())
+
+    run_cli("train-prior", paths["codes"], "--out", paths["prior"], "--layers", "2", "--channels", "16",
+            "--epochs", "1", "--batch-size", "16", "--device", "cpu")
+    prior, _ = load_prior(paths["prior"])
+    assert prior.cfg.num_codes == k and prior.cfg.latent_shape == (4, 4 * depth)  # depth along the row
+    assert prior.cfg.code_depth == depth
+
+    samples = tmp_path / "samples"
+    run_cli("sample", paths["prior"], "--n", "8", "--out", samples, "--device", "cpu")
+    drawn, record = load_vqgen_file(samples / "codes.safetensors", "samples")
+    assert drawn["codes"].shape == (8, *stack, 4, 4) and int(drawn["codes"].max()) < k
+    assert record["code_depth"] == depth and record["latent_shape"] == [4, 4]
+    decoded = vqvae.decode(drawn["codes"].long())
+    first = read_image(samples / "0000.png", 1)
+    assert torch.allclose(first, decoded[0], atol=1 / 255 + 1e-6)  # the PNG is the decoded stack
+
+    out = tmp_path / "eval.json"
+    run_cli("evaluate", "--vqvae", paths["vqvae"], "--codes", paths["codes"], "--prior", paths["prior"],
+            "--samples", samples, "--json", out, "--kid-subsets", "5", "--device", "cpu", "--train-classifier")
+    r = json.loads(out.read_text())
+    assert r["reconstruction"]["num_codes"] == k * depth and r["samples"]["count"] == 8
+    assert 0 <= r["samples"]["class_agreement"] <= 1
+    assert all(math.isfinite(x) for x in all_numbers({s: r[s] for s in ("reconstruction", "prior", "samples")}))
+    # without the code file evaluate encodes the split itself, and must lay the codes out the same way
+    out2 = tmp_path / "eval2.json"
+    run_cli("evaluate", "--prior", paths["prior"], "--json", out2, "--device", "cpu")
+    encoded = json.loads(out2.read_text())["prior"]
+    assert encoded["bits_per_code"] == pytest.approx(r["prior"]["bits_per_code"], rel=1e-6)
+    assert encoded["bits_per_image"] == pytest.approx(r["prior"]["bits_per_code"] * 16 * depth, rel=1e-6)
+
+    import vqgen  # the Python API hands out stacks too
+
+    api_codes = vqgen.sample_codes(vqgen.load_prior(paths["prior"]), 2, labels=[0, 1])
+    assert api_codes.shape == (2, *stack, 4, 4) and vqgen.decode(vqvae, api_codes).shape == (2, 1, 8, 8)
+
+    info = json.loads(run_cli("info", paths["vqvae"], "--json").output)
+    assert info["metadata"]["config"]["quantizer"] == kind
+    assert "quantizer" in run_cli("info", paths["codes"]).output
+
+
+def test_the_codebook_picture_refuses_residual_vq_in_one_line(stripe_data, tmp_path):
+    data = load_image_data(str(stripe_data), val_fraction=0.25)
+    cfg = VQVAEConfig(in_channels=1, image_size=(8, 8), num_downsamples=1, hidden_channels=8, res_channels=4,
+                      num_codes=8, code_dim=4, quantizer="rvq")
+    path = tmp_path / "rvq.safetensors"
+    save_vqvae(path, VQVAE(cfg), data, {"epoch": 0}, VQVAETrainOptions())
+    result = run_cli("codebook", path, "--out", tmp_path / "c.png", "--device", "cpu", ok=False)
+    assert result.exit_code == 1 and "a residual VQ-VAE (2 codebooks)" in result.output
+    assert not (tmp_path / "c.png").exists()
