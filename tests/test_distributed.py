@@ -134,16 +134,40 @@ def worker(root: Path) -> None:
     mine = torch.tensor([[0.0], [1.0], [2.0]]) if rank == 0 else torch.tensor([[3.0]])
     picked = dist.gather_picked_rows(mine, torch.tensor([3, 0, 0, 2]))
     assert picked.flatten().tolist() == [3.0, 0.0, 0.0, 2.0], picked
+    weights = {name: {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+               for name, model in made.items()}
+    nan_message = nan_on_rank_1(root / "nan")  # builds another prior: the spy's one is kept above
     assert dist.is_distributed() and dist.world_size() == WORLD
     dist.cleanup()
     assert not dist.is_distributed()
 
     mine = root / f"rank{rank}"
     mine.mkdir()
-    for name, model in made.items():
-        weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, str(mine / f"{name}.safetensors"))
-    (mine / "record.json").write_text(json.dumps({"writes": writes, "restarted": restarted}))
+    for name, state in weights.items():
+        save_file(state, str(mine / f"{name}.safetensors"))
+    record = {"writes": writes, "restarted": restarted, "nan_message": nan_message}
+    (mine / "record.json").write_text(json.dumps(record))
+
+
+def nan_on_rank_1(folder: Path) -> str:
+    """Train the prior with a loss that becomes NaN on rank 1 alone at step 3; return this rank's error."""
+    loss = prior_stage.PriorTrainer.loss
+
+    def poisoned(self, net, batch, step):
+        result = loss(self, net, batch, step)
+        if dist.rank() == 1 and step == 2:
+            result.loss = result.loss * float("nan")
+        return result
+
+    prior_stage.PriorTrainer.loss = poisoned
+    opts = config.PriorTrainOptions(epochs=2, batch_size=BATCH // WORLD, lr=3e-3, warmup_steps=1, device="cpu")
+    try:
+        prior_stage.train_prior(code_file(folder), prior_config(), opts, folder / "prior.safetensors")
+    except VQGenError as e:
+        return str(e)
+    finally:
+        prior_stage.PriorTrainer.loss = loss
+    return "no error"
 
 
 def spy_on_training(made: dict[str, torch.nn.Module], restarted: list[int]) -> None:
@@ -204,6 +228,12 @@ def test_weights_and_codebook_statistics_are_identical_on_every_rank(runs, name)
         assert {"quantizer.cluster_size", "quantizer.embed_sum", "quantizer.usage", "quantizer.steps"} <= rank0.keys()
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"{name}: {key} differs between ranks"
+
+
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(runs):
+    messages = [json.loads((runs / f"rank{r}" / "record.json").read_text())["nan_message"] for r in range(WORLD)]
+    assert all("the prior loss became" in m and "at step 3" in m for m in messages), messages
+    assert messages[0].split(" became")[0] == messages[1].split(" became")[0]
 
 
 def test_dead_code_restarts_happened_and_matched(runs):

@@ -10,6 +10,7 @@ configurations (``VQVAEConfig``, ``PixelCNNConfig``, ...) live beside their mode
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
@@ -238,7 +239,10 @@ class GanOptions:
     gan: bool = option(False, "VQGAN-style training: add a PatchGAN discriminator (hinge loss, adaptive weight).")
     gan_start: int = option(500, "Steps of plain reconstruction training before the discriminator joins.")
     gan_weight: float = option(0.1, "Factor on the adaptive weight of the adversarial loss.")
-    disc_layers: int = option(3, "Stride-2 layers of the discriminator (patch size grows with it).")
+    disc_layers: int | None = option(
+        None, "Stride-2 layers of the discriminator (patch size grows with it); default: as many as the image size "
+        "allows, at most 3."
+    )
     disc_channels: int = option(64, "Channels of the first discriminator layer.")
     recon_loss: str = option(
         "psnr", "Pixel reconstruction loss: psnr (mean per-image log-MSE, i.e. the mean PSNR), mse, l1 or l1+mse."
@@ -264,8 +268,16 @@ class GanOptions:
               "vqgen downloads no pretrained networks")
         check(self.perceptual_weights is None or Path(self.perceptual_weights).is_file(),
               f"{self.perceptual_weights}: --perceptual-weights file not found (give torchvision's VGG16 weights file)")
-        if self.gan:
+        if self.gan and self.disc_layers is not None:
             self.disc_config(3).validate()
+
+    def for_image(self, image_size: tuple[int, int]) -> GanOptions:
+        """These options with ``disc_layers`` chosen for ``image_size`` when it was left open: the most stride-2
+        layers (up to 3, VQGAN's) that still leave the last two 4x4 convs a 4x4 map."""
+        if self.disc_layers is not None:
+            return self
+        fits = max(1, int(math.log2(max(1, min(image_size)) / 4))) if min(image_size) >= 8 else 1
+        return dataclasses.replace(self, disc_layers=min(3, fits))
 
     def disc_config(self, in_channels: int):
         from vqgen.models.discriminator import DiscriminatorConfig
