@@ -23,6 +23,7 @@ from vqgen.config import (
     to_dict,
 )
 from vqgen.errors import VQGenError
+from vqgen.pretrained import resolve
 
 app = typer.Typer(
     help="Two-stage discrete generative modelling of images: VQ-VAE + gated PixelCNN prior.\n\n"
@@ -67,6 +68,27 @@ def check_output(path: Path) -> None:
     from vqgen.checkpoint import check_output_path
 
     check_output_path(path)
+
+
+def model_file(text: str, kind: str | None = None) -> Path:
+    """A path, or the name of a shipped model (vqgen.pretrained); a missing shipped file is a usage error."""
+    try:
+        return resolve(text, kind)
+    except VQGenError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def vqvae_path(text: str) -> Path:
+    return model_file(text, "vqvae")
+
+
+def prior_path(text: str) -> Path:
+    return model_file(text, "prior")
+
+
+VQVAEArg = Annotated[
+    Path, typer.Argument(help="VQ-VAE checkpoint from train-vqvae, or a shipped model: mnist5k.", parser=vqvae_path)
+]
 
 
 # ---------------------------------------------------------------------------- shared options
@@ -121,7 +143,7 @@ def train_vqvae_cmd(
 @app.command("extract-codes")
 @friendly_errors
 def extract_codes_cmd(
-    vqvae: Annotated[Path, typer.Argument(help="VQ-VAE checkpoint from train-vqvae.")],
+    vqvae: VQVAEArg,
     data: Annotated[
         Optional[str], typer.Option("--data", help="Dataset to encode; default: the one the VQ-VAE was trained on.")
     ] = None,
@@ -189,13 +211,16 @@ def train_prior_cmd(
 @app.command("sample")
 @friendly_errors
 def sample_cmd(
-    prior: Annotated[Path, typer.Argument(help="Prior checkpoint from train-prior.")],
+    prior: Annotated[
+        Path, typer.Argument(help="Prior checkpoint from train-prior, or a shipped model: mnist5k.", parser=prior_path)
+    ],
     n: Annotated[int, typer.Option("--n", help="Number of images (--label all: spread over the classes).")] = 64,
     out: Annotated[Path, typer.Option("--out", help="Folder for grid.png, one PNG per sample and codes.safetensors.")] = Path(
         "samples"
     ),
     vqvae: Annotated[
-        Optional[Path], typer.Option("--vqvae", help="VQ-VAE to decode with; default: the one recorded in the prior.")
+        Optional[Path],
+        typer.Option("--vqvae", help="VQ-VAE to decode with; default: the one recorded in the prior.", parser=vqvae_path),
     ] = None,
     label: Annotated[
         Optional[str],
@@ -229,7 +254,6 @@ def sample_cmd(
 
 # ---------------------------------------------------------------------------- everyday tools
 
-VQVAEArg = Annotated[Path, typer.Argument(help="VQ-VAE checkpoint from train-vqvae.")]
 ToolDataOpt = Annotated[
     Optional[str],
     typer.Option("--data", help="Dataset (as for train-vqvae); default: the one the VQ-VAE was trained on."),
@@ -303,7 +327,11 @@ def interpolate_cmd(
 @app.command("info")
 @friendly_errors
 def info_cmd(
-    file: Annotated[Path, typer.Argument(help="Any file vqgen wrote: VQ-VAE, prior, codes, samples, ...")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="Any file vqgen wrote: VQ-VAE, prior, codes, samples, ...; or a shipped model's file: "
+                       "mnist5k/vqvae, mnist5k/prior.", parser=model_file),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")] = False,
 ) -> None:
     """What a vqgen file is: kind, config, dataset, labels, metrics, tensors, size and sha256."""
@@ -405,13 +433,17 @@ def train_classifier_cmd(
 @friendly_errors
 def evaluate_cmd(
     vqvae: Annotated[
-        Optional[Path], typer.Option("--vqvae", help="VQ-VAE checkpoint: reconstruction MSE/PSNR/SSIM, codebook use, FD/KID.")
+        Optional[Path],
+        typer.Option("--vqvae", help="VQ-VAE checkpoint (or mnist5k, shipped): reconstruction MSE/PSNR/SSIM, codebook "
+                     "use, FD/KID.", parser=vqvae_path),
     ] = None,
     codes: Annotated[
         Optional[Path], typer.Option("--codes", help="Code file: held-out codes for the prior, and its codebook audit.")
     ] = None,
     prior: Annotated[
-        Optional[Path], typer.Option("--prior", help="Prior checkpoint: NLL, bits per code and dimension, vs the code histogram.")
+        Optional[Path],
+        typer.Option("--prior", help="Prior checkpoint (or mnist5k, shipped): NLL, bits per code and dimension, vs the "
+                     "code histogram.", parser=prior_path),
     ] = None,
     samples: Annotated[
         Optional[Path],
