@@ -19,6 +19,7 @@ from vqgen.config import (
     PixelCNNConfig,
     PriorTrainOptions,
     VQVAEConfig,
+    VQVAE_PRESETS,
     VQVAETrainOptions,
     to_dict,
 )
@@ -116,7 +117,7 @@ def out_option(what: str) -> Any:
 
 @app.command("train-vqvae")
 @friendly_errors
-@options_from(DataOptions, VQVAEConfig, VQVAETrainOptions, GanOptions)
+@options_from(DataOptions, VQVAEConfig, VQVAETrainOptions, GanOptions, presets=VQVAE_PRESETS)
 def train_vqvae_cmd(
     out: Annotated[Path, out_option("Checkpoint")] = Path("checkpoints/vqvae.safetensors"),
     resume: ResumeOpt = None,

@@ -49,10 +49,11 @@ def typer_parameter(f: dataclasses.Field, meta: dict[str, Any], kind: Any) -> in
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=annotation)
 
 
-def options_from(*groups: type, skip: tuple[str, ...] = ()) -> Callable:
+def options_from(*groups: type, skip: tuple[str, ...] = (), presets: dict[str, dict[str, Any]] | None = None) -> Callable:
     """Decorate a command whose own parameters come first; ``skip`` names fields left off the command line.
 
-    Field names must be unique across the groups of one command.
+    Field names must be unique across the groups of one command. ``presets`` (name -> field values) adds
+    ``--preset NAME``: its values replace the defaults of the options the user did not give.
     """
 
     def decorate(command: Callable) -> Callable:
@@ -65,8 +66,14 @@ def options_from(*groups: type, skip: tuple[str, ...] = ()) -> Callable:
         duplicated = {n for n in names if names.count(n) > 1}
         assert not duplicated, f"options defined twice for {command.__name__}: {duplicated}"
 
+        if presets:  # the context tells which options were given on the command line
+            generated.append(preset_parameter(presets))
+            generated.append(inspect.Parameter("context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
+
         @functools.wraps(command)
         def wrapper(**values: Any) -> Any:
+            if presets:
+                apply_preset(values, presets, values.pop("preset"), values.pop("context"))
             built = {parameter_name(g): g(**{f.name: values.pop(f.name) for f, _, _ in fields_of[g]}) for g in groups}
             return command(**values, **built)
 
@@ -76,3 +83,23 @@ def options_from(*groups: type, skip: tuple[str, ...] = ()) -> Callable:
         return wrapper
 
     return decorate
+
+
+def preset_parameter(presets: dict[str, dict[str, Any]]) -> inspect.Parameter:
+    shown = "; ".join(f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+                      for name, values in presets.items())
+    annotation = Annotated[Optional[str], typer.Option("--preset", help=f"Named settings for the options not given ({shown}).")]
+    return inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+
+
+def apply_preset(values: dict[str, Any], presets: dict[str, dict[str, Any]], name: str | None,
+                 context: typer.Context) -> None:
+    """Set the preset's values for every option left at its default on the command line (given ones win)."""
+    if name is None:
+        return
+    if name not in presets:
+        raise typer.BadParameter(f"{name!r} is not a preset (choose from {', '.join(presets)})", param_hint="--preset")
+    for key, value in presets[name].items():
+        source = context.get_parameter_source(key)
+        if source is None or source.name == "DEFAULT":
+            values[key] = value

@@ -26,6 +26,7 @@ from vqgen.config import (
     PixelCNNConfig,
     PriorTrainOptions,
     VQVAEConfig,
+    VQVAE_PRESETS,
     VQVAETrainOptions,
 )
 from vqgen.errors import VQGenError
@@ -41,7 +42,7 @@ class Recipe:
 
     data: DataOptions = field(default_factory=DataOptions)
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
-    vqvae_train: VQVAETrainOptions = field(default_factory=lambda: VQVAETrainOptions(epochs=100, batch_size=16, lr=2e-3))
+    vqvae_train: VQVAETrainOptions = field(default_factory=lambda: VQVAETrainOptions(**VQVAE_PRESETS["best"]))
     prior: PixelCNNConfig = field(default_factory=lambda: PixelCNNConfig(label_dropout=0.1))
     prior_train: PriorTrainOptions = field(default_factory=lambda: PriorTrainOptions(epochs=30))
     classifier_train: ClassifierTrainOptions = field(default_factory=ClassifierTrainOptions)
