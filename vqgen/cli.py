@@ -418,12 +418,11 @@ def train_classifier_cmd(
     single_process("train-classifier")
     from vqgen.data import load_image_data
     from vqgen.train.classifier import default_classifier_path, train_classifier
-    from vqgen.train.vqvae import describe_data
 
     if out is not None:
         check_output(out)
     images = load_image_data(**to_dict(data_options))
-    describe_data(images)
+    info_console.print(images.describe(), highlight=False)
     out = out or default_classifier_path(Path("checkpoints"), images.spec)
     meta = train_classifier(images, classifier_train_options, out, resume=resume)
     task = "classes" if meta["task"] == "labels" else "self-supervised transforms"

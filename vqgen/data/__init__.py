@@ -58,6 +58,14 @@ class ImageData:
     def num_classes(self) -> int:
         return len(self.label_names) if self.label_names else 0
 
+    def describe(self) -> str:
+        """One line: the dataset, split sizes, image shape and labels."""
+        h, w = self.image_size
+        labels = f"{self.num_classes} classes" if self.label_names else "unlabelled"
+        test = f" / {len(self.test)} test" if self.test is not None else ""
+        return (f"data {self.spec['data']}: {len(self.train)} train / {len(self.val)} val{test} images, "
+                f"{self.channels}x{h}x{w}, {labels}")
+
     def pick(self, split: str) -> Dataset:
         """The dataset of one split: train, val, test or all."""
         if split not in SPLITS:

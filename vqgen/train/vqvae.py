@@ -115,16 +115,9 @@ def train_vqvae_on(data_opts: DataOptions, cfg: VQVAEConfig, opts: VQVAETrainOpt
     dist.setup(resolve_device(opts.device))  # under torchrun: join now, so that one process per machine downloads
     with dist.local_main_first():
         data = load_image_data(**to_dict(data_opts))
-    describe_data(data)
+    say(data.describe())
     cfg.in_channels, cfg.image_size = data.channels, data.image_size
     return train_vqvae(data, cfg, opts, out, resume)
-
-
-def describe_data(data: ImageData) -> None:
-    h, w = data.image_size
-    labels = f"{data.num_classes} classes" if data.label_names else "unlabelled"
-    say(f"data {data.spec['data']}: {len(data.train)} train / {len(data.val)} val images, "
-        f"{data.channels}x{h}x{w}, {labels}")
 
 
 @torch.no_grad()
