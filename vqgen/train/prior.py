@@ -20,12 +20,12 @@ from vqgen import distributed as dist
 from vqgen.batches import Batches, make_loader
 from vqgen.checkpoint import check_output_path, load_vqgen_file, save_vqgen_file
 from vqgen.config import PriorTrainOptions, to_dict
-from vqgen.device import memory_format, resolve_device, seed_everything
+from vqgen.device import memory_format
 from vqgen.errors import VQGenError
 from vqgen.logs import say
 from vqgen.eval.metrics import histogram_bits_per_code, nats_to_bits
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from vqgen.train.loop import StepResult, Trainer, fit
+from vqgen.train.loop import StepResult, Trainer, fit, prepare_run
 from vqgen.train.resume import Progress
 
 
@@ -129,12 +129,7 @@ def train_prior(
     Every ``opts.save_every`` epochs, and when SIGINT/SIGTERM stops the run, the full training
     state goes to OUT.resume.safetensors; ``resume`` (a path or "auto") continues from one.
     """
-    opts.validate()
-    cfg.validate()
-    check_output_path(out)
-    device = resolve_device(opts.device)
-    dist.setup(device)
-    seed_everything(opts.seed)
+    device = prepare_run(opts, out, cfg)
     return fit(PriorTrainer(codes, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 

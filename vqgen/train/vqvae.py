@@ -19,13 +19,13 @@ from vqgen.batches import Batches, make_loader
 from vqgen.checkpoint import check_output_path, save_vqgen_file
 from vqgen.config import DataOptions, VQVAETrainOptions, to_dict
 from vqgen.data import ImageData, load_image_data, spread
-from vqgen.device import memory_format, resolve_device, seed_everything
+from vqgen.device import memory_format, resolve_device
 from vqgen.images import interleave, save_grid
 from vqgen.logs import say
 from vqgen.eval.metrics import CodeHistogram, psnr_per_image
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 from vqgen.train.gan import GanTrainer
-from vqgen.train.loop import StepResult, Trainer, artifact_path, fit, warmup_cosine
+from vqgen.train.loop import StepResult, Trainer, artifact_path, fit, prepare_run, warmup_cosine
 
 
 class VQVAETrainer(Trainer):
@@ -98,12 +98,7 @@ def train_vqvae(
     Every ``opts.save_every`` epochs, and when SIGINT/SIGTERM stops the run, the full training
     state goes to OUT.resume.safetensors; ``resume`` (a path or "auto") continues from one.
     """
-    opts.validate()
-    cfg.validate()
-    check_output_path(out)
-    device = resolve_device(opts.device)
-    dist.setup(device)
-    seed_everything(opts.seed)
+    device = prepare_run(opts, out, cfg)
     return fit(VQVAETrainer(data, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 
