@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from conftest import TINY_VQVAE, run_cli
 from vqgen.checkpoint import read_metadata
 from vqgen.cli import app
-from vqgen.cli_options import option_fields
+from vqgen.cli.options import option_fields
 from vqgen.config import VQVAE_PRESETS, DataOptions, GanOptions, PixelCNNConfig, PriorTrainOptions, VQVAEConfig, VQVAETrainOptions
 
 

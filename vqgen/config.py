@@ -1,6 +1,6 @@
 """Every option's default, once: the dataclasses behind the command line, the checkpoints and resume files.
 
-A field made with ``option(default, help)`` is a command-line option: ``vqgen.cli_options`` builds its
+A field made with ``option(default, help)`` is a command-line option: ``vqgen.cli.options`` builds its
 ``--flag`` from the field name (or ``flag=``), and ``--help`` shows the help and this default. A field
 without help is set by the program (image size, number of classes, ...), never by a flag. The model
 configurations (``VQVAEConfig``, ``PixelCNNConfig``, ...) live beside their models and use the same
