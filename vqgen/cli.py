@@ -11,12 +11,14 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from vqgen.cli_options import options_from
+from vqgen.cli_options import OneOf, options_from
 from vqgen.config import (
+    DEFAULT_PRIOR_ARCH,
+    PRIOR_ARCHS,
     ClassifierTrainOptions,
     DataOptions,
     GanOptions,
-    PixelCNNConfig,
+    PriorConfig,
     PriorTrainOptions,
     VQVAEConfig,
     VQVAETrainOptions,
@@ -25,7 +27,8 @@ from vqgen.config import (
 from vqgen.errors import VQGenError
 
 app = typer.Typer(
-    help="Two-stage discrete generative modelling of images: VQ-VAE + gated PixelCNN prior.\n\n"
+    help="Two-stage discrete generative modelling of images: VQ-VAE + autoregressive prior (gated PixelCNN or "
+    "transformer).\n\n"
     "Pipeline: train-vqvae -> extract-codes -> train-prior -> sample.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -145,9 +148,15 @@ def print_codebook_audit(result: dict) -> None:
 # ---------------------------------------------------------------------------- stage 3
 
 
+PRIOR_ARCH_OPTIONS = OneOf(
+    "arch", PRIOR_ARCHS, DEFAULT_PRIOR_ARCH, "Prior architecture: gated PixelCNN or decoder-only causal transformer",
+    "prior_config",
+)
+
+
 @app.command("train-prior")
 @friendly_errors
-@options_from(PixelCNNConfig, PriorTrainOptions)
+@options_from(PRIOR_ARCH_OPTIONS, PriorTrainOptions)
 def train_prior_cmd(
     codes: Annotated[Path, typer.Argument(help="Code file from extract-codes.")],
     out: Annotated[Path, out_option("Prior checkpoint")] = Path("checkpoints/prior.safetensors"),
@@ -157,13 +166,13 @@ def train_prior_cmd(
     ] = None,
     resume: ResumeOpt = None,
     *,
-    pixel_cnn_config: PixelCNNConfig,
+    prior_config: PriorConfig,
     prior_train_options: PriorTrainOptions,
 ) -> None:
-    """Stage 3: fit a gated PixelCNN prior to the code maps."""
+    """Stage 3: fit a prior (gated PixelCNN, or with --arch transformer a causal transformer) to the code maps."""
     from vqgen.train.prior import train_prior_on
 
-    m = train_prior_on(codes, pixel_cnn_config, prior_train_options, out, conditional=conditional, resume=resume)
+    m = train_prior_on(codes, prior_config, prior_train_options, out, conditional=conditional, resume=resume)
     out_console.print(
         f"wrote {out}: best val {m['best_val_bits_per_code']:.3f} bits/code (last epoch {m['val_bits_per_code']:.3f})"
     )
