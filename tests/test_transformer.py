@@ -5,7 +5,7 @@ import torch
 
 from vqgen.errors import VQGenError
 from vqgen.models.transformer import TransformerConfig, TransformerPrior
-from vqgen.sampling import TIE_TOLERANCE, CachedTransformer, cached_logits, sample_cached, sample_full
+from vqgen.sampling import sample_cached
 
 K = 32
 
@@ -118,106 +118,8 @@ def test_config_is_validated():
 
 # ----------------------------------------------------------------------------- cached against full sampling
 
-# (latent shape, classes): square, non-square, one column, one position
-LOGIT_CASES = [((4, 4), 0), ((7, 7), 3), ((5, 9), 0), ((3, 1), 2), ((1, 1), 0)]
-
-
-@pytest.mark.parametrize("shape,num_classes", LOGIT_CASES)
-@pytest.mark.parametrize("logit_scale", [1.0, 30.0])
-def test_cached_logits_equal_the_full_pass_at_every_position(shape, num_classes, logit_scale):
-    model = make_prior(shape, num_classes, logit_scale)
-    codes = torch.randint(0, K, (6, *shape))
-    labels = labels_for(model, 6)
-    with torch.no_grad():
-        full = model(codes, labels)
-    cached = cached_logits(model, codes, labels)
-    error = (cached - full).abs()
-    scale = 1 + full.abs().amax(dim=1, keepdim=True)
-    # the bound sample_cached's near-tie check assumes, with a 10x margin
-    assert (error <= TIE_TOLERANCE / 10 * scale).all(), f"max error {error.max().item():.3g}"
-
-
-@pytest.mark.parametrize("shape,num_classes", [((5, 6), 0), ((4, 7), 3)])
-def test_full_pass_is_causal_in_floating_point(shape, num_classes):
-    """What the near-tie check relies on: the logits at t of a full pass over the finished map are
-    bit for bit those of a pass over the map with zeros from t on (as sample_full has it)."""
-    model = make_prior(shape, num_classes, logit_scale=10.0)
-    codes = torch.randint(0, K, (6, *shape))
-    labels = labels_for(model, 6)
-    h, w = shape
-    with torch.no_grad():
-        finished = model(codes, labels).flatten(2)
-        for t in range(h * w):
-            partial = codes.clone().view(6, -1)
-            partial[:, t:] = 0
-            assert torch.equal(model(partial.view(6, h, w), labels).flatten(2)[:, :, t], finished[:, :, t]), t
-
-
-# (latent shape, classes, temperature, top-k, guidance)
-SAMPLE_CASES = [
-    ((4, 4), 0, 1.0, None, 1.0),
-    ((7, 7), 3, 0.8, 5, 1.0),
-    ((5, 9), 0, 1.3, 10, 1.0),
-    ((6, 4), 2, 0.5, 1, 1.0),
-    ((5, 6), 3, 1.0, None, 2.0),
-    ((4, 7), 3, 0.8, 5, 1.5),
-    ((6, 4), 3, 1.3, 10, 0.0),
-]
-
-
-@pytest.mark.parametrize("shape,num_classes,temperature,top_k,guidance", SAMPLE_CASES)
-@pytest.mark.parametrize("logit_scale", [1.0, 30.0])
-def test_cached_sampler_draws_exactly_the_codes_of_the_full_sampler(
-    shape, num_classes, temperature, top_k, guidance, logit_scale
-):
-    model = make_prior(shape, num_classes, logit_scale, label_dropout=0.2 if guidance != 1 else 0.0)
-    if guidance != 1:
-        with torch.no_grad():
-            model.start.weight.mul_(50.0)  # a null row clearly apart from the classes'
-    labels = labels_for(model, 8)
-    generators = [torch.Generator().manual_seed(123) for _ in range(3)]
-    full = sample_full(model, 8, labels, temperature, top_k, generators[0], guidance=guidance)
-    cached = sample_cached(model, 8, labels, temperature, top_k, generators[1], guidance=guidance)
-    assert cached.shape == (8, *shape) and cached.dtype == torch.long
-    assert torch.equal(cached, full)
-    if top_k != 1:
-        assert full.unique().numel() > 1, "degenerate case: every code the same"
-    # both consumed the same random numbers, in the same amount
-    assert torch.equal(torch.rand(4, generator=generators[0]), torch.rand(4, generator=generators[1]))
-    if guidance != 1:
-        plain = sample_full(model, 8, labels, temperature, top_k, generators[2])
-        assert not torch.equal(full, plain), "guidance changed nothing"
-
-
-def test_near_tie_check_keeps_codes_exact_when_cached_logits_are_off(monkeypatch):
-    """Perturb the cached logits by up to half the tolerance: the check must catch and correct every
-    draw the perturbation flips (redrawing the rest from the same random numbers, the key/value cache
-    refilled up to there), so the codes still equal the full sampler's; without the check they do not."""
-    model = make_prior((6, 6), num_classes=3, logit_scale=0.5, label_dropout=0.2)
-    labels = labels_for(model, 8)
-    tolerance = 0.01
-    noise_gen = torch.Generator().manual_seed(7)
-    exact_logits = CachedTransformer.step_logits
-
-    def perturbed(self):
-        logits = exact_logits(self)
-        bound = tolerance / 2 * (1 + logits.abs().amax(dim=1, keepdim=True))
-        return logits + bound * (2 * torch.rand(logits.shape, generator=noise_gen) - 1)
-
-    monkeypatch.setattr(CachedTransformer, "step_logits", perturbed)
-    full_passes = []
-    model.register_forward_hook(lambda *args: full_passes.append(1))
-    generators = [torch.Generator().manual_seed(3) for _ in range(3)]
-
-    def run(sampler, generator, **kwargs):
-        return sampler(model, 8, labels, 0.9, None, generator, guidance=2.0, **kwargs)
-
-    full = run(sample_full, generators[0])
-    full_passes.clear()
-    assert torch.equal(run(sample_cached, generators[1], tolerance=tolerance), full)
-    assert len(full_passes) > 1, "expected corrections, each followed by a redraw and another check"
-    assert torch.equal(torch.rand(4, generator=generators[0]), torch.rand(4, generator=generators[1]))
-    assert not torch.equal(run(sample_cached, generators[2], tolerance=0.0), full)
+# cached logits and codes against the full pass's (with temperature, top-k, guidance), the full pass causal in
+# floating point and the near-tie check with a perturbed key/value cache: tests/test_sampling.py, beside the PixelCNN
 
 
 def test_the_cache_runs_one_position_per_step():
