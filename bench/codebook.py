@@ -5,11 +5,14 @@ augmentation; only the quantizer differs) on mnist5k's training split, K=512, D=
 and prints validation PSNR (images in [0, 1], per-image average), codebook perplexity over the
 whole validation split, codes used, dead codes and wall time; with --train-psnr also the PSNR on
 the training split, to show the generalisation gap. The ablation rows (--only full-d-codes,
-no-augment, mse-loss, no-head) each change one default of the default row.
+no-augment, mse-loss, no-head) each change one default of the default row; k2048 and k8192 are
+the default row with a larger codebook (-K 2048, -K 8192), where the dead-code threshold, relative
+to the mean use per code, must keep the live codes.
 
     python bench/codebook.py                      # the README table (12 to 22 minutes a row on 2 cores)
     python bench/codebook.py --epochs 3 --only default
     python bench/codebook.py --only no-augment --train-psnr   # one default changed at a time
+    python bench/codebook.py --only default --only k2048 --only k8192   # codebook size
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ ABLATIONS = {
     "no-augment": ("default, but --augment-shift 0", DEFAULT, replace(DEFAULT_OPTS, augment_shift=0)),
     "mse-loss": ("default, but --recon-loss mse", DEFAULT, replace(DEFAULT_OPTS, gan=GanOptions(recon_loss="mse"))),
     "no-head": ("default, but --head-channels 0", replace(DEFAULT, head_channels=0), DEFAULT_OPTS),
+    "k2048": ("default, but -K 2048", replace(DEFAULT, num_codes=2048), DEFAULT_OPTS),
+    "k8192": ("default, but -K 8192", replace(DEFAULT, num_codes=8192), DEFAULT_OPTS),
 }
 
 
@@ -76,7 +81,7 @@ def main() -> None:
                 metrics["train_psnr"] = training_split_psnr(out, data)
             rows.append((name, metrics, seconds))
 
-    title = f"mnist5k, K=512, D=64, 7x7 latents, {args.epochs} epochs, {torch.get_num_threads()} threads"
+    title = f"mnist5k, K=512 unless named, D=64, 7x7 latents, {args.epochs} epochs, {torch.get_num_threads()} threads"
     table = Table(title=title)
     columns = ["quantizer", "val PSNR (dB)", "perplexity", "codes used", "dead codes", "time (s)"]
     if args.train_psnr:

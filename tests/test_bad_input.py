@@ -262,6 +262,40 @@ def test_output_folder_that_cannot_be_written(ws, trained):
     fails(ws, "train-prior", trained["codes"], "--out", ws / "taken", *TINY_PRIOR, expect=("taken: cannot write here (a folder is in the way)",))
 
 
+UNWRITABLE = "/proc/nope/x"  # /proc exists and root passes its permission bits, but nothing can be created in it
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "train-vqvae", "extract-codes", "train-prior", "sample", "reconstruct", "interpolate", "codebook", "curves",
+        "train-classifier", "evaluate",
+    ],
+)  # fmt: skip
+def test_an_output_under_a_folder_that_cannot_be_created_fails_before_any_work(ws, trained, monkeypatch, command):
+    images = trained["vqvae"].parent / "images"
+    args = {
+        "train-vqvae": ["--data", images, "--out", f"{UNWRITABLE}.safetensors", *TINY_VQVAE],
+        "extract-codes": [trained["vqvae"], "--out", f"{UNWRITABLE}.safetensors", "--device", "cpu"],
+        "train-prior": [trained["codes"], "--out", f"{UNWRITABLE}.safetensors", *TINY_PRIOR],
+        "sample": [trained["prior"], "--out", UNWRITABLE, "--n", 2, "--device", "cpu"],
+        "reconstruct": [trained["vqvae"], "--out", UNWRITABLE, "--n", 2, "--device", "cpu"],
+        "interpolate": [trained["vqvae"], images / "a" / "00.png", images / "b" / "00.png", "--out", f"{UNWRITABLE}.png"],
+        "codebook": [trained["vqvae"], "--out", f"{UNWRITABLE}.png", "--device", "cpu"],
+        "curves": [trained["vqvae"].with_suffix(".metrics.jsonl"), "--out", f"{UNWRITABLE}.png"],
+        "train-classifier": ["--data", images, "--out", f"{UNWRITABLE}.safetensors", "--epochs", 1, "--device", "cpu"],
+        "evaluate": ["--codes", trained["codes"], "--prior", trained["prior"], "--json", f"{UNWRITABLE}.json", "--device", "cpu"],
+    }[command]
+
+    def no_work(*args, **kwargs):
+        raise AssertionError(f"vqgen {command} ran a network before it checked its output path")
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", no_work)  # training, encoding, sampling: all go through here
+    result = invoke(command, *args)
+    assert not isinstance(result.exception, AssertionError), result.exception
+    fails(ws, command, *args, expect=("/proc/nope/x", "cannot write here"))
+
+
 @pytest.mark.parametrize(
     "command, options, message",
     [

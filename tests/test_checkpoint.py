@@ -65,3 +65,27 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     loaded, _ = load_vqgen_file(path, "codes")
     assert torch.equal(loaded["w"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
+
+
+def test_output_check_tries_creating_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from vqgen.checkpoint import check_output_path
+
+    target = tmp_path / "new" / "sub" / "x.safetensors"
+    check_output_path(target)  # missing parents under a writable folder are fine ...
+    assert list(tmp_path.iterdir()) == []  # ... and the check itself leaves nothing behind
+    save_vqgen_file(target, {"t": torch.zeros(1)}, {"kind": "codes"})  # the write creates them
+    assert target.is_file()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    # a read-only mount passes the permission bits for root; trying to create something tells
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(VQGenError, match="cannot write here .*Read-only file system"):
+        check_output_path(tmp_path / "y.safetensors")
+    for name, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    check_output_path(tmp_path / "y.safetensors")  # under torchrun only rank 0 tries (the others write nothing)

@@ -57,10 +57,10 @@ def image_data() -> ImageData:
 
 
 def vqvae_config() -> VQVAEConfig:
-    # one dead-code check, at step 4 of 6; the raised threshold makes the rarer codes count as dead
+    # one dead-code check, at step 4 of 6; the raised threshold (the mean use) makes the rarer codes count as dead
     return VQVAEConfig(
         in_channels=1, image_size=(8, 8), hidden_channels=16, res_channels=8, num_res_blocks=1,
-        num_downsamples=1, num_codes=16, code_dim=8, restart_every=4, dead_threshold=1.2,
+        num_downsamples=1, num_codes=16, code_dim=8, restart_every=4, dead_threshold=1.0,
     )  # fmt: skip
 
 
@@ -88,9 +88,9 @@ PRIOR_CONFIGS = {"prior": prior_config, "transformer": transformer_config}  # by
 
 def train_both(folder: Path, batch_size: int) -> None:
     """Both stages (both priors) for 2 epochs (6 optimizer steps each), warm-up short enough that weights really move."""
-    vq_opts = config.VQVAETrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu")
+    vq_opts = config.VQVAETrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
     vqvae_stage.train_vqvae(image_data(), vqvae_config(), vq_opts, folder / "vqvae.safetensors")
-    prior_opts = config.PriorTrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu")
+    prior_opts = config.PriorTrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
     for name, prior_cfg in PRIOR_CONFIGS.items():
         prior_stage.train_prior(code_file(folder), prior_cfg(), prior_opts, folder / f"{name}.safetensors")
 
@@ -139,16 +139,44 @@ def worker(root: Path) -> None:
     rank = dist.rank()
     gathered = dist.gather_rows(torch.full((3 - 2 * rank, 2), float(rank)))
     assert gathered.tolist() == [[0.0, 0.0]] * 3 + [[1.0, 1.0]], gathered
+    # gather_picked_rows: rows 0..2 live on rank 0, row 3 on rank 1; repeats and any order allowed
+    mine = torch.tensor([[0.0], [1.0], [2.0]]) if rank == 0 else torch.tensor([[3.0]])
+    picked = dist.gather_picked_rows(mine, torch.tensor([3, 0, 0, 2]))
+    assert picked.flatten().tolist() == [3.0, 0.0, 0.0, 2.0], picked
+    weights = {name: {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+               for name, model in made.items()}
+    nan_message = nan_on_rank_1(root / "nan")  # builds another prior: the spy's one is kept above
     assert dist.is_distributed() and dist.world_size() == WORLD
     dist.cleanup()
     assert not dist.is_distributed()
 
     mine = root / f"rank{rank}"
     mine.mkdir()
-    for name, model in made.items():
-        weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, str(mine / f"{name}.safetensors"))
-    (mine / "record.json").write_text(json.dumps({"writes": writes, "restarted": restarted}))
+    for name, state in weights.items():
+        save_file(state, str(mine / f"{name}.safetensors"))
+    record = {"writes": writes, "restarted": restarted, "nan_message": nan_message}
+    (mine / "record.json").write_text(json.dumps(record))
+
+
+def nan_on_rank_1(folder: Path) -> str:
+    """Train the prior with a loss that becomes NaN on rank 1 alone at step 3; return this rank's error."""
+    loss = prior_stage.PriorTrainer.loss
+
+    def poisoned(self, net, batch, step):
+        result = loss(self, net, batch, step)
+        if dist.rank() == 1 and step == 2:
+            result.loss = result.loss * float("nan")
+        return result
+
+    prior_stage.PriorTrainer.loss = poisoned
+    opts = config.PriorTrainOptions(epochs=2, batch_size=BATCH // WORLD, lr=3e-3, warmup_steps=1, device="cpu")
+    try:
+        prior_stage.train_prior(code_file(folder), prior_config(), opts, folder / "prior.safetensors")
+    except VQGenError as e:
+        return str(e)
+    finally:
+        prior_stage.PriorTrainer.loss = loss
+    return "no error"
 
 
 def spy_on_training(made: dict[str, torch.nn.Module], restarted: list[int]) -> None:
@@ -210,6 +238,12 @@ def test_weights_and_codebook_statistics_are_identical_on_every_rank(runs, name)
         assert {"quantizer.cluster_size", "quantizer.embed_sum", "quantizer.usage", "quantizer.steps"} <= rank0.keys()
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"{name}: {key} differs between ranks"
+
+
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(runs):
+    messages = [json.loads((runs / f"rank{r}" / "record.json").read_text())["nan_message"] for r in range(WORLD)]
+    assert all("the prior loss became" in m and "at step 3" in m for m in messages), messages
+    assert messages[0].split(" became")[0] == messages[1].split(" became")[0]
 
 
 def test_dead_code_restarts_happened_and_matched(runs):
@@ -333,6 +367,25 @@ def test_a_training_split_smaller_than_the_world_is_refused():
         dist.ShardedBatchSampler(3, 8, shuffle=True, seed=0, drop_last=True, shard=0, num_shards=4)
 
 
+def test_without_a_process_group_a_process_under_torchrun_is_alone(monkeypatch):
+    """A command torchrun started that never joins the group: rank 0 of 1, so it reads every item once."""
+    for name, value in (("RANK", "1"), ("WORLD_SIZE", "3"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    assert not dist.is_distributed()
+    sampler = dist.ShardedBatchSampler(10, 4, shuffle=True, seed=0, drop_last=False)
+    seen = [i for b in sampler for i in b]
+    assert sorted(seen) == list(range(10))
+    assert (dist.rank(), dist.world_size(), dist.is_main(), dist.launch_rank()) == (0, 1, True, 1)
+
+
+def test_one_process_commands_refuse_torchrun(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(VQGenError, match=r"^vqgen extract-codes runs as one process; run it without torchrun$"):
+        dist.refuse_under_torchrun("extract-codes")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    dist.refuse_under_torchrun("extract-codes")  # torchrun with one process is one process
+
+
 def test_collectives_are_no_ops_in_one_process():
     t = torch.arange(6.0).view(3, 2)
     assert not dist.is_distributed() and dist.rank() == 0 and dist.world_size() == 1
@@ -345,14 +398,16 @@ def test_collectives_are_no_ops_in_one_process():
 @pytest.mark.filterwarnings("ignore:CUDA is not available")  # the autocast object for CUDA is built on a CPU box
 def test_precision_helpers_on_cpu_and_for_cuda():
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert not isinstance(autocast(cpu, "bf16"), torch.autocast)  # the CPU always trains in float32
+    context = autocast(cpu, "bf16")  # CPU autocast: bfloat16 (--amp auto picks it only with native units)
+    assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
     with pytest.raises(VQGenError, match="--amp"):
         autocast(cpu, "fp8")
     context = autocast(cuda, "fp16")
     assert isinstance(context, torch.autocast) and context.fast_dtype == torch.float16
     assert autocast(cuda, "off").__class__ is not torch.autocast
     assert memory_format(cuda, "bf16") == torch.channels_last
-    assert memory_format(cuda, "off") == memory_format(cpu, "fp16") == torch.contiguous_format
+    assert memory_format(cuda, "off") == torch.contiguous_format
+    assert memory_format(cpu, "off") == torch.channels_last  # oneDNN's NHWC kernels are the faster ones
 
 
 def test_channels_last_models_compute_the_same():

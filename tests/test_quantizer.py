@@ -177,3 +177,108 @@ def test_distances_and_updates_stay_float32_under_autocast():
 @pytest.mark.parametrize("counts,expected", [([5, 5, 5, 5], 4.0), ([10, 0, 0, 0], 1.0)])
 def test_perplexity_of_histograms(counts, expected):
     assert perplexity(torch.tensor(counts)) == pytest.approx(expected, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- dead codes at scale
+
+
+def test_default_rule_restarts_only_unused_codes_of_a_large_codebook():
+    """K=8192 and 196 rows a step (B=4 of 7x7): 500 codes in use, each about 16x the mean count."""
+    from vqgen.models.vqvae import VQVAEConfig
+
+    torch.manual_seed(13)
+    k, rows, used = 8192, 4 * 7 * 7, 500
+    threshold = VQVAEConfig().dead_threshold
+    # decay 0.9 so that never-used codes fade in a few steps; they are dead at the first check after that
+    first = next(t for t in range(5, 100, 5) if 0.9**t < threshold)
+    q = quantizer(num_codes=k, ema=True, restart_dead=True, dead_threshold=threshold, decay=0.9, restart_every=5)
+    q.train()._set_codes(torch.arange(k), torch.randn(k, 4))
+    restarted: list[tuple[int, set[int]]] = []
+    set_codes = q._set_codes
+    q._set_codes = lambda which, vectors: (restarted.append((int(q.steps), set(which.tolist()))), set_codes(which, vectors))
+    old_rule: list[int] = []  # codes below the old absolute threshold (1.0 use per step) at each check
+    restart = q._restart_dead_codes
+    q._restart_dead_codes = lambda flat: (old_rule.append(int((q.usage < 1.0).sum())), restart(flat))[1]
+    vectors = q.codebook.data[:used].clone()
+    for step in range(first):
+        q(as_map(vectors[(step * rows + torch.arange(rows)) % used]))
+    # the never-used codes fell below the threshold x the mean; no code in use was touched
+    assert [step for step, _ in restarted] == [first]
+    assert restarted[0][1] == set(range(used, k))
+    assert old_rule[0] == k  # the old rule would have re-seeded every code at the first check already
+
+
+def test_restarts_stop_at_the_horizon_and_the_horizon_is_saved():
+    torch.manual_seed(14)
+
+    def restart_steps(horizon: int | None) -> tuple[list[int], VectorQuantizer]:
+        q = quantizer(ema=True, restart_dead=True, restart_every=1, dead_threshold=100.0, restart_stop=0.5).train()
+        if horizon is not None:
+            q.set_restart_horizon(horizon)
+        steps = []
+        restart = q._restart_dead_codes
+        q._restart_dead_codes = lambda flat: (steps.append(int(q.steps)), restart(flat))[1]
+        for _ in range(8):
+            q(torch.randn(1, 4, 2, 2))
+        return steps, q
+
+    steps, q = restart_steps(10)
+    assert steps == [1, 2, 3, 4, 5]  # restart_stop 0.5 of 10 steps
+    assert int(q.state_dict()["restart_until"]) == 5
+    assert restart_steps(None)[0] == list(range(1, 9))  # never set: until the end
+
+
+def test_a_checkpoint_from_before_the_restart_horizon_loads(tmp_path):
+    from vqgen.checkpoint import load_vqvae, save_vqgen_file
+    from vqgen.models.vqvae import VQVAE, VQVAEConfig
+
+    model = VQVAE(VQVAEConfig(hidden_channels=16, res_channels=8, num_codes=16, code_dim=8, kmeans_init=False))
+    tensors = {k: v for k, v in model.state_dict().items() if k != "quantizer.restart_until"}
+    config = {k: v for k, v in model.cfg.to_dict().items() if k != "restart_stop"}
+    save_vqgen_file(tmp_path / "old.safetensors", tensors, {"kind": "vqvae", "config": config})
+    loaded, _ = load_vqvae(tmp_path / "old.safetensors")
+    assert loaded.cfg.restart_stop == 1.0  # restarts went on until the end
+    assert int(loaded.quantizer.restart_until) == -1
+    assert torch.equal(loaded.quantizer.codebook, model.quantizer.codebook)
+
+
+# ----------------------------------------------------------------------------- memory at scale
+
+
+def test_blocked_nearest_codes_and_kmeans_match_the_whole_matrix():
+    from vqgen.models.quantizer import nearest_codes
+
+    torch.manual_seed(15)
+    x, codes = torch.randn(203, 3), torch.randn(16, 3)
+    assert torch.equal(nearest_codes(x, codes, block_rows=7), squared_distances(x, codes).argmin(1))
+    whole = kmeans(x, 16, iters=5, generator=torch.Generator().manual_seed(0))
+    blocked = kmeans(x, 16, iters=5, generator=torch.Generator().manual_seed(0), block_rows=7)
+    assert torch.equal(whole, blocked)
+
+
+def test_kmeans_init_takes_at_most_64_rows_per_code(monkeypatch):
+    import vqgen.models.quantizer as qmod
+
+    seen: dict[str, int] = {}
+    picked: list[torch.Tensor] = []
+    real_kmeans, real_pick = qmod.kmeans, getattr(qmod.dist, "gather_picked_rows", None)
+
+    def counting_kmeans(x, k, iters, *args, **kwargs):
+        seen["kmeans"] = x.shape[0]
+        picked.append(x)
+        return real_kmeans(x, k, iters, *args, **kwargs)
+
+    def counting_pick(t, pick):
+        seen["picked"] = len(pick)
+        return real_pick(t, pick)
+
+    monkeypatch.setattr(qmod, "kmeans", counting_kmeans)
+    monkeypatch.setattr(qmod.dist, "gather_picked_rows", counting_pick, raising=False)
+    torch.manual_seed(16)
+    z = torch.randn(1000, 4)
+    q = quantizer(num_codes=4, ema=True, kmeans_init=True).train()
+    q(as_map(z))
+    assert seen == {"kmeans": 4 * 64, "picked": 4 * 64}
+    # k-means saw distinct rows of the batch
+    matches = torch.cdist(picked[0], z).argmin(1)
+    assert torch.equal(z[matches], picked[0]) and len(set(matches.tolist())) == len(matches)

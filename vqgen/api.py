@@ -27,25 +27,32 @@ from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
 from vqgen.models.prior import CodePrior
 from vqgen.models.vqvae import VQVAE
+from vqgen.pretrained import pretrained_path, resolve
 
 __all__ = [
-    "load_vqvae", "load_prior", "read_images", "encode", "decode", "reconstruct", "sample_codes",
+    "load_vqvae", "load_prior", "load_pretrained", "read_images", "encode", "decode", "reconstruct", "sample_codes",
     "save_grid", "save_png",
 ]
 
 
 def load_vqvae(path: str | Path, device: str | torch.device = "cpu") -> VQVAE:
-    """A VQ-VAE checkpoint -> model in eval mode, with its metadata as ``.meta``."""
-    model, meta = checkpoint.load_vqvae(path, device)
+    """A VQ-VAE checkpoint (or a shipped model's name) -> model in eval mode, with its metadata as ``.meta``."""
+    model, meta = checkpoint.load_vqvae(resolve(path, "vqvae"), device)
     model.meta = meta
     return model
 
 
 def load_prior(path: str | Path, device: str | torch.device = "cpu") -> CodePrior:
-    """A prior checkpoint -> its model (gated PixelCNN or transformer) in eval mode, with its metadata as ``.meta``."""
-    model, meta = checkpoint.load_prior(path, device)
+    """A prior checkpoint (or a shipped model's name) -> its model (gated PixelCNN or transformer) in eval mode,
+    with its metadata as ``.meta``."""
+    model, meta = checkpoint.load_prior(resolve(path, "prior"), device)
     model.meta = meta
     return model
+
+
+def load_pretrained(name: str = "mnist5k", device: str | torch.device = "cpu") -> tuple[VQVAE, CodePrior]:
+    """The VQ-VAE and prior shipped with vqgen under ``name`` (see ``vqgen.pretrained``)."""
+    return load_vqvae(pretrained_path(name, "vqvae"), device), load_prior(pretrained_path(name, "prior"), device)
 
 
 def read_images(paths: Sequence[str | Path], vqvae: VQVAE) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vqgen import distributed as dist
 from vqgen.errors import VQGenError
 
 FORMAT_VERSION = 1
@@ -45,7 +46,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    check_output_path(path)
+    check_output_path(path, try_creating=False)  # the mkdir and mkstemp below are the real try
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
@@ -68,11 +69,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def check_output_path(path: str | Path, folder: bool = False) -> None:
+def check_output_path(path: str | Path, folder: bool = False, try_creating: bool = True) -> None:
     """Fail early, before any work, when ``path`` (a file, or with ``folder`` a folder) cannot be written.
 
-    Creates nothing: the nearest existing ancestor must be a writable folder, and ``path`` itself,
-    if it exists, must be of the right type.
+    Leaves nothing behind: the nearest existing ancestor must be a writable folder, and ``path``
+    itself, if it exists, must be of the right type. Permission bits do not tell everything (root
+    passes them on /proc and on read-only mounts), so with ``try_creating`` a hidden folder is made
+    in that ancestor and removed again; under torchrun only rank 0 tries (the others write nothing).
+    Missing folders between the ancestor and ``path`` are created later, by the write itself.
     """
     path = Path(path)
     if path.exists() and path.is_dir() != folder:
@@ -84,6 +88,21 @@ def check_output_path(path: str | Path, folder: bool = False) -> None:
         raise VQGenError(f"{path}: cannot write here ({ancestor} is not a folder)")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise VQGenError(f"{path}: cannot write here ({ancestor} is not writable)")
+    if try_creating and dist.launch_rank() == 0:
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".vqgen-check.", suffix=".tmp", dir=ancestor))
+        except OSError as e:
+            raise VQGenError(f"{path}: cannot write here (nothing can be created in {ancestor}: {e.strerror or e})") from e
+
+
+def make_output_folder(path: str | Path) -> Path:
+    """``mkdir -p`` for an output folder, with a one-line error instead of an OSError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VQGenError(f"{path}: cannot create this folder ({e.strerror or e})") from e
+    return path
 
 
 def _umask() -> int:

@@ -25,6 +25,7 @@ from vqgen.config import (
     to_dict,
 )
 from vqgen.errors import VQGenError
+from vqgen.pretrained import resolve
 
 app = typer.Typer(
     help="Two-stage discrete generative modelling of images: VQ-VAE + autoregressive prior (gated PixelCNN or "
@@ -57,6 +58,40 @@ def friendly_errors(command):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def single_process(command: str) -> None:
+    """Commands that are not sharded refuse to run under torchrun (vqgen.distributed.refuse_under_torchrun)."""
+    from vqgen.distributed import refuse_under_torchrun
+
+    refuse_under_torchrun(command)
+
+
+def check_output(path: Path) -> None:
+    from vqgen.checkpoint import check_output_path
+
+    check_output_path(path)
+
+
+def model_file(text: str, kind: str | None = None) -> Path:
+    """A path, or the name of a shipped model (vqgen.pretrained); a missing shipped file is a usage error."""
+    try:
+        return resolve(text, kind)
+    except VQGenError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def vqvae_path(text: str) -> Path:
+    return model_file(text, "vqvae")
+
+
+def prior_path(text: str) -> Path:
+    return model_file(text, "prior")
+
+
+VQVAEArg = Annotated[
+    Path, typer.Argument(help="VQ-VAE checkpoint from train-vqvae, or a shipped model: mnist5k.", parser=vqvae_path)
+]
 
 
 # ---------------------------------------------------------------------------- shared options
@@ -111,7 +146,7 @@ def train_vqvae_cmd(
 @app.command("extract-codes")
 @friendly_errors
 def extract_codes_cmd(
-    vqvae: Annotated[Path, typer.Argument(help="VQ-VAE checkpoint from train-vqvae.")],
+    vqvae: VQVAEArg,
     data: Annotated[
         Optional[str], typer.Option("--data", help="Dataset to encode; default: the one the VQ-VAE was trained on.")
     ] = None,
@@ -121,6 +156,7 @@ def extract_codes_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Stage 2: encode a dataset into code maps (both splits, with labels) in one file."""
+    single_process("extract-codes")
     from vqgen.stages.extract_codes import extract_codes_for
 
     result = extract_codes_for(vqvae, out, data=data, data_root=data_root, batch_size=batch_size, device=device)
@@ -184,13 +220,16 @@ def train_prior_cmd(
 @app.command("sample")
 @friendly_errors
 def sample_cmd(
-    prior: Annotated[Path, typer.Argument(help="Prior checkpoint from train-prior.")],
+    prior: Annotated[
+        Path, typer.Argument(help="Prior checkpoint from train-prior, or a shipped model: mnist5k.", parser=prior_path)
+    ],
     n: Annotated[int, typer.Option("--n", help="Number of images (--label all: spread over the classes).")] = 64,
     out: Annotated[Path, typer.Option("--out", help="Folder for grid.png, one PNG per sample and codes.safetensors.")] = Path(
         "samples"
     ),
     vqvae: Annotated[
-        Optional[Path], typer.Option("--vqvae", help="VQ-VAE to decode with; default: the one recorded in the prior.")
+        Optional[Path],
+        typer.Option("--vqvae", help="VQ-VAE to decode with; default: the one recorded in the prior.", parser=vqvae_path),
     ] = None,
     label: Annotated[
         Optional[str],
@@ -211,6 +250,7 @@ def sample_cmd(
     ] = False,
 ) -> None:
     """Stage 4: draw code maps from the prior, decode them, write PNGs and a grid."""
+    single_process("sample")
     from vqgen.stages.sample import sample
 
     result = sample(
@@ -223,7 +263,6 @@ def sample_cmd(
 
 # ---------------------------------------------------------------------------- everyday tools
 
-VQVAEArg = Annotated[Path, typer.Argument(help="VQ-VAE checkpoint from train-vqvae.")]
 ToolDataOpt = Annotated[
     Optional[str],
     typer.Option("--data", help="Dataset (as for train-vqvae); default: the one the VQ-VAE was trained on."),
@@ -253,6 +292,7 @@ def reconstruct_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Originals beside their reconstructions (grid.png), each reconstruction as a PNG, and MSE/PSNR."""
+    single_process("reconstruct")
     from vqgen.tools.reconstruct import reconstruct
 
     r = reconstruct(vqvae, out, data=data, split=split, n=n, batch_size=batch_size, device=device, data_root=data_root)
@@ -282,6 +322,7 @@ def interpolate_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Walk from IMAGE_A to IMAGE_B: blend encoder outputs (then quantize, decode), and swap codes one by one."""
+    single_process("interpolate")
     from vqgen.tools.interpolate import interpolate
 
     r = interpolate(vqvae, image_a, image_b, out, steps=steps, seed=seed, device=device, data_root=data_root)
@@ -295,10 +336,15 @@ def interpolate_cmd(
 @app.command("info")
 @friendly_errors
 def info_cmd(
-    file: Annotated[Path, typer.Argument(help="Any file vqgen wrote: VQ-VAE, prior, codes, samples, ...")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="Any file vqgen wrote: VQ-VAE, prior, codes, samples, ...; or a shipped model's file: "
+                       "mnist5k/vqvae, mnist5k/prior.", parser=model_file),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")] = False,
 ) -> None:
     """What a vqgen file is: kind, config, dataset, labels, metrics, tensors, size and sha256."""
+    single_process("info")
     from vqgen.tools.info import describe, render, to_json
 
     info = describe(file)
@@ -323,6 +369,7 @@ def codebook_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """The codebook as a picture: usage histogram over a split, and every code decoded on its own."""
+    single_process("codebook")
     from vqgen.tools.codebook import codebook_picture
 
     r = codebook_picture(
@@ -346,6 +393,7 @@ def curves_cmd(
     ] = None,
 ) -> None:
     """Training curves (loss, PSNR, perplexity, or NLL in bits per code) per epoch, as one PNG."""
+    single_process("curves")
     from vqgen.tools.curves import default_curves_path, metrics_log_for, write_curves
 
     metrics = metrics_log_for(log)
@@ -375,10 +423,13 @@ def train_classifier_cmd(
 ) -> None:
     """Train the reference classifier whose features `evaluate` measures distances in (labels, or a
     self-supervised transform task for unlabelled data)."""
+    single_process("train-classifier")
     from vqgen.data import load_image_data
     from vqgen.train.classifier import default_classifier_path, train_classifier
     from vqgen.train.vqvae import describe_data
 
+    if out is not None:
+        check_output(out)
     images = load_image_data(**to_dict(data_options))
     describe_data(images)
     out = out or default_classifier_path(Path("checkpoints"), images.spec)
@@ -391,13 +442,17 @@ def train_classifier_cmd(
 @friendly_errors
 def evaluate_cmd(
     vqvae: Annotated[
-        Optional[Path], typer.Option("--vqvae", help="VQ-VAE checkpoint: reconstruction MSE/PSNR/SSIM, codebook use, FD/KID.")
+        Optional[Path],
+        typer.Option("--vqvae", help="VQ-VAE checkpoint (or mnist5k, shipped): reconstruction MSE/PSNR/SSIM, codebook "
+                     "use, FD/KID.", parser=vqvae_path),
     ] = None,
     codes: Annotated[
         Optional[Path], typer.Option("--codes", help="Code file: held-out codes for the prior, and its codebook audit.")
     ] = None,
     prior: Annotated[
-        Optional[Path], typer.Option("--prior", help="Prior checkpoint: NLL, bits per code and dimension, vs the code histogram.")
+        Optional[Path],
+        typer.Option("--prior", help="Prior checkpoint (or mnist5k, shipped): NLL, bits per code and dimension, vs the "
+                     "code histogram.", parser=prior_path),
     ] = None,
     samples: Annotated[
         Optional[Path],
@@ -441,6 +496,7 @@ def evaluate_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Quality of whatever is given: reconstructions, prior likelihood, and samples vs real images."""
+    single_process("evaluate")
     from vqgen.eval import EvaluateRequest, evaluate, results_table, write_json
 
     request = EvaluateRequest(
@@ -448,6 +504,8 @@ def evaluate_cmd(
         classifier=classifier, train_classifier=train_classifier, inception_weights=inception_weights,
         json_out=json_out, batch_size=batch_size, device=device, seed=seed, kid_subsets=kid_subsets,
     )
+    if request.json_out is not None:
+        check_output(request.json_out)
     results = evaluate(request, log=lambda text: info_console.print(text, highlight=False))
     out_console.print(results_table(results))
     fid = results.get("standard_fid")

@@ -10,6 +10,7 @@ as do the training, data and loss options.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
@@ -68,8 +69,11 @@ def check(condition: bool, message: str) -> None:
 # ----------------------------------------------------------------------------- models
 
 
-# what a checkpoint written before a field existed meant by leaving it out
-LEGACY_VALUES: dict[str, Any] = {"head_channels": 0}
+# what a checkpoint written before a field existed meant by leaving it out. restart_stop: restarts
+# went on until the end. Such checkpoints also hold dead_threshold as an absolute count per step
+# (1.0 by default); it is read as the new relative value, which changes only the dead-code count a
+# loaded model reports, since nothing trains on from a finished checkpoint.
+LEGACY_VALUES: dict[str, Any] = {"head_channels": 0, "restart_stop": 1.0}
 
 
 @dataclass
@@ -92,8 +96,17 @@ class VQVAEConfig:
     decay: float = option(0.99, "EMA decay of codebook statistics.")
     kmeans_init: bool = option(True, "Initialise codes by k-means on the first batch.")
     restart_dead: bool = option(True, "Re-seed unused codes from recent encoder outputs.")
-    dead_threshold: float = option(1.0, "A code is dead when its EMA count per batch falls below this.")
+    # 0.5: used less than half as often as uniform use would give it. The old absolute 1.0 was 0.65 of
+    # the mean at B=16, 7x7, K=512 but 10x the mean at K=8192 (every code re-seeded at every check).
+    # Lower values revive codes later (ln(1/t)/(1-decay) steps after they stop): 0.05 and 0.1 lost 1.4
+    # and 1.0 dB val PSNR against 0.5 after 3 epochs of the defaults.
+    dead_threshold: float = option(
+        0.5, "A code is dead when its EMA count falls below this fraction of the mean count per code."
+    )
     restart_every: int = option(50, "Steps between dead-code checks.")
+    restart_stop: float = option(
+        0.8, "Restart dead codes only during this fraction of the training steps (1: until the end)."
+    )
     cosine: bool = option(False, "l2-normalised (cosine) codes.")
     codebook_dim: int | None = option(
         6, "Dimension of the codes, with linear in/out projections to D (0: codes of dimension D)."
@@ -122,6 +135,10 @@ class VQVAEConfig:
             raise VQGenError(f"--head-channels must be 0 (no head) or more, not {self.head_channels}")
         if self.codebook_dim is not None and self.codebook_dim < 1:
             raise VQGenError(f"--codebook-dim must be at least 1, not {self.codebook_dim}")
+        if not self.dead_threshold >= 0:
+            raise VQGenError(f"--dead-threshold must be 0 or more (a fraction of the mean use), not {self.dead_threshold}")
+        if not 0 <= self.restart_stop <= 1:
+            raise VQGenError(f"--restart-stop must be between 0 and 1 (a fraction of the steps), not {self.restart_stop}")
         if self.num_codes < 2 or self.code_dim < 1:
             raise VQGenError(f"need at least 2 codes of dimension >= 1 (got K={self.num_codes}, D={self.code_dim})")
 
@@ -240,7 +257,10 @@ class TrainOptions:
     warmup_steps: int = 100
     seed: int = option(0, "Seed for initialisation and data order (CPU runs repeat exactly).")
     device: str = option("auto", "auto, cpu or cuda.")
-    amp: str = option("off", "Mixed precision on CUDA: off, bf16 or fp16 (CPU runs in float32).")
+    amp: str = option(
+        "auto", "Mixed precision: auto (bf16 where the GPU or CPU does it natively, else float32), off, bf16, "
+        "or fp16 (CUDA only)."
+    )
     compile: bool = option(False, "torch.compile the model.")
     num_workers: int = option(0, "DataLoader worker processes.", flag="--workers")
     save_every: int = option(
@@ -253,7 +273,7 @@ class TrainOptions:
         check(self.lr > 0, f"--lr must be positive, not {self.lr}")
         check(self.save_every >= 1, f"--save-every must be at least 1, not {self.save_every}")
         check(self.num_workers >= 0, f"--workers must be 0 or more, not {self.num_workers}")
-        check(self.amp in ("off", "bf16", "fp16"), f"--amp must be off, bf16 or fp16, not {self.amp!r}")
+        check(self.amp in ("auto", "off", "bf16", "fp16"), f"--amp must be auto, off, bf16 or fp16, not {self.amp!r}")
 
 
 @dataclass
@@ -263,7 +283,10 @@ class GanOptions:
     gan: bool = option(False, "VQGAN-style training: add a PatchGAN discriminator (hinge loss, adaptive weight).")
     gan_start: int = option(500, "Steps of plain reconstruction training before the discriminator joins.")
     gan_weight: float = option(0.1, "Factor on the adaptive weight of the adversarial loss.")
-    disc_layers: int = option(3, "Stride-2 layers of the discriminator (patch size grows with it).")
+    disc_layers: int | None = option(
+        None, "Stride-2 layers of the discriminator (patch size grows with it); default: as many as the image size "
+        "allows, at most 3."
+    )
     disc_channels: int = option(64, "Channels of the first discriminator layer.")
     recon_loss: str = option(
         "psnr", "Pixel reconstruction loss: psnr (mean per-image log-MSE, i.e. the mean PSNR), mse, l1 or l1+mse."
@@ -289,8 +312,16 @@ class GanOptions:
               "vqgen downloads no pretrained networks")
         check(self.perceptual_weights is None or Path(self.perceptual_weights).is_file(),
               f"{self.perceptual_weights}: --perceptual-weights file not found (give torchvision's VGG16 weights file)")
-        if self.gan:
+        if self.gan and self.disc_layers is not None:
             self.disc_config(3).validate()
+
+    def for_image(self, image_size: tuple[int, int]) -> GanOptions:
+        """These options with ``disc_layers`` chosen for ``image_size`` when it was left open: the most stride-2
+        layers (up to 3, VQGAN's) that still leave the last two 4x4 convs a 4x4 map."""
+        if self.disc_layers is not None:
+            return self
+        fits = max(1, int(math.log2(max(1, min(image_size)) / 4))) if min(image_size) >= 8 else 1
+        return dataclasses.replace(self, disc_layers=min(3, fits))
 
     def disc_config(self, in_channels: int):
         from vqgen.models.discriminator import DiscriminatorConfig

@@ -40,15 +40,36 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slower."""
+    is_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return bool(is_bf16() or is_amx())
+
+
+def resolve_amp(device: torch.device, amp: str) -> str:
+    """``--amp auto``: bf16 where the hardware does it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else off."""
+    if amp not in ("auto", "off", *AMP_DTYPES):
+        raise VQGenError(f"--amp must be auto, off, bf16 or fp16, not {amp!r}")
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "off"
+    return "bf16" if cpu_has_bf16() else "off"
+
+
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA only; on the CPU training always runs in float32."""
-    if amp not in ("off", *AMP_DTYPES):
-        raise VQGenError(f"--amp must be off, bf16 or fp16, not {amp!r}")
-    if amp == "off" or device.type != "cuda":
+    """Mixed precision: bf16 or fp16 on CUDA, bf16 on the CPU (``amp`` as resolved by ``resolve_amp``)."""
+    amp = resolve_amp(device, amp)
+    if amp == "off":
         return contextlib.nullcontext()
-    if amp == "bf16" and not torch.cuda.is_bf16_supported():
-        raise VQGenError("--amp bf16: this GPU has no bfloat16 support; use --amp fp16")
-    return torch.autocast("cuda", dtype=AMP_DTYPES[amp])
+    if device.type == "cuda":
+        if amp == "bf16" and not torch.cuda.is_bf16_supported():
+            raise VQGenError("--amp bf16: this GPU has no bfloat16 support; use --amp fp16")
+        return torch.autocast("cuda", dtype=AMP_DTYPES[amp])
+    if amp == "fp16":
+        raise VQGenError("--amp fp16 needs a CUDA GPU; on the CPU use --amp bf16 (or auto)")
+    return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
 def grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
@@ -57,5 +78,8 @@ def grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
 
 
 def memory_format(device: torch.device, amp: str) -> torch.memory_format:
-    """channels_last for mixed-precision convolutions on CUDA (tensor cores prefer NHWC); NCHW otherwise."""
-    return torch.channels_last if device.type == "cuda" and amp != "off" else torch.contiguous_format
+    """channels_last (NHWC) where convolutions run faster in it: mixed precision on CUDA (tensor cores), and
+    the CPU (oneDNN's NHWC kernels); NCHW for float32 on CUDA."""
+    if device.type == "cpu":
+        return torch.channels_last
+    return torch.channels_last if resolve_amp(device, amp) != "off" else torch.contiguous_format

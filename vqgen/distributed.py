@@ -4,6 +4,15 @@ Single-process runs never touch torch.distributed: every collective here checks 
 Under ``torchrun`` every process runs the same program; ``setup`` joins the process group (gloo on
 the CPU, nccl on CUDA) and registers ``cleanup`` to leave it when the process exits.
 
+``rank()``, ``world_size()`` and ``is_main()`` describe the process group this process has joined,
+and nothing else: before ``setup`` (or without torchrun) a process is rank 0 of 1, even when
+torchrun's environment says otherwise. A process reads only its shard of the data
+(``ShardedBatchSampler``) when the collectives that combine the shards really run; a process that
+never joined is on its own and must read everything. So training commands call ``setup`` before
+anything else, and commands that run as one process call ``refuse_under_torchrun`` (which stops
+them before torchrun's N copies would each do the whole job). ``launch_rank()`` is the rank torchrun
+gave the process, for the few things that must stay on one process even before ``setup``.
+
 Data parallelism follows one rule: N processes with ``--batch-size b`` see, step by step, exactly the
 batches one process with ``--batch-size N*b`` sees (``ShardedBatchSampler``), gradients are averaged by
 DDP and the quantizer all-reduces its codebook statistics, so scaling out changes speed, not results
@@ -51,15 +60,32 @@ def is_distributed() -> bool:
     return td.is_available() and td.is_initialized()
 
 
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
 def rank() -> int:
-    """Global rank; before ``setup`` it is read from torchrun's environment (so output can be muted early)."""
-    if is_distributed():
-        return td.get_rank()
-    return int(os.environ.get("RANK", 0)) if launched_by_torchrun() else 0
+    """Rank in the process group; 0 when this process has joined none (see the module docstring)."""
+    return td.get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:
+    """Processes in the process group; 1 when this process has joined none."""
     return td.get_world_size() if is_distributed() else 1
+
+
+def launch_rank() -> int:
+    """The rank torchrun gave this process (RANK), also before ``setup``; 0 without torchrun."""
+    return _env_int("RANK", 0) if launched_by_torchrun() else 0
+
+
+def refuse_under_torchrun(command: str) -> None:
+    """One-process commands call this first: torchrun would start WORLD_SIZE copies that each do the whole job."""
+    if _env_int("WORLD_SIZE", 1) > 1:
+        raise VQGenError(f"vqgen {command} runs as one process; run it without torchrun")
 
 
 def local_rank() -> int:
@@ -104,19 +130,43 @@ def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     return t
 
 
+def row_counts(t: torch.Tensor) -> list[int]:
+    """``t.shape[0]`` of every rank, in rank order."""
+    if not is_distributed():
+        return [t.shape[0]]
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    td.all_gather(sizes, n)
+    return [int(s.item()) for s in sizes]
+
+
 def gather_rows(t: torch.Tensor) -> torch.Tensor:
     """Concatenate (N_r, ...) tensors from every rank along dim 0, in rank order (ranks may differ in N_r)."""
     if not is_distributed():
         return t
-    n = torch.tensor([t.shape[0]], device=t.device)
-    sizes = [torch.zeros_like(n) for _ in range(world_size())]
-    td.all_gather(sizes, n)
-    biggest = int(max(s.item() for s in sizes))
-    padded = torch.zeros(biggest, *t.shape[1:], device=t.device, dtype=t.dtype)
+    sizes = row_counts(t)
+    padded = torch.zeros(max(sizes), *t.shape[1:], device=t.device, dtype=t.dtype)
     padded[: t.shape[0]] = t
     parts = [torch.zeros_like(padded) for _ in range(world_size())]
     td.all_gather(parts, padded)
-    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+
+
+def gather_picked_rows(t: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
+    """``gather_rows(t)[pick]`` on every rank, but only the picked rows travel.
+
+    ``pick`` holds row indices into the rank-order concatenation of every rank's ``t`` and must be
+    the same on every rank (draw it on one rank and ``broadcast`` it). Each rank receives about
+    ``len(pick)`` rows (each rank's share, padded to the largest share), not the whole concatenation.
+    """
+    if not is_distributed():
+        return t[pick]
+    sizes = row_counts(t)
+    start = sum(sizes[: rank()])
+    wanted = torch.unique(pick)  # sorted, so the gathered rows come back in this order
+    mine = wanted[(wanted >= start) & (wanted < start + t.shape[0])] - start
+    rows = gather_rows(t[mine])
+    return rows[torch.searchsorted(wanted, pick)]
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:

@@ -3,6 +3,11 @@
 Options (constructor flags): EMA codebook updates with Laplace smoothing, k-means
 initialisation, dead-code restarts, cosine (l2-normalised) codes and a low-dimensional
 codebook with in/out projections. Distances and codebook updates always run in float32.
+
+Memory stays bounded for large K, batches and process counts: nearest-code search works on
+blocks of rows (at most DISTANCE_BLOCK distances, i.e. 64 MiB, at a time), k-means runs on at
+most KMEANS_ROWS_PER_CODE * K encoder outputs picked from all ranks together, and a restart
+moves only the rows it re-seeds codes with (at most K) between ranks.
 """
 
 from __future__ import annotations
@@ -25,9 +30,25 @@ class QuantizerOutput:
     codebook_loss: torch.Tensor  # ||sg(z_e) - z_q||^2 (zero in EMA mode: EMA moves the codes)
 
 
+DISTANCE_BLOCK = 1 << 24  # distances (float32) computed at once by nearest_codes: 64 MiB
+KMEANS_ROWS_PER_CODE = 64  # k-means init sees at most this many encoder outputs per code (all ranks together)
+
+
 def squared_distances(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """(N, d) x (K, d) -> (N, K) squared Euclidean distances, as ||x||^2 - 2 x.e + ||e||^2."""
     return x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.t() + codebook.pow(2).sum(1)[None]
+
+
+def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, block_rows: int | None = None) -> torch.Tensor:
+    """(N, d) x (K, d) -> (N,) index of the nearest code of each row.
+
+    Distances are computed ``block_rows`` rows at a time (default: DISTANCE_BLOCK // K), so at
+    most block_rows x K of them exist at once, whatever N is.
+    """
+    rows = block_rows or max(1, DISTANCE_BLOCK // codebook.shape[0])
+    if x.shape[0] <= rows:
+        return squared_distances(x, codebook).argmin(1)
+    return torch.cat([squared_distances(part, codebook).argmin(1) for part in x.split(rows)])
 
 
 def perplexity(counts: torch.Tensor) -> float:
@@ -36,13 +57,19 @@ def perplexity(counts: torch.Tensor) -> float:
     return float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
 
 
-def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Lloyd's algorithm; empty clusters keep a random data point. Returns (k, d) centroids."""
+def kmeans(
+    x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None, block_rows: int | None = None
+) -> torch.Tensor:
+    """Lloyd's algorithm; empty clusters keep a random data point. Returns (k, d) centroids.
+
+    Memory: x, the centroids and their sums ((N + 2k) x d) plus one block of distances
+    (``block_rows`` x k, at most DISTANCE_BLOCK by default); never the whole N x k matrix.
+    """
     n = x.shape[0]
     pick = torch.randperm(n, generator=generator)[:k] if n >= k else torch.randint(n, (k,), generator=generator)
     centroids = x[pick.to(x.device)].clone()
     for _ in range(iters):
-        assign = squared_distances(x, centroids).argmin(1)
+        assign = nearest_codes(x, centroids, block_rows)
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)
         counts = torch.bincount(assign, minlength=k).float()
         filled = counts > 0
@@ -62,8 +89,9 @@ class VectorQuantizer(nn.Module):
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
         restart_dead: bool = True,
-        dead_threshold: float = 1.0,
+        dead_threshold: float = 0.5,
         restart_every: int = 50,
+        restart_stop: float = 0.8,
         cosine: bool = False,
         codebook_dim: int | None = None,
     ):
@@ -71,7 +99,10 @@ class VectorQuantizer(nn.Module):
         self.num_codes, self.dim, self.beta = num_codes, dim, beta
         self.ema, self.decay, self.eps = ema, decay, eps
         self.kmeans_init, self.kmeans_iters = kmeans_init, kmeans_iters
+        # a code is dead when its usage EMA falls below dead_threshold x the mean usage (the expected
+        # count per code and step, rows/K): the same meaning for any K, batch or latent size
         self.restart_dead, self.dead_threshold, self.restart_every = restart_dead, dead_threshold, restart_every
+        self.restart_stop = restart_stop
         self.cosine = cosine
         self.code_dim = codebook_dim or dim
         low_dim = self.code_dim != dim
@@ -86,6 +117,22 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("usage", torch.ones(num_codes))  # EMA of assignments per batch
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("steps", torch.tensor(0))
+        # last step that may restart codes (set_restart_horizon); -1: no limit
+        self.register_buffer("restart_until", torch.tensor(-1))
+
+    def set_restart_horizon(self, total_steps: int) -> None:
+        """Allow dead-code restarts only in the first ``restart_stop`` of a run of ``total_steps`` steps.
+
+        The trainer calls this once at start (after restoring a resume file, so that a new --epochs
+        moves the horizon too); without it restarts go on until the end. The decoder then trains
+        its last steps on a codebook that no longer jumps.
+        """
+        self.restart_until.fill_(int(self.restart_stop * total_steps))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the restart horizon existed: restarts until the end
+        state_dict.setdefault(prefix + "restart_until", torch.tensor(-1))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -------------------------------------------------------------------------- lookup
 
@@ -101,7 +148,7 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return squared_distances(flat.detach(), self.normalized_codebook().detach()).argmin(1)
+            return nearest_codes(flat.detach(), self.normalized_codebook().detach())
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
         """Encoder output (B, D, H, W) -> code indices (B, H, W)."""
@@ -149,10 +196,19 @@ class VectorQuantizer(nn.Module):
     @torch.compiler.disable
     @torch.no_grad()
     def _init_from_data(self, flat: torch.Tensor) -> None:
-        """k-means on the first batch (gathered from every rank; rank 0 computes, all receive)."""
+        """k-means on the first batch (gathered from every rank; rank 0 computes, all receive).
+
+        At most KMEANS_ROWS_PER_CODE * K rows of the global batch take part: rank 0 draws which,
+        and each rank sends only its picked rows, so N processes pick what one process would.
+        """
         if bool(self.initialized):
             return
-        data = dist.gather_rows(flat)
+        total, cap = sum(dist.row_counts(flat)), KMEANS_ROWS_PER_CODE * self.num_codes
+        if total <= cap:
+            data = dist.gather_rows(flat)
+        else:
+            pick = torch.randperm(total)[:cap].sort().values if dist.is_main() else torch.empty(cap, dtype=torch.long)
+            data = dist.gather_picked_rows(flat, dist.broadcast(pick.to(flat.device)))
         centroids = kmeans(data, self.num_codes, self.kmeans_iters) if dist.is_main() else torch.empty_like(
             self.codebook
         )
@@ -162,12 +218,15 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _set_codes(self, which: torch.Tensor, vectors: torch.Tensor) -> None:
+        """Place codes ``which``; their usage starts at the mean, so a re-seeded code that stays
+        unused is dead again after ~ln(1/dead_threshold)/(1-decay) steps (70 at the defaults)."""
         if self.cosine:
             vectors = F.normalize(vectors, dim=1)
+        fresh = self.usage.mean()
         self.codebook.data[which] = vectors.to(self.codebook.dtype)
         self.cluster_size[which] = 1.0
         self.embed_sum[which] = vectors.float()
-        self.usage[which] = 1.0
+        self.usage[which] = fresh
 
     @torch.compiler.disable
     @torch.no_grad()
@@ -176,6 +235,8 @@ class VectorQuantizer(nn.Module):
         counts = torch.bincount(indices, minlength=self.num_codes).float()
         sums = torch.zeros(self.num_codes, self.code_dim, device=flat.device).index_add_(0, indices, flat)
         counts, sums = dist.all_reduce_sum(counts), dist.all_reduce_sum(sums)
+        if int(self.steps) == 0:  # start every code at the mean count, so usage.mean() tracks rows/K from here on
+            self.usage.fill_(float(counts.sum()) / self.num_codes)
         self.usage.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         if self.ema:
             self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
@@ -186,24 +247,31 @@ class VectorQuantizer(nn.Module):
             if self.cosine:
                 self.codebook.data.copy_(F.normalize(self.codebook.data, dim=1))
         self.steps += 1
-        if self.restart_dead and int(self.steps) % self.restart_every == 0:
+        step, until = int(self.steps), int(self.restart_until)
+        if self.restart_dead and step % self.restart_every == 0 and (until < 0 or step <= until):
             self._restart_dead_codes(flat)
+
+    def dead_mask(self) -> torch.Tensor:
+        """(K,) bool: usage EMA below dead_threshold x the mean usage (the expected count per code)."""
+        return self.usage < self.dead_threshold * self.usage.mean()
 
     @torch.no_grad()
     def _restart_dead_codes(self, flat: torch.Tensor) -> int:
-        """Re-seed codes whose usage EMA fell below the threshold with random recent encoder outputs."""
-        dead = torch.nonzero(self.usage < self.dead_threshold).flatten()
+        """Re-seed dead codes with random encoder outputs of this step's global batch.
+
+        Rank 0 draws which rows; only those (at most one per dead code) travel between ranks.
+        """
+        dead = torch.nonzero(self.dead_mask()).flatten()
         if dead.numel() == 0:
             return 0
-        data = dist.gather_rows(flat)
+        total = sum(dist.row_counts(flat))
         if dist.is_main():
-            pick = torch.randint(data.shape[0], (dead.numel(),), device=data.device)
-            vectors = data[pick]
+            pick = torch.randint(total, (dead.numel(),), device=flat.device)
         else:
-            vectors = torch.empty(dead.numel(), self.code_dim, device=flat.device)
-        vectors = dist.broadcast(vectors.to(flat.device))
+            pick = torch.empty(dead.numel(), dtype=torch.long, device=flat.device)
+        vectors = dist.gather_picked_rows(flat, dist.broadcast(pick))
         self._set_codes(dead, vectors)
         return int(dead.numel())
 
     def dead_codes(self) -> int:
-        return int((self.usage < self.dead_threshold).sum())
+        return int(self.dead_mask().sum())

@@ -87,6 +87,7 @@ class VQVAE(nn.Module):
             restart_dead=cfg.restart_dead,
             dead_threshold=cfg.dead_threshold,
             restart_every=cfg.restart_every,
+            restart_stop=cfg.restart_stop,
             cosine=cfg.cosine,
             codebook_dim=cfg.codebook_dim,
         )

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from vqgen import __version__
-from vqgen.checkpoint import check_output_path, file_sha256, load_prior, load_vqvae, save_vqgen_file
+from vqgen.checkpoint import check_output_path, make_output_folder, file_sha256, load_prior, load_vqvae, save_vqgen_file
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
 from vqgen.device import resolve_device
@@ -124,7 +124,7 @@ def sample(
         images.append(vqvae.decode(batch).cpu())
     codes_t, images_t = torch.cat(codes), torch.cat(images)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out_dir)
     width = max(4, len(str(n - 1)))
     for i, image in enumerate(images_t):
         save_png(image, out_dir / f"{i:0{width}d}.png")

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from vqgen.checkpoint import load_vqvae
+from vqgen.checkpoint import check_output_path, load_vqvae
 from vqgen.errors import VQGenError
 from vqgen.images import to_pil
 from vqgen.eval.metrics import CodeHistogram
@@ -77,6 +77,7 @@ def codebook_picture(
     """Usage histogram over a split (codes sorted by use) above each code's decoded pure map, in one PNG."""
     if out.suffix.lower() != ".png":
         raise VQGenError(f"--out {out}: must be a .png file")
+    check_output_path(out)
     dev = resolve_device(device)
     model, meta = load_vqvae(vqvae_path, dev)
     latent_h, latent_w = model.cfg.latent_shape

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from vqgen.checkpoint import check_output_path
 from vqgen.errors import VQGenError
 from vqgen.tools.draw import line_chart, save_image, stack
 
@@ -17,7 +18,8 @@ VQVAE_PANELS = [
     ("codebook: effective codes", [("perplexity", "val_perplexity"), ("codes used", "val_codes_used")]),
 ]
 PRIOR_PANELS = [
-    ("NLL (bits per code)", [("train", "train_bits_per_code"), ("val", "val_bits_per_code")]),
+    ("NLL (bits per code)", [("train", "train_bits_per_code"), ("val", "val_bits_per_code"),
+                             ("histogram only", "histogram_bits_per_code")]),
 ]
 LR_PANEL = ("learning rate", [("lr", "lr")])
 PANELS_PER_ROW = 3
@@ -69,6 +71,7 @@ def is_number(value: Any) -> bool:
 
 def write_curves(metrics_path: str | Path, png_path: str | Path) -> Path:
     """Draw every known metric of ``metrics_path`` per epoch into ``png_path`` (written atomically)."""
+    check_output_path(png_path)
     records = read_epochs(metrics_path)
     charts = []
     for title, series in panels_for(records):

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from vqgen.checkpoint import load_vqvae
+from vqgen.checkpoint import check_output_path, load_vqvae
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid
 from vqgen.models.vqvae import VQVAE
@@ -63,6 +63,8 @@ def interpolate(
         raise VQGenError(f"--steps must be at least 2, not {steps}")
     if out.suffix.lower() != ".png":
         raise VQGenError(f"--out {out}: must be a .png file")
+    check_output_path(out)
+    check_output_path(codes_path_for(out))
     dev = resolve_device(device)
     model, meta = load_vqvae(vqvae_path, dev)
     a = load_image_ref(image_a, meta, data_root).to(dev)

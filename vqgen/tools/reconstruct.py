@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from vqgen.checkpoint import atomic_write_text, load_vqvae
+from vqgen.checkpoint import atomic_write_text, check_output_path, load_vqvae
 from vqgen.data import spread
 from vqgen.errors import VQGenError
 from vqgen.images import interleave, save_grid, save_png
@@ -36,6 +36,7 @@ def reconstruct(
         raise VQGenError(f"--n must be at least 1, not {n}")
     if batch_size < 1:
         raise VQGenError(f"--batch-size must be positive, not {batch_size}")
+    check_output_path(out_dir, folder=True)
     dev = resolve_device(device)
     model, meta = load_vqvae(vqvae_path, dev)
     images_data = data_for_vqvae(meta, data, data_root)

@@ -23,7 +23,7 @@ from vqgen.config import PriorConfig, PriorTrainOptions, to_dict
 from vqgen.device import memory_format, resolve_device, seed_everything
 from vqgen.errors import VQGenError
 from vqgen.logs import say
-from vqgen.eval.metrics import nats_to_bits
+from vqgen.eval.metrics import histogram_bits_per_code, nats_to_bits
 from vqgen.models import CodePrior, build_prior
 from vqgen.train.loop import StepResult, Trainer, fit
 from vqgen.train.resume import Progress
@@ -76,6 +76,8 @@ class PriorTrainer(Trainer):
         self.val_batches = make_loader(codes.val, opts.batch_size * 4, shuffle=False, seed=opts.seed)
         self.hooks = {}
         self.improved = False
+        # what a model that knows only how often each code occurs needs: the structure learned is the gap
+        self.histogram_bits = histogram_bits_per_code(codes.train.tensors[0], codes.val.tensors[0], cfg.num_codes)
 
     def run_identity(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "codes": self.codes.identity(), "options": to_dict(self.opts)}
@@ -101,6 +103,8 @@ class PriorTrainer(Trainer):
             "val_nll_nats": val["nll"],
             "val_bits_per_code": nats_to_bits(val["nll"]),
             "best_val_bits_per_code": nats_to_bits(progress.best),
+            "histogram_bits_per_code": self.histogram_bits,
+            "learned_bits_per_code": self.histogram_bits - nats_to_bits(val["nll"]),
         }
 
     def report(self, m: dict[str, Any]) -> None:
@@ -108,7 +112,8 @@ class PriorTrainer(Trainer):
         say(
             f"[bold]prior epoch {m['epoch']}[/bold]  train {m['train_nll_nats']:.4f} nats "
             f"({m['train_bits_per_code']:.3f} bits/code)  val {m['val_nll_nats']:.4f} nats "
-            f"([cyan]{m['val_bits_per_code']:.3f} bits/code[/cyan]){mark}  ({m['elapsed_s']:.0f}s)"
+            f"([cyan]{m['val_bits_per_code']:.3f} bits/code[/cyan], histogram alone {m['histogram_bits_per_code']:.3f})"
+            f"{mark}  ({m['elapsed_s']:.0f}s)"
         )
 
     def save(self, metrics: dict[str, Any], last: bool) -> None:

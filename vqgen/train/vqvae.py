@@ -25,7 +25,7 @@ from vqgen.logs import say
 from vqgen.eval.metrics import CodeHistogram, psnr_per_image
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 from vqgen.train.gan import GanTrainer
-from vqgen.train.loop import StepResult, Trainer, artifact_path, fit
+from vqgen.train.loop import StepResult, Trainer, artifact_path, fit, warmup_cosine
 
 
 class VQVAETrainer(Trainer):
@@ -38,6 +38,10 @@ class VQVAETrainer(Trainer):
                                          num_workers=opts.num_workers, drop_last=True, max_shift=opts.augment_shift)
         self.val_batches = make_loader(data.val, opts.batch_size * 2, shuffle=False, seed=opts.seed,
                                        num_workers=opts.num_workers)
+        if opts.gan.gan and opts.gan.disc_layers is None:
+            opts.gan = opts.gan.for_image(cfg.image_size)
+            h, w = cfg.image_size
+            say(f"--disc-layers {opts.gan.disc_layers}: the deepest discriminator {h}x{w} images allow (at most 3)")
         # recon/perceptual/adversarial losses; the discriminator and its optimizer live in here
         self.gan = GanTrainer(opts.gan, cfg.in_channels, cfg.image_size, self.model.decoder.last_layer.weight,
                               opts.lr, device, opts.amp)
@@ -47,6 +51,11 @@ class VQVAETrainer(Trainer):
 
     def run_identity(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "data": self.data.spec, "options": to_dict(self.opts)}
+
+    def start(self, total_steps: int) -> None:
+        # after restore: a new --epochs moves both
+        self.model.quantizer.set_restart_horizon(total_steps)
+        self.gan.follow_schedule(warmup_cosine(total_steps, self.opts.warmup_steps))
 
     def loss(self, net: torch.nn.Module, batch: Any, step: int) -> StepResult:
         images = batch[0].to(self.device, non_blocking=True)
