@@ -9,12 +9,12 @@ from conftest import TINY_VQVAE, run_cli
 from vqgen.checkpoint import read_metadata
 from vqgen.cli import app
 from vqgen.cli.options import option_fields
-from vqgen.config import VQVAE_PRESETS, DataOptions, GanOptions, PixelCNNConfig, PriorTrainOptions, VQVAEConfig, VQVAETrainOptions
+from vqgen.config import VQVAE_PRESETS, DataOptions, GanOptions, PixelCNNConfig, PriorTrainOptions, TransformerConfig, VQVAEConfig, VQVAETrainOptions
 
 
 @pytest.mark.parametrize(
     "command, groups",
-    [("train-vqvae", (DataOptions, VQVAEConfig, VQVAETrainOptions, GanOptions)), ("train-prior", (PixelCNNConfig, PriorTrainOptions))],
+    [("train-vqvae", (DataOptions, VQVAEConfig, VQVAETrainOptions, GanOptions)), ("train-prior", (PriorTrainOptions,))],
 )
 def test_every_config_option_is_a_flag_with_its_dataclass_default(command, groups):
     result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "400"})
@@ -25,6 +25,13 @@ def test_every_config_option_is_a_flag_with_its_dataclass_default(command, group
             assert flag in result.output, flag
             if f.default not in (None, dataclasses.MISSING) and not isinstance(f.default, bool):
                 assert f"[default: {f.default}]" in result.output, (flag, f.default)
+
+
+def test_the_prior_options_show_each_architectures_default():
+    result = CliRunner().invoke(app, ["train-prior", "--help"], env={"COLUMNS": "400"})
+    pixelcnn, transformer = PixelCNNConfig(), TransformerConfig()
+    assert f"pixelcnn {pixelcnn.num_layers}, transformer {transformer.num_layers}" in result.output
+    assert "--kernel-size" in result.output and "--heads" in result.output
 
 
 def test_a_preset_fills_the_options_not_given_and_given_ones_win(image_folder, tmp_path):

@@ -1,4 +1,4 @@
-"""vqgen: two-stage discrete generative modelling of images (VQ-VAE + gated PixelCNN prior)."""
+"""vqgen: two-stage discrete generative modelling of images (VQ-VAE + gated PixelCNN or transformer prior)."""
 
 __version__ = "0.1.0"
 

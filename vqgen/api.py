@@ -25,7 +25,7 @@ from vqgen import checkpoint
 from vqgen.data import fit_image, read_image
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
-from vqgen.models.pixelcnn import GatedPixelCNN
+from vqgen.models.prior import CodePrior
 from vqgen.models.vqvae import VQVAE
 from vqgen.pretrained import pretrained_path, resolve
 
@@ -42,14 +42,15 @@ def load_vqvae(path: str | Path, device: str | torch.device = "cpu") -> VQVAE:
     return model
 
 
-def load_prior(path: str | Path, device: str | torch.device = "cpu") -> GatedPixelCNN:
-    """A prior checkpoint (or a shipped model's name) -> prior in eval mode, with its metadata as ``.meta``."""
+def load_prior(path: str | Path, device: str | torch.device = "cpu") -> CodePrior:
+    """A prior checkpoint (or a shipped model's name) -> its model (gated PixelCNN or transformer) in eval mode,
+    with its metadata as ``.meta``."""
     model, meta = checkpoint.load_prior(resolve(path, "prior"), device)
     model.meta = meta
     return model
 
 
-def load_pretrained(name: str = "mnist5k", device: str | torch.device = "cpu") -> tuple[VQVAE, GatedPixelCNN]:
+def load_pretrained(name: str = "mnist5k", device: str | torch.device = "cpu") -> tuple[VQVAE, CodePrior]:
     """The VQ-VAE and prior shipped with vqgen under ``name`` (see ``vqgen.pretrained``)."""
     return load_vqvae(pretrained_path(name, "vqvae"), device), load_prior(pretrained_path(name, "prior"), device)
 
@@ -95,7 +96,7 @@ def reconstruct(vqvae: VQVAE, images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_codes(
-    prior: GatedPixelCNN,
+    prior: CodePrior,
     n: int,
     labels: int | str | Sequence[int | str] | None = None,
     *,
@@ -108,9 +109,9 @@ def sample_codes(
     """Draw ``n`` code maps (n, h, w) from the prior.
 
     ``labels`` (conditional priors only): one class, index or name, for all samples, or one per
-    sample. ``sampler``: a name from ``vqgen.sampling.SAMPLERS``; default the cached one
-    when available, else the full recompute. ``guidance`` S: classifier-free guidance scale
-    (1: plain conditional sampling; S != 1 needs a prior trained with label dropout).
+    sample. ``sampler``: a name from ``vqgen.sampling.SAMPLERS``, ``cached`` (the default, for either
+    architecture) or ``full``. ``guidance`` S: classifier-free guidance scale (1: plain conditional
+    sampling; S != 1 needs a prior trained with label dropout).
     """
     from vqgen.sampling import SAMPLERS, check_guidance
 
@@ -118,7 +119,7 @@ def sample_codes(
         raise VQGenError(f"n must be at least 1, not {n}")
     if not temperature > 0:
         raise VQGenError(f"temperature must be positive, not {temperature}")
-    name = sampler or ("cached" if "cached" in SAMPLERS else "full")
+    name = sampler or "cached"
     if name not in SAMPLERS:
         raise VQGenError(f"sampler must be one of {', '.join(SAMPLERS)}, not {name!r}")
     check_guidance(prior, guidance)
@@ -129,7 +130,7 @@ def sample_codes(
     return codes.cpu()
 
 
-def _label_tensor(prior: GatedPixelCNN, labels, n: int) -> torch.Tensor | None:
+def _label_tensor(prior: CodePrior, labels, n: int) -> torch.Tensor | None:
     if not prior.conditional:
         if labels is not None:
             raise VQGenError("labels were given, but this prior is unconditional")

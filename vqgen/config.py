@@ -3,8 +3,8 @@
 A field made with ``option(default, help)`` is a command-line option: ``vqgen.cli.options`` builds its
 ``--flag`` from the field name (or ``flag=``), and ``--help`` shows the help and this default. A field
 without help is set by the program (image size, number of classes, ...), never by a flag. The model
-configurations (``VQVAEConfig``, ``PixelCNNConfig``, ...) live beside their models and use the same
-``option``; the training, data and loss options live here.
+configurations (``VQVAEConfig``, the priors' ``PixelCNNConfig`` and ``TransformerConfig``) live here too,
+as do the training, data and loss options.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def from_dict(cls: type[T], values: dict[str, Any], legacy: dict[str, Any] | Non
     """Rebuild ``cls`` from ``to_dict`` output: unknown keys are ignored, lists become tuples where the
     field is a tuple, nested configs are rebuilt, and a missing key takes its ``legacy`` value (what a
     file written before the field existed meant) or else the default."""
-    known = {f.name: f for f in fields(cls)}
+    known = {f.name: f for f in fields(cls) if f.init}  # not arch: the class sets it
     given = {**(legacy or {}), **{k: v for k, v in values.items() if k in known}}
     for name, value in given.items():
         f = known[name]
@@ -151,23 +151,23 @@ class VQVAEConfig:
 
 
 @dataclass
-class PixelCNNConfig:
+class PriorConfig:
+    """What every prior over code maps records: the maps it models, its classes, label dropout.
+
+    Each architecture subclasses it; ``arch`` (set by the subclass, never by hand) names it in checkpoints.
+    """
+
+    arch: str = dataclasses.field(default="", init=False)
     num_codes: int = 512
     latent_shape: tuple[int, int] = (7, 7)
-    channels: int = option(64, "Channels of the vertical/horizontal stacks.")
-    num_layers: int = option(15, "Gated layers.", flag="--layers")
-    kernel_size: int = option(3, "Odd kernel size k of the stacks.")
     num_classes: int = 0  # 0: unconditional
-    head_channels: int = 256
-    dropout: float = option(0.0, "Dropout on the gated horizontal features.")
     label_dropout: float = option(
         0.0, "Classifier-free guidance: train with the label replaced by a learned 'no class' row this often "
         "(needs a conditional prior; then `sample --guidance S` works)."
     )
 
     def validate(self) -> None:
-        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
-            raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
+        # every architecture has num_layers and channels (with its own defaults and help)
         if self.num_layers < 1 or self.channels < 1:
             raise VQGenError("--layers and --channels must be positive")
         if not 0 <= self.label_dropout < 1:
@@ -179,8 +179,52 @@ class PixelCNNConfig:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PixelCNNConfig:
+    def from_dict(cls, d: dict[str, Any]):
         return from_dict(cls, d)
+
+
+@dataclass
+class PixelCNNConfig(PriorConfig):
+    arch: str = dataclasses.field(default="pixelcnn", init=False)
+    channels: int = option(64, "Channels of the vertical/horizontal stacks.")
+    num_layers: int = option(15, "Gated layers.", flag="--layers")
+    kernel_size: int = option(3, "Odd kernel size k of the stacks.")
+    head_channels: int = 256
+    dropout: float = option(0.0, "Dropout on the gated horizontal features.")
+
+    def validate(self) -> None:
+        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
+            raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
+        super().validate()
+
+
+@dataclass
+class TransformerConfig(PriorConfig):
+    arch: str = dataclasses.field(default="transformer", init=False)
+    channels: int = option(128, "Width: channels of the embeddings, attention and residual stream.")
+    num_layers: int = option(8, "Transformer blocks.", flag="--layers")
+    num_heads: int = option(4, "Attention heads (must divide --channels).", flag="--heads")
+    mlp_ratio: int = 4  # hidden width of the MLP, in multiples of the channels
+    dropout: float = option(0.0, "Dropout on the input embeddings, attention weights and residual branches.")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_heads < 1 or self.channels % self.num_heads:
+            raise VQGenError(f"--heads must divide --channels {self.channels}, not be {self.num_heads}")
+        if not 0 <= self.dropout < 1:
+            raise VQGenError(f"--dropout must be in [0, 1), not {self.dropout}")
+
+
+DEFAULT_PRIOR_ARCH = "pixelcnn"
+PRIOR_ARCHS: dict[str, type[PriorConfig]] = {"pixelcnn": PixelCNNConfig, "transformer": TransformerConfig}
+
+
+def prior_config_from_dict(d: dict[str, Any]) -> PriorConfig:
+    """A prior's recorded config -> the config of its architecture (files without ``arch``: a PixelCNN)."""
+    arch = d.get("arch", "pixelcnn")  # written before there was a second architecture
+    if arch not in PRIOR_ARCHS:
+        raise VQGenError(f"unknown prior architecture {arch!r} (known: {', '.join(PRIOR_ARCHS)}); a newer vqgen wrote it?")
+    return PRIOR_ARCHS[arch].from_dict(d)
 
 
 # ----------------------------------------------------------------------------- data

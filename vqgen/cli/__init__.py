@@ -19,7 +19,8 @@ from vqgen.errors import VQGenError
 from vqgen.pretrained import resolve
 
 app = typer.Typer(
-    help="Two-stage discrete generative modelling of images: VQ-VAE + gated PixelCNN prior.\n\n"
+    help="Two-stage discrete generative modelling of images: VQ-VAE + autoregressive prior (gated PixelCNN or "
+    "transformer).\n\n"
     "Pipeline: train-vqvae -> extract-codes -> train-prior -> sample.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -11,8 +11,18 @@ from vqgen.cli import (
     BatchOpt, DataRootOpt, DeviceOpt, ResumeOpt, SeedOpt, VQVAEArg, app, err_console, friendly_errors, out_console,
     out_option, prior_path, single_process, vqvae_path,
 )
-from vqgen.cli.options import options_from
-from vqgen.config import VQVAE_PRESETS, DataOptions, GanOptions, PixelCNNConfig, PriorTrainOptions, VQVAEConfig, VQVAETrainOptions
+from vqgen.cli.options import OneOf, options_from
+from vqgen.config import (
+    DEFAULT_PRIOR_ARCH,
+    PRIOR_ARCHS,
+    VQVAE_PRESETS,
+    DataOptions,
+    GanOptions,
+    PriorConfig,
+    PriorTrainOptions,
+    VQVAEConfig,
+    VQVAETrainOptions,
+)
 
 # ---------------------------------------------------------------------------- stage 1
 
@@ -84,9 +94,15 @@ def print_codebook_audit(result: dict) -> None:
 # ---------------------------------------------------------------------------- stage 3
 
 
+PRIOR_ARCH_OPTIONS = OneOf(
+    "arch", PRIOR_ARCHS, DEFAULT_PRIOR_ARCH, "Prior architecture: gated PixelCNN or decoder-only causal transformer",
+    "prior_config",
+)
+
+
 @app.command("train-prior")
 @friendly_errors
-@options_from(PixelCNNConfig, PriorTrainOptions)
+@options_from(PRIOR_ARCH_OPTIONS, PriorTrainOptions)
 def train_prior_cmd(
     codes: Annotated[Path, typer.Argument(help="Code file from extract-codes.")],
     out: Annotated[Path, out_option("Prior checkpoint")] = Path("checkpoints/prior.safetensors"),
@@ -96,13 +112,13 @@ def train_prior_cmd(
     ] = None,
     resume: ResumeOpt = None,
     *,
-    pixel_cnn_config: PixelCNNConfig,
+    prior_config: PriorConfig,
     prior_train_options: PriorTrainOptions,
 ) -> None:
-    """Stage 3: fit a gated PixelCNN prior to the code maps."""
+    """Stage 3: fit a prior (gated PixelCNN, or with --arch transformer a causal transformer) to the code maps."""
     from vqgen.train.prior import train_prior_on
 
-    m = train_prior_on(codes, pixel_cnn_config, prior_train_options, out, conditional=conditional, resume=resume)
+    m = train_prior_on(codes, prior_config, prior_train_options, out, conditional=conditional, resume=resume)
     out_console.print(
         f"wrote {out}: best val {m['best_val_bits_per_code']:.3f} bits/code (last epoch {m['val_bits_per_code']:.3f})"
     )

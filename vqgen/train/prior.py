@@ -1,4 +1,4 @@
-"""Stage 3: fit a gated PixelCNN prior to the code maps of a code file.
+"""Stage 3: fit a prior (gated PixelCNN or transformer) to the code maps of a code file.
 
 The model, its loss (cross-entropy over the K codes at every position), its validation (NLL in
 nats and bits per code over the whole split) and what it keeps (the best-validation weights);
@@ -19,12 +19,12 @@ from vqgen import __version__
 from vqgen import distributed as dist
 from vqgen.batches import Batches, make_loader
 from vqgen.checkpoint import check_output_path, load_vqgen_file, save_vqgen_file
-from vqgen.config import PriorTrainOptions, to_dict
+from vqgen.config import PriorConfig, PriorTrainOptions, to_dict
 from vqgen.device import memory_format
 from vqgen.errors import VQGenError
 from vqgen.logs import say
 from vqgen.eval.metrics import histogram_bits_per_code, nats_to_bits
-from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqgen.models import CodePrior, build_prior
 from vqgen.train.loop import StepResult, Trainer, fit, prepare_run
 from vqgen.train.resume import Progress
 
@@ -69,9 +69,9 @@ def load_codes(path: Path) -> CodeFile:
 class PriorTrainer(Trainer):
     stage, what = "prior", "the prior loss"
 
-    def __init__(self, codes: CodeFile, cfg: PixelCNNConfig, opts: PriorTrainOptions, device: torch.device, out: Path):
+    def __init__(self, codes: CodeFile, cfg: PriorConfig, opts: PriorTrainOptions, device: torch.device, out: Path):
         self.codes, self.cfg, self.opts, self.device, self.out = codes, cfg, opts, device, out
-        self.model = GatedPixelCNN(cfg).to(device, memory_format=memory_format(device, opts.amp))
+        self.model = build_prior(cfg).to(device, memory_format=memory_format(device, opts.amp))
         self.train_batches = make_loader(codes.train, opts.batch_size, shuffle=True, seed=opts.seed, drop_last=True)
         self.val_batches = make_loader(codes.val, opts.batch_size * 4, shuffle=False, seed=opts.seed)
         self.hooks = {}
@@ -122,7 +122,7 @@ class PriorTrainer(Trainer):
 
 
 def train_prior(
-    codes: CodeFile, cfg: PixelCNNConfig, opts: PriorTrainOptions, out: Path, resume: str | Path | None = None
+    codes: CodeFile, cfg: PriorConfig, opts: PriorTrainOptions, out: Path, resume: str | Path | None = None
 ) -> dict[str, Any]:
     """Train with cross-entropy, validate each epoch, and keep the best-validation weights in ``out``.
 
@@ -133,7 +133,7 @@ def train_prior(
     return fit(PriorTrainer(codes, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 
-def train_prior_on(codes_path: Path, cfg: PixelCNNConfig, opts: PriorTrainOptions, out: Path,
+def train_prior_on(codes_path: Path, cfg: PriorConfig, opts: PriorTrainOptions, out: Path,
                    conditional: bool | None = None, resume: str | None = None) -> dict[str, Any]:
     """``vqgen train-prior``: read the code file, size the prior to it, then train.
 
@@ -154,7 +154,7 @@ def train_prior_on(codes_path: Path, cfg: PixelCNNConfig, opts: PriorTrainOption
 
 
 @torch.no_grad()
-def evaluate_prior(model: GatedPixelCNN, batches: Batches, device: torch.device) -> float:
+def evaluate_prior(model: CodePrior, batches: Batches, device: torch.device) -> float:
     """Mean NLL in nats per code over a whole split (summed across ranks)."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
@@ -168,7 +168,7 @@ def evaluate_prior(model: GatedPixelCNN, batches: Batches, device: torch.device)
     return float(total / count.clamp_min(1))
 
 
-def save_prior(out: Path, model: GatedPixelCNN, codes: CodeFile, metrics: dict[str, Any],
+def save_prior(out: Path, model: CodePrior, codes: CodeFile, metrics: dict[str, Any],
                opts: PriorTrainOptions) -> None:
     keep = ("vqvae_path", "vqvae_sha256", "dataset", "label_names", "image", "latent_shape", "num_codes")
     meta = {
