@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 from vqgen.errors import VQGenError
@@ -368,3 +369,46 @@ VQVAE_PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"epochs": 40, "batch_size": 64, "lr": 4e-3},  # the defaults
     "best": {"epochs": 100, "batch_size": 16, "lr": 2e-3},  # the last dB, at about 5x the time
 }
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+SPLITS = ("train", "val", "test", "all")
+SPLIT_HELP = ("train, val, test (mnist/fashion-mnist/cifar10: the official test split) or all (every image, "
+              "unsplit; e.g. a folder kept for testing).")
+
+
+@dataclass
+class EvaluateRequest:
+    """Every option of `vqgen evaluate`, with its default."""
+
+    vqvae: Path | None = option(None, "VQ-VAE checkpoint (or mnist5k, shipped): reconstruction MSE/PSNR/SSIM, "
+                                "codebook use, FD/KID.")
+    codes: Path | None = option(None, "Code file: held-out codes for the prior, and its codebook audit.")
+    prior: Path | None = option(None, "Prior checkpoint (or mnist5k, shipped): NLL, bits per code and dimension, "
+                                "vs the code histogram.")
+    samples: Path | None = option(None, "Folder written by `vqgen sample`: FD/KID, precision/recall vs real images, "
+                                  "class scores.")
+    data: str | None = option(None, "Dataset of the real images; default: the one the given files record.")
+    data_root: Path = option(Path("data"), "Where torchvision datasets are downloaded.")
+    split: str = option("val", SPLIT_HELP)
+    classifier: Path | None = option(None, "Reference classifier; default: the cached "
+                                     "classifier-<data>-<C>x<H>x<W>.safetensors beside the checkpoints.")
+    train_classifier: bool = option(False, "Train the reference classifier when none fits, and cache it; default: "
+                                    "fail, saying how to train it.", flag="--train-classifier")
+    inception_weights: Path | None = option(None, "torchvision inception_v3 state dict (.safetensors) for the "
+                                            "standard FID; default: none (not computed).")
+    json_out: Path | None = option(None, "Also write the results as JSON here; default: table only.", flag="--json")
+    batch_size: int = option(256, "Batch size.")
+    device: str = option("auto", "auto, cpu or cuda.")
+    seed: int = option(0, "Seed of the real subsets and KID subsets.")
+    kid_subsets: int = option(100, "Random subsets KID is averaged over.")
+    kid_subset_size: int = 1000
+
+    def validate(self) -> None:
+        check(any((self.vqvae, self.codes, self.prior, self.samples)),
+              "nothing to evaluate: give at least one of --vqvae, --codes, --prior, --samples")
+        check(self.split in SPLITS, f"--split must be one of {', '.join(SPLITS)}, not {self.split!r}")
+        check(self.batch_size >= 1, f"--batch-size must be positive, not {self.batch_size}")
+        check(self.kid_subsets >= 1, f"--kid-subsets must be positive, not {self.kid_subsets}")
+        check(self.samples is None or self.samples.is_dir(), f"{self.samples}: no such folder of samples")

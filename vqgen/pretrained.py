@@ -107,10 +107,16 @@ def build(name: str, out_dir: Path, work: Path) -> None:
 
     recipe = RECIPES[name]()
     files = {kind: work / f"{kind}.safetensors" for kind in ("vqvae", "codes", "prior", "classifier")}
-    train_vqvae_on(recipe.data, recipe.vqvae, recipe.vqvae_train, files["vqvae"])
-    extract_codes_for(files["vqvae"], files["codes"])
-    train_prior_on(files["codes"], recipe.prior, recipe.prior_train, files["prior"])
-    train_classifier(load_image_data(**to_dict(recipe.data)), recipe.classifier_train, files["classifier"])
+    steps = {  # a step whose file is already in ``work`` is not run again (an interrupted build goes on)
+        "vqvae": lambda: train_vqvae_on(recipe.data, recipe.vqvae, recipe.vqvae_train, files["vqvae"]),
+        "codes": lambda: extract_codes_for(files["vqvae"], files["codes"]),
+        "prior": lambda: train_prior_on(files["codes"], recipe.prior, recipe.prior_train, files["prior"]),
+        "classifier": lambda: train_classifier(load_image_data(**to_dict(recipe.data)), recipe.classifier_train,
+                                               files["classifier"]),
+    }
+    for kind, step in steps.items():
+        if not files[kind].is_file():
+            step()
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = {kind: out_dir / file_name(name, kind) for kind in KINDS}
     shrink(files["vqvae"], targets["vqvae"], {"pretrained": name})
@@ -123,7 +129,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Retrain the models shipped with vqgen, from scratch.")
     parser.add_argument("--name", default="mnist5k", choices=NAMES)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "assets" / "pretrained")
-    parser.add_argument("--work", type=Path, default=None, help="Folder for the full-precision files (kept).")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="Folder for the full-precision files (kept; steps whose file is there are skipped).")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="vqgen-pretrained-"))
     build(args.name, args.out, work)

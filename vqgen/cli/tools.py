@@ -9,10 +9,10 @@ import typer
 
 from vqgen.cli import (
     BatchOpt, DataRootOpt, DeviceOpt, ResumeOpt, VQVAEArg, app, check_output, friendly_errors, info_console,
-    model_file, out_console, prior_path, single_process, vqvae_path,
+    model_file, out_console, single_process,
 )
 from vqgen.cli.options import options_from
-from vqgen.config import ClassifierTrainOptions, DataOptions, to_dict
+from vqgen.config import SPLIT_HELP, ClassifierTrainOptions, DataOptions, EvaluateRequest, to_dict
 
 # ---------------------------------------------------------------------------- everyday tools
 
@@ -20,14 +20,7 @@ ToolDataOpt = Annotated[
     Optional[str],
     typer.Option("--data", help="Dataset (as for train-vqvae); default: the one the VQ-VAE was trained on."),
 ]
-SplitOpt = Annotated[
-    str,
-    typer.Option(
-        "--split",
-        help="train, val, test (mnist/fashion-mnist/cifar10: the official test split) or all (every image, unsplit; "
-        "e.g. a folder kept for testing).",
-    ),
-]
+SplitOpt = Annotated[str, typer.Option("--split", help=SPLIT_HELP)]
 
 
 @app.command("reconstruct")
@@ -192,70 +185,15 @@ def train_classifier_cmd(
 
 @app.command("evaluate")
 @friendly_errors
-def evaluate_cmd(
-    vqvae: Annotated[
-        Optional[Path],
-        typer.Option("--vqvae", help="VQ-VAE checkpoint (or mnist5k, shipped): reconstruction MSE/PSNR/SSIM, codebook "
-                     "use, FD/KID.", parser=vqvae_path),
-    ] = None,
-    codes: Annotated[
-        Optional[Path], typer.Option("--codes", help="Code file: held-out codes for the prior, and its codebook audit.")
-    ] = None,
-    prior: Annotated[
-        Optional[Path],
-        typer.Option("--prior", help="Prior checkpoint (or mnist5k, shipped): NLL, bits per code and dimension, vs the "
-                     "code histogram.", parser=prior_path),
-    ] = None,
-    samples: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--samples", help="Folder written by `vqgen sample`: FD/KID, precision/recall vs real images, class scores."
-        ),
-    ] = None,
-    data: Annotated[
-        Optional[str], typer.Option("--data", help="Dataset of the real images; default: the one the given files record.")
-    ] = None,
-    split: SplitOpt = "val",
-    classifier: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--classifier",
-            help="Reference classifier; default: the cached classifier-<data>-<C>x<H>x<W>.safetensors beside the "
-            "checkpoints.",
-        ),
-    ] = None,
-    train_classifier: Annotated[
-        bool,
-        typer.Option(
-            "--train-classifier",
-            help="Train the reference classifier when none fits, and cache it; default: fail, saying how to train it.",
-        ),
-    ] = False,
-    inception_weights: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--inception-weights",
-            help="torchvision inception_v3 state dict (.safetensors) for the standard FID; default: none (not computed).",
-        ),
-    ] = None,
-    json_out: Annotated[
-        Optional[Path], typer.Option("--json", help="Also write the results as JSON here; default: table only.")
-    ] = None,
-    kid_subsets: Annotated[int, typer.Option("--kid-subsets", help="Random subsets KID is averaged over.")] = 100,
-    data_root: DataRootOpt = Path("data"),
-    batch_size: BatchOpt = 256,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the real subsets and KID subsets.")] = 0,
-    device: DeviceOpt = "auto",
-) -> None:
+@options_from(EvaluateRequest)
+def evaluate_cmd(*, evaluate_request: EvaluateRequest) -> None:
     """Quality of whatever is given: reconstructions, prior likelihood, and samples vs real images."""
     single_process("evaluate")
-    from vqgen.eval import EvaluateRequest, evaluate, results_table, write_json
+    from vqgen.eval import evaluate, results_table, write_json
 
-    request = EvaluateRequest(
-        vqvae=vqvae, codes=codes, prior=prior, samples=samples, data=data, data_root=data_root, split=split,
-        classifier=classifier, train_classifier=train_classifier, inception_weights=inception_weights,
-        json_out=json_out, batch_size=batch_size, device=device, seed=seed, kid_subsets=kid_subsets,
-    )
+    request = evaluate_request
+    request.vqvae = request.vqvae and model_file(str(request.vqvae), "vqvae")
+    request.prior = request.prior and model_file(str(request.prior), "prior")
     if request.json_out is not None:
         check_output(request.json_out)
     results = evaluate(request, log=lambda text: info_console.print(text, highlight=False))

@@ -31,6 +31,7 @@ from vqgen.data.sources import (
 )
 from vqgen.data.split import contents_mismatch, split_digest, spread, stratified_split
 from vqgen.data.transforms import fit_image, resize_crop, to_channels
+from vqgen.config import SPLITS
 from vqgen.errors import VQGenError
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "load_image_data", "read_image", "resize_crop", "split_digest", "spread", "stratified_split", "to_channels",
 ]  # fmt: skip
 
-SPLITS = ("train", "val", "test", "all")
 LEGACY_SPLIT = "official train/test"  # specs of older vqgen versions: val was torchvision's test split
 
 
