@@ -185,7 +185,7 @@ def tables(results: dict[str, list[dict[str, Any]]], speed: list[dict[str, Any]]
             in_class = "" if r["in_class"] is None else f"{r['in_class']:.1%}"
             lines.append(f"| {data} | {r['name']} | {r['params']:,} | {r['epochs']} | {r['train_s']:.0f} | "
                          f"{r['val_bits_per_code']:.3f} | {in_class} | {r['fd']:.2f} | {r['sample_s']:.1f} |")
-    lines += ["", f"| latent | prior | cached s / 1,000 | full s / 1,000 | speed-up | codes = full | full timing |",
+    lines += ["", "| latent | prior | cached s / 1,000 | full s / 1,000 | speed-up | codes = full | full timing |",
               "|---|---|---:|---:|---:|---|---|"]
     for s in speed:
         timing = "measured" if s["same_codes"] is not None else f"estimated from {s['full_positions']} positions"

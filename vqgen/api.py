@@ -23,11 +23,14 @@ import torch
 
 from vqgen import checkpoint
 from vqgen.data import fit_image, read_image
+from vqgen.config import SampleOptions
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
 from vqgen.models.prior import CodePrior
 from vqgen.models.vqvae import VQVAE
 from vqgen.pretrained import pretrained_path, resolve
+
+DEFAULTS = SampleOptions()  # the sampling defaults of `vqgen sample`
 
 __all__ = [
     "load_vqvae", "load_prior", "load_pretrained", "read_images", "encode", "decode", "reconstruct", "sample_codes",
@@ -100,11 +103,11 @@ def sample_codes(
     n: int,
     labels: int | str | Sequence[int | str] | None = None,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
+    temperature: float = DEFAULTS.temperature,
+    top_k: int | None = DEFAULTS.top_k,
     seed: int = 0,
     sampler: str | None = None,
-    guidance: float = 1.0,
+    guidance: float = DEFAULTS.guidance,
 ) -> torch.Tensor:
     """Draw ``n`` code maps (n, h, w) from the prior.
 

@@ -412,3 +412,32 @@ class EvaluateRequest:
         check(self.batch_size >= 1, f"--batch-size must be positive, not {self.batch_size}")
         check(self.kid_subsets >= 1, f"--kid-subsets must be positive, not {self.kid_subsets}")
         check(self.samples is None or self.samples.is_dir(), f"{self.samples}: no such folder of samples")
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class SampleOptions:
+    """How `vqgen sample` (and ``vqgen.sample_codes``) draws; the defaults are the best row of bench/samples.py."""
+
+    n: int = option(64, "Number of images (--label all: spread over the classes).")
+    label: str | None = option(None, "Class index or name, a comma list, or 'all' (one row per class; the default).")
+    temperature: float = option(1.0, "Softmax temperature (> 0).")
+    top_k: int | None = option(None, "Sample only among the k most likely codes.")
+    guidance: float = option(
+        1.0, "Classifier-free guidance scale S >= 0 (1: none; needs a prior trained with --label-dropout)."
+    )
+    sampler: str = option("cached", "cached (fast) or full (recompute the whole map per code).")
+    batch_size: int = option(64, "Batch size.")
+    seed: int = option(0, "Seed (CPU runs repeat exactly).")
+    device: str = option("auto", "auto, cpu or cuda.")
+    allow_vqvae_mismatch: bool = option(
+        False, "Decode even if the VQ-VAE is not the one the prior was fit to.", flag="--allow-vqvae-mismatch"
+    )
+
+    def validate(self) -> None:
+        check(self.n >= 1, f"--n must be at least 1, not {self.n}")
+        check(self.temperature > 0, f"--temperature must be positive, not {self.temperature}")
+        check(self.batch_size >= 1, f"--batch-size must be positive, not {self.batch_size}")
+        check(self.guidance >= 0, f"--guidance must be >= 0, not {self.guidance}")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from vqgen.cli import (
-    BatchOpt, DataRootOpt, DeviceOpt, ResumeOpt, SeedOpt, VQVAEArg, app, err_console, friendly_errors, out_console,
+    BatchOpt, DataRootOpt, DeviceOpt, ResumeOpt, VQVAEArg, app, err_console, friendly_errors, out_console,
     out_option, prior_path, single_process, vqvae_path,
 )
 from vqgen.cli.options import OneOf, options_from
@@ -20,6 +20,7 @@ from vqgen.config import (
     GanOptions,
     PriorConfig,
     PriorTrainOptions,
+    SampleOptions,
     VQVAEConfig,
     VQVAETrainOptions,
 )
@@ -129,11 +130,11 @@ def train_prior_cmd(
 
 @app.command("sample")
 @friendly_errors
+@options_from(SampleOptions)
 def sample_cmd(
     prior: Annotated[
         Path, typer.Argument(help="Prior checkpoint from train-prior, or a shipped model: mnist5k.", parser=prior_path)
     ],
-    n: Annotated[int, typer.Option("--n", help="Number of images (--label all: spread over the classes).")] = 64,
     out: Annotated[Path, typer.Option("--out", help="Folder for grid.png, one PNG per sample and codes.safetensors.")] = Path(
         "samples"
     ),
@@ -141,31 +142,12 @@ def sample_cmd(
         Optional[Path],
         typer.Option("--vqvae", help="VQ-VAE to decode with; default: the one recorded in the prior.", parser=vqvae_path),
     ] = None,
-    label: Annotated[
-        Optional[str],
-        typer.Option("--label", help="Class index or name, a comma list, or 'all' (one row per class; the default)."),
-    ] = None,
-    temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature (> 0).")] = 1.0,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample only among the k most likely codes.")] = None,
-    guidance: Annotated[
-        float,
-        typer.Option("--guidance", help="Classifier-free guidance scale S >= 0 (1: none; needs --label-dropout)."),
-    ] = 1.0,
-    sampler: Annotated[str, typer.Option("--sampler", help="cached (fast) or full (recompute the whole map per code).")] = "cached",
-    batch_size: BatchOpt = 64,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    allow_vqvae_mismatch: Annotated[
-        bool, typer.Option("--allow-vqvae-mismatch", help="Decode even if the VQ-VAE is not the one the prior was fit to.")
-    ] = False,
+    *,
+    sample_options: SampleOptions,
 ) -> None:
     """Stage 4: draw code maps from the prior, decode them, write PNGs and a grid."""
     single_process("sample")
     from vqgen.stages.sample import sample
 
-    result = sample(
-        prior, out, n, vqvae_path=vqvae, label=label, temperature=temperature, top_k=top_k, seed=seed,
-        batch_size=batch_size, sampler=sampler, device=device, allow_vqvae_mismatch=allow_vqvae_mismatch,
-        guidance=guidance,
-    )
+    result = sample(prior, out, vqvae_path=vqvae, options=sample_options)
     out_console.print(f"wrote {result['count']} samples to {out}/ (grid: {result['grid']})")
