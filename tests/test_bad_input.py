@@ -62,7 +62,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     files = {name: root / f"{name}.safetensors" for name in ("vqvae", "codes", "prior", "uncond")}
     assert invoke("train-vqvae", "--data", root / "images", "--out", files["vqvae"], *TINY_VQVAE).exit_code == 0
     assert invoke("extract-codes", files["vqvae"], "--out", files["codes"], "--device", "cpu").exit_code == 0
-    assert invoke("train-prior", files["codes"], "--out", files["prior"], *TINY_PRIOR).exit_code == 0
+    assert invoke("train-prior", files["codes"], "--out", files["prior"], *TINY_PRIOR, "--label-dropout", "0").exit_code == 0
     assert invoke("train-prior", files["codes"], "--out", files["uncond"], "--unconditional", *TINY_PRIOR).exit_code == 0
 
     # same architecture, other weights (another sha256); and one with K=8
@@ -208,7 +208,7 @@ def test_a_checkpoint_of_the_wrong_kind(ws, trained):
     fails(ws, "extract-codes", trained["prior"], "--out", out / "c.safetensors",
           expect=("this is a prior (PixelCNN) checkpoint, but a VQ-VAE checkpoint is expected here",))
     fails(ws, "sample", trained["vqvae"], "--out", out,
-          expect=("this is a VQ-VAE checkpoint, but a prior (PixelCNN) checkpoint is expected here",))
+          expect=("this is a VQ-VAE checkpoint, but a prior (PixelCNN or transformer) checkpoint is expected here",))
     fails(ws, "sample", trained["prior"], "--vqvae", trained["uncond"], "--out", out,
           expect=("uncond.safetensors: this is a prior (PixelCNN) checkpoint, but a VQ-VAE checkpoint is expected",))
     fails(ws, "train-prior", trained["vqvae"], "--out", out / "p.safetensors",

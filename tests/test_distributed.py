@@ -1,9 +1,9 @@
 """Data-parallel training on the CPU (gloo): two processes started from the test against one.
 
 The module fixture launches this file under torchrun with 2 processes (``worker`` below). Each
-rank runs ``vqgen train-vqvae`` through the CLI, then trains a tiny VQ-VAE and a tiny prior with
-per-process batch B/2, and dumps its weights; an audit hook records every file it writes. The
-fixture then trains the same two models in this process with batch B.
+rank runs ``vqgen train-vqvae`` through the CLI, then trains a tiny VQ-VAE and two tiny priors (a
+PixelCNN, "prior", and a transformer) with per-process batch B/2, and dumps their weights; an audit
+hook records every file it writes. The fixture then trains the same models in this process with batch B.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from vqgen import distributed as dist
 from vqgen.checkpoint import load_prior, load_vqvae
 from vqgen.data import ImageData
 from vqgen.errors import VQGenError
+from vqgen.models import TransformerConfig, build_prior
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.models.quantizer import VectorQuantizer
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
@@ -78,12 +79,20 @@ def prior_config() -> PixelCNNConfig:
     )
 
 
+def transformer_config() -> TransformerConfig:
+    return TransformerConfig(num_codes=16, latent_shape=(4, 4), channels=16, num_layers=2, num_heads=2, num_classes=3)
+
+
+PRIOR_CONFIGS = {"prior": prior_config, "transformer": transformer_config}  # by the name of the run
+
+
 def train_both(folder: Path, batch_size: int) -> None:
-    """Both stages for 2 epochs (6 optimizer steps each), warm-up short enough that weights really move."""
+    """Both stages (both priors) for 2 epochs (6 optimizer steps each), warm-up short enough that weights really move."""
     vq_opts = config.VQVAETrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
     vqvae_stage.train_vqvae(image_data(), vqvae_config(), vq_opts, folder / "vqvae.safetensors")
     prior_opts = config.PriorTrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
-    prior_stage.train_prior(code_file(folder), prior_config(), prior_opts, folder / "prior.safetensors")
+    for name, prior_cfg in PRIOR_CONFIGS.items():
+        prior_stage.train_prior(code_file(folder), prior_cfg(), prior_opts, folder / f"{name}.safetensors")
 
 
 def record_writes(folder: Path, writes: list[str]) -> None:
@@ -134,16 +143,40 @@ def worker(root: Path) -> None:
     mine = torch.tensor([[0.0], [1.0], [2.0]]) if rank == 0 else torch.tensor([[3.0]])
     picked = dist.gather_picked_rows(mine, torch.tensor([3, 0, 0, 2]))
     assert picked.flatten().tolist() == [3.0, 0.0, 0.0, 2.0], picked
+    weights = {name: {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+               for name, model in made.items()}
+    nan_message = nan_on_rank_1(root / "nan")  # builds another prior: the spy's one is kept above
     assert dist.is_distributed() and dist.world_size() == WORLD
     dist.cleanup()
     assert not dist.is_distributed()
 
     mine = root / f"rank{rank}"
     mine.mkdir()
-    for name, model in made.items():
-        weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, str(mine / f"{name}.safetensors"))
-    (mine / "record.json").write_text(json.dumps({"writes": writes, "restarted": restarted}))
+    for name, state in weights.items():
+        save_file(state, str(mine / f"{name}.safetensors"))
+    record = {"writes": writes, "restarted": restarted, "nan_message": nan_message}
+    (mine / "record.json").write_text(json.dumps(record))
+
+
+def nan_on_rank_1(folder: Path) -> str:
+    """Train the prior with a loss that becomes NaN on rank 1 alone at step 3; return this rank's error."""
+    loss = prior_stage.PriorTrainer.loss
+
+    def poisoned(self, net, batch, step):
+        result = loss(self, net, batch, step)
+        if dist.rank() == 1 and step == 2:
+            result.loss = result.loss * float("nan")
+        return result
+
+    prior_stage.PriorTrainer.loss = poisoned
+    opts = config.PriorTrainOptions(epochs=2, batch_size=BATCH // WORLD, lr=3e-3, warmup_steps=1, device="cpu")
+    try:
+        prior_stage.train_prior(code_file(folder), prior_config(), opts, folder / "prior.safetensors")
+    except VQGenError as e:
+        return str(e)
+    finally:
+        prior_stage.PriorTrainer.loss = loss
+    return "no error"
 
 
 def spy_on_training(made: dict[str, torch.nn.Module], restarted: list[int]) -> None:
@@ -154,13 +187,14 @@ def spy_on_training(made: dict[str, torch.nn.Module], restarted: list[int]) -> N
             super().__init__(cfg)
             made["vqvae"] = self
 
-    class RecordedPrior(GatedPixelCNN):
-        def __init__(self, cfg):
-            super().__init__(cfg)
-            made["prior"] = self
+    build = prior_stage.build_prior
+
+    def recorded_prior(cfg):
+        made["prior" if cfg.arch == "pixelcnn" else cfg.arch] = model = build(cfg)
+        return model
 
     vqvae_stage.VQVAE = RecordedVQVAE
-    prior_stage.GatedPixelCNN = RecordedPrior
+    prior_stage.build_prior = recorded_prior
     restart = VectorQuantizer._restart_dead_codes
 
     def counted(self, flat):
@@ -196,7 +230,7 @@ def states(root: Path, who: str, name: str) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- 2 processes
 
 
-@pytest.mark.parametrize("name", ["vqvae", "prior"])
+@pytest.mark.parametrize("name", ["vqvae", "prior", "transformer"])
 def test_weights_and_codebook_statistics_are_identical_on_every_rank(runs, name):
     rank0, rank1 = states(runs, "rank0", name), states(runs, "rank1", name)
     assert rank0.keys() == rank1.keys()
@@ -206,6 +240,12 @@ def test_weights_and_codebook_statistics_are_identical_on_every_rank(runs, name)
         assert torch.equal(rank0[key], rank1[key]), f"{name}: {key} differs between ranks"
 
 
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(runs):
+    messages = [json.loads((runs / f"rank{r}" / "record.json").read_text())["nan_message"] for r in range(WORLD)]
+    assert all("the prior loss became" in m and "at step 3" in m for m in messages), messages
+    assert messages[0].split(" became")[0] == messages[1].split(" became")[0]
+
+
 def test_dead_code_restarts_happened_and_matched(runs):
     records = [json.loads((runs / f"rank{r}" / "record.json").read_text()) for r in range(WORLD)]
     assert records[0]["restarted"] == records[1]["restarted"]
@@ -213,13 +253,13 @@ def test_dead_code_restarts_happened_and_matched(runs):
     assert len(records[0]["restarted"]) == 1 and 0 < records[0]["restarted"][0] < vqvae_config().num_codes
 
 
-@pytest.mark.parametrize("name", ["vqvae", "prior"])
+@pytest.mark.parametrize("name", ["vqvae", "prior", "transformer"])
 def test_two_processes_with_half_batches_match_one_process(runs, name):
     ddp = states(runs, "rank0", name)
     load = load_vqvae if name == "vqvae" else load_prior
     single = load(runs / "single" / f"{name}.safetensors")[0].state_dict()
     torch.manual_seed(0)
-    init = (VQVAE(vqvae_config()) if name == "vqvae" else GatedPixelCNN(prior_config())).state_dict()
+    init = (VQVAE(vqvae_config()) if name == "vqvae" else build_prior(PRIOR_CONFIGS[name]())).state_dict()
     moved = max((single[k].float() - init[k].float()).abs().max().item() for k in init if init[k].is_floating_point())
     assert moved > 1e-3, "training barely moved the weights: the comparison would prove nothing"
     for key, value in single.items():
@@ -230,7 +270,7 @@ def test_two_processes_with_half_batches_match_one_process(runs, name):
             assert torch.equal(ddp[key], value), key
 
 
-@pytest.mark.parametrize("name", ["vqvae", "prior"])
+@pytest.mark.parametrize("name", ["vqvae", "prior", "transformer"])
 def test_metrics_are_reduced_over_ranks_and_exact_on_the_validation_split(runs, name):
     ddp = read_jsonl(runs / "ddp" / f"{name}.metrics.jsonl")
     single = read_jsonl(runs / "single" / f"{name}.metrics.jsonl")
@@ -246,7 +286,8 @@ def test_only_rank_0_writes_and_its_checkpoint_loads_in_one_process(runs):
     assert writes[1] == []  # neither in the CLI run nor in the stage runs
     ddp = runs / "ddp"
     renamed = {line.split(" ", 1)[1] for line in writes[0] if line.startswith("os.rename")}
-    assert {str(ddp / "vqvae.safetensors"), str(ddp / "prior.safetensors")} <= renamed  # the hook saw rank 0 write
+    written = {str(ddp / f"{name}.safetensors") for name in ("vqvae", "prior", "transformer")}
+    assert written <= renamed  # the hook saw rank 0 write
     assert not [p for p in ddp.rglob("*") if p.name.startswith(".")], "temporary files left behind"
     model, meta = load_vqvae(ddp / "vqvae.safetensors")
     for key, value in model.state_dict().items():
@@ -254,6 +295,8 @@ def test_only_rank_0_writes_and_its_checkpoint_loads_in_one_process(runs):
     assert meta["epoch"] == 2
     prior, _ = load_prior(ddp / "prior.safetensors")
     assert prior.cfg == prior_config()
+    transformer, _ = load_prior(ddp / "transformer.safetensors")
+    assert transformer.cfg == transformer_config()
 
 
 # ----------------------------------------------------------------------------- torchrun itself
@@ -264,7 +307,7 @@ def test_torchrun_runs_the_cli_with_one_voice(runs):
     assert stdout.count("wrote ") == 1, stdout  # rank 1 stays quiet
     # rank 0 alone reports: the CLI run (1 epoch) and the stage runs (2 epochs each) print each epoch once
     assert stderr.count("data ") == 1 and stderr.count("vqvae epoch 1 ") == 2, stderr
-    assert stderr.count("vqvae epoch 2 ") == stderr.count("prior epoch 2 ") == 1, stderr
+    assert stderr.count("vqvae epoch 2 ") == 1 and stderr.count("prior epoch 2 ") == 2, stderr  # PixelCNN, transformer
     out = runs / "cli" / "vqvae.safetensors"
     assert [p.name for p in out.parent.glob("*.safetensors") if "resume" not in p.name] == ["vqvae.safetensors"]
     model, meta = load_vqvae(out)

@@ -25,7 +25,7 @@ from vqgen.data import ImageData, image_data_from_spec
 from vqgen.eval.metrics import CodeHistogram
 from vqgen.batches import make_loader
 from vqgen.device import resolve_device
-from vqgen.logs import progress, warn
+from vqgen.logs import progress, say, warn
 
 LOW_USAGE_WARNING = 0.25
 
@@ -99,8 +99,6 @@ def extract_codes_for(vqvae_path: Path, out: Path, data: str | None = None, data
                       batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
     """``vqgen extract-codes``: encode the VQ-VAE's own dataset and split (or ``data``, resized to the
     VQ-VAE's image size and channels) and warn when the codebook is barely used."""
-    from vqgen.train.vqvae import describe_data
-
     meta = read_metadata(vqvae_path)
     expect_kind(vqvae_path, meta, "vqvae")
     check_output_path(out)
@@ -108,7 +106,7 @@ def extract_codes_for(vqvae_path: Path, out: Path, data: str | None = None, data
     if data is not None:
         spec["data"] = data
     images = image_data_from_spec(spec, root=data_root)
-    describe_data(images)
+    say(images.describe())
     result = extract_codes(vqvae_path, images, out, batch_size=batch_size, device=device)
     usage = result["codebook_audit"]["train"]["usage"]
     if usage < LOW_USAGE_WARNING:

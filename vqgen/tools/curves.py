@@ -18,7 +18,8 @@ VQVAE_PANELS = [
     ("codebook: effective codes", [("perplexity", "val_perplexity"), ("codes used", "val_codes_used")]),
 ]
 PRIOR_PANELS = [
-    ("NLL (bits per code)", [("train", "train_bits_per_code"), ("val", "val_bits_per_code")]),
+    ("NLL (bits per code)", [("train", "train_bits_per_code"), ("val", "val_bits_per_code"),
+                             ("histogram only", "histogram_bits_per_code")]),
 ]
 LR_PANEL = ("learning rate", [("lr", "lr")])
 PANELS_PER_ROW = 3

@@ -1,4 +1,4 @@
-"""Stage 3: fit a gated PixelCNN prior to the code maps of a code file.
+"""Stage 3: fit a prior (gated PixelCNN or transformer) to the code maps of a code file.
 
 The model, its loss (cross-entropy over the K codes at every position), its validation (NLL in
 nats and bits per code over the whole split) and what it keeps (the best-validation weights);
@@ -21,14 +21,14 @@ from vqgen import __version__
 from vqgen import distributed as dist
 from vqgen.batches import Batches, make_loader
 from vqgen.checkpoint import check_output_path, load_vqgen_file, save_vqgen_file
-from vqgen.config import PriorTrainOptions, to_dict
-from vqgen.device import memory_format, resolve_device, seed_everything
+from vqgen.config import PriorConfig, PriorTrainOptions, to_dict
+from vqgen.device import memory_format
 from vqgen.errors import VQGenError
 from vqgen.logs import say
-from vqgen.eval.metrics import nats_to_bits
-from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqgen.eval.metrics import histogram_bits_per_code, nats_to_bits
+from vqgen.models import CodePrior, build_prior
 from vqgen.models.rvq import flat_codes, prior_map_shape
-from vqgen.train.loop import StepResult, Trainer, fit
+from vqgen.train.loop import StepResult, Trainer, fit, prepare_run
 from vqgen.train.resume import Progress
 
 
@@ -82,13 +82,15 @@ def load_codes(path: Path) -> CodeFile:
 class PriorTrainer(Trainer):
     stage, what = "prior", "the prior loss"
 
-    def __init__(self, codes: CodeFile, cfg: PixelCNNConfig, opts: PriorTrainOptions, device: torch.device, out: Path):
+    def __init__(self, codes: CodeFile, cfg: PriorConfig, opts: PriorTrainOptions, device: torch.device, out: Path):
         self.codes, self.cfg, self.opts, self.device, self.out = codes, cfg, opts, device, out
-        self.model = GatedPixelCNN(cfg).to(device, memory_format=memory_format(device, opts.amp))
+        self.model = build_prior(cfg).to(device, memory_format=memory_format(device, opts.amp))
         self.train_batches = make_loader(codes.train, opts.batch_size, shuffle=True, seed=opts.seed, drop_last=True)
         self.val_batches = make_loader(codes.val, opts.batch_size * 4, shuffle=False, seed=opts.seed)
         self.hooks = {}
         self.improved = False
+        # what a model that knows only how often each code occurs needs: the structure learned is the gap
+        self.histogram_bits = histogram_bits_per_code(codes.train.tensors[0], codes.val.tensors[0], cfg.num_codes)
 
     def run_identity(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "codes": self.codes.identity(), "options": to_dict(self.opts)}
@@ -114,6 +116,8 @@ class PriorTrainer(Trainer):
             "val_nll_nats": val["nll"],
             "val_bits_per_code": nats_to_bits(val["nll"]),
             "best_val_bits_per_code": nats_to_bits(progress.best),
+            "histogram_bits_per_code": self.histogram_bits,
+            "learned_bits_per_code": self.histogram_bits - nats_to_bits(val["nll"]),
         }
 
     def report(self, m: dict[str, Any]) -> None:
@@ -121,7 +125,8 @@ class PriorTrainer(Trainer):
         say(
             f"[bold]prior epoch {m['epoch']}[/bold]  train {m['train_nll_nats']:.4f} nats "
             f"({m['train_bits_per_code']:.3f} bits/code)  val {m['val_nll_nats']:.4f} nats "
-            f"([cyan]{m['val_bits_per_code']:.3f} bits/code[/cyan]){mark}  ({m['elapsed_s']:.0f}s)"
+            f"([cyan]{m['val_bits_per_code']:.3f} bits/code[/cyan], histogram alone {m['histogram_bits_per_code']:.3f})"
+            f"{mark}  ({m['elapsed_s']:.0f}s)"
         )
 
     def save(self, metrics: dict[str, Any], last: bool) -> None:
@@ -130,23 +135,18 @@ class PriorTrainer(Trainer):
 
 
 def train_prior(
-    codes: CodeFile, cfg: PixelCNNConfig, opts: PriorTrainOptions, out: Path, resume: str | Path | None = None
+    codes: CodeFile, cfg: PriorConfig, opts: PriorTrainOptions, out: Path, resume: str | Path | None = None
 ) -> dict[str, Any]:
     """Train with cross-entropy, validate each epoch, and keep the best-validation weights in ``out``.
 
     Every ``opts.save_every`` epochs, and when SIGINT/SIGTERM stops the run, the full training
     state goes to OUT.resume.safetensors; ``resume`` (a path or "auto") continues from one.
     """
-    opts.validate()
-    cfg.validate()
-    check_output_path(out)
-    device = resolve_device(opts.device)
-    dist.setup(device)
-    seed_everything(opts.seed)
+    device = prepare_run(opts, out, cfg)
     return fit(PriorTrainer(codes, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 
-def train_prior_on(codes_path: Path, cfg: PixelCNNConfig, opts: PriorTrainOptions, out: Path,
+def train_prior_on(codes_path: Path, cfg: PriorConfig, opts: PriorTrainOptions, out: Path,
                    conditional: bool | None = None, resume: str | None = None) -> dict[str, Any]:
     """``vqgen train-prior``: read the code file, size the prior to it, then train.
 
@@ -160,6 +160,7 @@ def train_prior_on(codes_path: Path, cfg: PixelCNNConfig, opts: PriorTrainOption
         raise VQGenError(f"{codes_path}: --conditional needs labelled codes, but these have no labels")
     cfg.num_codes, cfg.latent_shape, cfg.code_depth = codes.meta["num_codes"], codes.prior_latent_shape, codes.depth
     cfg.num_classes = len(codes.meta["label_names"]) if conditional else 0
+    cfg = cfg.with_label_dropout_for(conditional)
     cfg.validate()
     kind = f"conditional on {cfg.num_classes} classes" if conditional else "unconditional"
     say(f"prior: {len(codes.train)} train / {len(codes.val)} val code maps, {kind}")
@@ -167,7 +168,7 @@ def train_prior_on(codes_path: Path, cfg: PixelCNNConfig, opts: PriorTrainOption
 
 
 @torch.no_grad()
-def evaluate_prior(model: GatedPixelCNN, batches: Batches, device: torch.device) -> float:
+def evaluate_prior(model: CodePrior, batches: Batches, device: torch.device) -> float:
     """Mean NLL in nats per code over a whole split (summed across ranks)."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
@@ -181,7 +182,7 @@ def evaluate_prior(model: GatedPixelCNN, batches: Batches, device: torch.device)
     return float(total / count.clamp_min(1))
 
 
-def save_prior(out: Path, model: GatedPixelCNN, codes: CodeFile, metrics: dict[str, Any],
+def save_prior(out: Path, model: CodePrior, codes: CodeFile, metrics: dict[str, Any],
                opts: PriorTrainOptions) -> None:
     keep = ("vqvae_path", "vqvae_sha256", "dataset", "label_names", "image", "latent_shape", "num_codes", "code_depth")
     meta = {
