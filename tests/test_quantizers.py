@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import run_cli
-from vqgen.config import VQVAEConfig
+from vqgen.config import TransformerConfig, VQVAEConfig
 from vqgen.errors import VQGenError
 from vqgen.models.fsq import FiniteScalarQuantizer, bound, digits_to_index, index_to_digits, round_ste, tail_penalty
 from vqgen.models.quantizer import VectorQuantizer, rotate_onto
@@ -216,6 +216,8 @@ def test_both_samplers_draw_the_same_stacks(guidance):
     assert torch.equal(*drawn) and stacked_codes(drawn[0], 2).shape == (3, 2, 3, 4)
     with pytest.raises(VQGenError, match="divisible"):
         PixelCNNConfig(latent_shape=(3, 7), code_depth=2).validate()
+    with pytest.raises(VQGenError, match="--arch transformer models one code per position"):
+        TransformerConfig(latent_shape=(3, 8), code_depth=2).validate()
 
 
 # ----------------------------------------------------------------------------- options
