@@ -238,10 +238,10 @@ def load_vqvae(path: str | Path, device: torch.device | str = "cpu"):
 
 
 def load_prior(path: str | Path, device: torch.device | str = "cpu"):
-    """Load a prior checkpoint -> (GatedPixelCNN in eval mode, metadata)."""
-    from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+    """Load a prior checkpoint -> (GatedPixelCNN, or TwoLevelPrior for a two-level VQ-VAE, in eval mode; metadata)."""
+    from vqgen.models.hierarchy import build_prior
 
-    return load_model(path, "prior", lambda cfg: GatedPixelCNN(PixelCNNConfig.from_dict(cfg)), device)
+    return load_model(path, "prior", build_prior, device)
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu"):

@@ -73,6 +73,9 @@ def check(condition: bool, message: str) -> None:
 # (1.0 by default); it is read as the new relative value, which changes only the dead-code count a
 # loaded model reports, since nothing trains on from a finished checkpoint.
 LEGACY_VALUES: dict[str, Any] = {"head_channels": 0, "restart_stop": 1.0}
+# files from before VQ-VAE-2 and the scaled networks: one level, today's layout
+LEGACY_VALUES.update({"levels": 1, "channel_mult": "", "norm": "none", "attention": False})
+NORMS = ("none", "group")
 
 
 @dataclass
@@ -110,6 +113,16 @@ class VQVAEConfig:
     codebook_dim: int | None = option(
         6, "Dimension of the codes, with linear in/out projections to D (0: codes of dimension D)."
     )
+    levels: int = option(
+        1, "Code maps: 1 (VQ-VAE), or 2 (VQ-VAE-2: a bottom map at the --downsamples factor and a top map "
+        "2x smaller, one codebook each)."
+    )
+    channel_mult: str = option(
+        "", "Channels per resolution, as multiples of --hidden, from the image down (one per resolution: 1,2,2 for "
+        "--downsamples 2); residual blocks at every resolution, for 64-256 px images. Empty: the light layout."
+    )
+    norm: str = option("none", "Normalisation in the residual and attention blocks: none or group (GroupNorm).")
+    attention: bool = option(False, "A self-attention block after the residual blocks at the lowest resolution.")
 
     def __post_init__(self) -> None:
         if self.codebook_dim == 0:  # the command line's way of saying "codes of dimension D"
@@ -121,15 +134,44 @@ class VQVAEConfig:
 
     @property
     def latent_shape(self) -> tuple[int, int]:
+        """The (bottom) code map's size."""
         return (self.image_size[0] // self.factor, self.image_size[1] // self.factor)
+
+    @property
+    def top_latent_shape(self) -> tuple[int, int] | None:
+        """The top code map's size (--levels 2), else None."""
+        h, w = self.latent_shape
+        return (h // 2, w // 2) if self.levels == 2 else None
+
+    @property
+    def multipliers(self) -> tuple[int, ...]:
+        """--channel-mult as numbers (empty: the light layout)."""
+        try:
+            return tuple(int(part) for part in self.channel_mult.split(",")) if self.channel_mult.strip() else ()
+        except ValueError:
+            raise VQGenError(f"--channel-mult must be whole numbers separated by commas, not {self.channel_mult!r}") from None
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the encoder's and decoder's trunk at the latent resolution."""
+        return self.hidden_channels * (self.multipliers[-1] if self.multipliers else 1)
 
     def validate(self) -> None:
         h, w = self.image_size
-        if h % self.factor or w % self.factor:
+        check(self.levels in (1, 2), f"--levels must be 1 or 2, not {self.levels}")
+        factor = self.factor * self.levels  # the top map of --levels 2 is 2x smaller
+        if h % factor or w % factor:
             raise VQGenError(
-                f"image size {h}x{w} is not divisible by the downsampling factor {self.factor}; "
-                f"pick --image-size as a multiple of {self.factor} or change --downsamples"
+                f"image size {h}x{w} is not divisible by the downsampling factor {factor}; "
+                f"pick --image-size as a multiple of {factor} or change --downsamples"
+                + (" or --levels" if self.levels == 2 else "")
             )
+        mult = self.multipliers
+        check(not mult or len(mult) == self.num_downsamples + 1,
+              f"--channel-mult needs {self.num_downsamples + 1} multipliers (the image and each of the "
+              f"{self.num_downsamples} --downsamples stages), not {len(mult)}")
+        check(all(m >= 1 for m in mult), f"--channel-mult multipliers must be at least 1, not {self.channel_mult!r}")
+        check(self.norm in NORMS, f"--norm must be one of {', '.join(NORMS)}, not {self.norm!r}")
         if self.head_channels < 0:
             raise VQGenError(f"--head-channels must be 0 (no head) or more, not {self.head_channels}")
         if self.codebook_dim is not None and self.codebook_dim < 1:
@@ -163,6 +205,9 @@ class PixelCNNConfig:
         0.0, "Classifier-free guidance: train with the label replaced by a learned 'no class' row this often "
         "(needs a conditional prior; then `sample --guidance S` works)."
     )
+    # the bottom prior of a two-level model: conditioned on the top code map (cond_codes codes of cond_shape)
+    cond_codes: int = 0  # 0: no conditioning map
+    cond_shape: tuple[int, int] = (0, 0)
 
     def validate(self) -> None:
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
@@ -173,6 +218,10 @@ class PixelCNNConfig:
             raise VQGenError(f"--label-dropout must be in [0, 1), not {self.label_dropout}")
         if self.label_dropout and not self.num_classes:
             raise VQGenError("--label-dropout needs a class-conditional prior, but this one is unconditional")
+        if self.cond_codes:
+            (h, w), (ch, cw) = self.latent_shape, self.cond_shape
+            check(ch > 0 and cw > 0 and h % ch == 0 and w % cw == 0 and h // ch == w // cw,
+                  f"the conditioning map {ch}x{cw} does not scale evenly to the code map {h}x{w}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

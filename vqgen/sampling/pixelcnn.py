@@ -9,6 +9,9 @@ the same seed they produce identical codes. The cached logits equal the full one
 float rounding (the same sums, added in another order), which could flip a near-tied draw; so
 the cached sampler flags every draw that rounding of that size could change (a few in 10^5) and
 checks those against one full pass over the finished map, redrawing from the first wrong one.
+
+The bottom prior of two levels adds a per-position bias from the top map to every gated layer: a
+fixed input, computed once per sample, that the caches only need to add row by row.
 """
 
 from __future__ import annotations
@@ -42,29 +45,40 @@ class _LayerCache:
       as forward() pads it: exactly the vertical conv's window for one output row;
     * ``row_bias`` (B, W, 2C): everything the horizontal pre-activation of the current row gets
       besides its own conv: the vertical stack's term (previous row through v_to_h), the class
-      bias and the h_conv bias;
+      bias (and the spatial bias of that row) and the h_conv bias;
     * ``h_row`` (B, W+p, C): the current row of the horizontal stack's input (channel-last, p
       zero columns on the left); for the first layer, the code embeddings of the row.
     """
 
-    def __init__(self, layer: GatedLayer, labels: torch.Tensor | None, n: int, width: int, like: torch.Tensor):
+    def __init__(self, layer: GatedLayer, labels: torch.Tensor | None, n: int, width: int, like: torch.Tensor,
+                 features: torch.Tensor | None = None):
         self.first, self.p, self.c = layer.first, layer.pad, layer.skip.in_channels
         self.v_conv, self.v_to_h = layer.v_conv, layer.v_to_h
         self.h_weight, self.h_bias = _dense(layer.h_conv), layer.h_conv.bias
         if layer.h_out is not None:  # the last layer has none
             self.out_weight, self.out_bias = _dense(layer.h_out), layer.h_out.bias
         self.skip_weight, self.skip_bias = _dense(layer.skip), layer.skip.bias
-        class_v, class_h = layer.class_bias(labels)  # 0.0 each when unconditional
-        self.class_v = class_v
-        self.class_h = class_h[:, :, 0, :].transpose(1, 2) if isinstance(class_h, torch.Tensor) else 0.0
+        # 0.0 each when unconditional; (B, 2C, 1, 1) per class; (B, 2C, H, W) with a conditioning map
+        self.class_v, self.class_h = layer.class_bias(labels, features)
         self.v_rows = like.new_zeros(n, self.c, self.p + 1, width + 2 * self.p)
         self.h_row = like.new_zeros(n, width + self.p, self.c)
+        self.rows_done = 0  # rows pushed through the vertical stack
         # Row 0 of the horizontal stack sees the zero row that shift_down() inserts.
         self._set_row_bias(like.new_zeros(n, 2 * self.c, 1, width))
 
+    @staticmethod
+    def _bias_row(bias: torch.Tensor | float, i: int) -> torch.Tensor | float:
+        """Row i (B, 2C, 1, W or 1) of a bias; a per-class bias is the same in every row."""
+        if not isinstance(bias, torch.Tensor) or bias.shape[2] == 1:
+            return bias
+        return bias[:, :, i : i + 1]
+
     def _set_row_bias(self, v_pre: torch.Tensor) -> None:
+        """The horizontal stack's bias for row ``rows_done``, given the vertical pre-activations of the row above."""
         v_term = self.v_to_h(v_pre)[:, :, 0, :].transpose(1, 2)  # (B, W, 2C)
-        self.row_bias = (v_term + self.class_h).contiguous()
+        class_h = self._bias_row(self.class_h, self.rows_done)
+        class_h = class_h[:, :, 0, :].transpose(1, 2) if isinstance(class_h, torch.Tensor) else 0.0
+        self.row_bias = (v_term + class_h).contiguous()
         if self.first:  # shift_right() puts a zero, not the conv's bias, in column 0
             self.row_bias[:, 1:] += self.h_bias
         else:
@@ -77,7 +91,8 @@ class _LayerCache:
         """
         p = self.p
         self.v_rows = torch.cat([self.v_rows[:, :, 1:], F.pad(v_in, (p, p))], dim=2)
-        v_pre = self.v_conv(self.v_rows) + self.class_v
+        v_pre = self.v_conv(self.v_rows) + self._bias_row(self.class_v, self.rows_done)
+        self.rows_done += 1
         self._set_row_bias(v_pre)
         return gate(v_pre)
 
@@ -99,15 +114,18 @@ class CachedPixelCNN:
     Per row ``i``: ``begin_row(codes of row i-1)`` runs the vertical stacks over that row once.
     Per position ``(i, j)``: ``logits(j)`` runs the horizontal stacks and the head at that one
     position (small matmuls), then ``put(j, codes)`` stores the chosen codes in the row caches.
-    Dropout is skipped (sampling is eval-mode).
+    Dropout is skipped (sampling is eval-mode). ``cond``: the conditioning map of each of the n
+    maps, for a prior that has one (the bottom prior of two levels).
     """
 
-    def __init__(self, model: GatedPixelCNN, n: int, labels: torch.Tensor | None = None):
+    def __init__(self, model: GatedPixelCNN, n: int, labels: torch.Tensor | None = None,
+                 cond: torch.Tensor | None = None):
         labels = model.check_labels(labels)
+        features = model.condition(cond)
         self.embedding = model.embedding
         like = model.embedding.weight
         width, c = model.cfg.latent_shape[1], model.cfg.channels
-        self.layers = [_LayerCache(layer, labels, n, width, like) for layer in model.layers]
+        self.layers = [_LayerCache(layer, labels, n, width, like, features) for layer in model.layers]
         self.p = self.layers[0].p
         # Skips: the gated features of all layers side by side, mapped by one matmul.
         self.gated = like.new_zeros(n, len(self.layers) * c)
@@ -158,24 +176,27 @@ def sample_cached(
     device: torch.device | str = "cpu",
     tolerance: float = TIE_TOLERANCE,
     guidance: float = 1.0,
+    cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample ``n`` code maps with per-layer caches: the same codes as ``sample_full``, much faster.
 
     Draws that float rounding of the cached logits could change (near-ties, see ``is_decisive``;
     ``tolerance`` 0 trusts every draw) are checked once the map is done, against one full pass
     over it (see ``correct_near_ties``). ``guidance`` S != 1: classifier-free guidance, the
-    conditional and unconditional rows side by side in the caches.
+    conditional and unconditional rows side by side in the caches. ``cond``: the conditioning
+    map of each sample (the top codes, for the bottom prior of two levels).
     """
     h, w = model.cfg.latent_shape
     codes = torch.zeros(n, h, w, dtype=torch.long, device=device)
     guide = Guidance.for_model(model, labels, guidance, device)
+    given = guide.conditioning(cond, device)
     generator = generator if generator is not None else torch.default_generator
 
     def fast_pass(start: int) -> tuple[dict[int, torch.Tensor], NearTies]:
-        return _cached_pass(model, codes, guide, start, temperature, top_k, generator, tolerance)
+        return _cached_pass(model, codes, guide, given, start, temperature, top_k, generator, tolerance)
 
     def exact_logits() -> torch.Tensor:
-        return guide.combine(model(guide.rows(codes), guide.labels)).flatten(2)
+        return guide.combine(model(guide.rows(codes), guide.labels, **given)).flatten(2)
 
     correct_near_ties(codes.view(n, h * w), fast_pass, exact_logits, temperature, top_k, generator)
     return codes
@@ -185,6 +206,7 @@ def _cached_pass(
     model: GatedPixelCNN,
     codes: torch.Tensor,
     guide: Guidance,
+    given: dict[str, torch.Tensor],
     start: int,
     temperature: float,
     top_k: int | None,
@@ -194,7 +216,7 @@ def _cached_pass(
     """Draw ``codes`` from raster position ``start`` on (the earlier codes are given) with the cached
     network. Returns the generator state before each draw and the near-ties as (position, noise)."""
     n, h, w = codes.shape
-    state = CachedPixelCNN(model, guide.batch_size(n), guide.labels)
+    state = CachedPixelCNN(model, guide.batch_size(n), guide.labels, **given)
     tolerance = guide.tolerance(tolerance)
     states, near_ties = {}, []
     for i in range(h):
@@ -218,13 +240,14 @@ def _cached_pass(
 
 @exact_float32()
 @torch.no_grad()
-def cached_logits(model: GatedPixelCNN, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+def cached_logits(model: GatedPixelCNN, codes: torch.Tensor, labels: torch.Tensor | None = None,
+                  cond: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (B, K, H, W) of given code maps, computed position by position by the cached path.
 
-    Equals ``model(codes, labels)`` up to float rounding; used to check the cached sampler.
+    Equals ``model(codes, labels, cond)`` up to float rounding; used to check the cached sampler.
     """
     n, h, w = codes.shape
-    state = CachedPixelCNN(model, n, labels)
+    state = CachedPixelCNN(model, n, labels, cond)
     out = torch.empty(n, model.cfg.num_codes, h, w, dtype=model.embedding.weight.dtype, device=codes.device)
     for i in range(h):
         state.begin_row(codes[:, i - 1] if i > 0 else None)
