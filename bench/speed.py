@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU bfloat16 units: {cpu_has_bf16()}")
-    print(f"| variant | ms / step | images / s | vs default (per image) |\n|---|---:|---:|---:|")
+    print("| variant | ms / step | images / s | vs default (per image) |\n|---|---:|---:|---:|")
     base = None
     for name, batch, amp, cl, changes in ROWS:
         seconds = time_row(batch, amp, cl, changes, args.steps, args.warmup)

@@ -15,6 +15,7 @@ from vqgen.cli import app
 # a VQ-VAE small enough to train for an epoch on mnist5k in a few seconds
 TINY_VQVAE = ["--hidden", "16", "--res-channels", "8", "--res-blocks", "1", "-K", "32", "-D", "8"]
 TINY_PRIOR = ["--layers", "3", "--channels", "8", "--kernel-size", "3"]
+TINY_TRANSFORMER = ["--arch", "transformer", "--layers", "2", "--channels", "16", "--heads", "2"]
 
 
 torch.set_num_threads(1)

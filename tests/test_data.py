@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +203,19 @@ def test_codes_and_evaluation_of_the_test_and_all_splits(fake_mnist, tiny_pipeli
     on_all = evaluate(EvaluateRequest(prior=tiny_pipeline["prior"], data="mnist", data_root=tmp_path, split="all",
                                       device="cpu"))
     assert on_all["prior"]["num_code_maps"] == 50 and on_all["num_images"] == 50
+
+
+def test_the_split_has_its_own_seed_so_seed_sweeps_share_one_validation_set(image_folder, tmp_path):
+    from conftest import TINY_VQVAE, run_cli
+
+    from vqgen.checkpoint import read_metadata
+
+    for seed in (0, 1):
+        run_cli("train-vqvae", "--data", image_folder, "--seed", seed, "--out", tmp_path / f"{seed}.safetensors",
+                "--epochs", "1", "--device", "cpu", *TINY_VQVAE)
+    a, b = (read_metadata(tmp_path / f"{s}.safetensors")["dataset"] for s in (0, 1))
+    assert a["split_seed"] == b["split_seed"] == 0 and a["contents"]["split_sha256"] == b["contents"]["split_sha256"]
+    run_cli("train-vqvae", "--data", image_folder, "--split-seed", 5, "--out", tmp_path / "s5.safetensors",
+            "--epochs", "1", "--device", "cpu", *TINY_VQVAE)
+    moved = read_metadata(tmp_path / "s5.safetensors")["dataset"]
+    assert moved["split_seed"] == 5 and moved["contents"]["split_sha256"] != a["contents"]["split_sha256"]

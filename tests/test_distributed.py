@@ -1,10 +1,10 @@
 """Data-parallel training on the CPU (gloo): two processes started from the test against one.
 
 The module fixture launches this file under torchrun with 2 processes (``worker`` below). Each
-rank runs ``vqgen train-vqvae`` through the CLI, then trains a tiny VQ-VAE and a tiny prior, and
-their two-level twins (VQ-VAE-2 and its top + bottom prior), with per-process batch B/2, and dumps
-its weights; an audit hook records every file it writes. The fixture then trains the same four
-models in this process with batch B.
+rank runs ``vqgen train-vqvae`` through the CLI, then trains a tiny VQ-VAE and two tiny priors (a
+PixelCNN, "prior", and a transformer), and their two-level twins (VQ-VAE-2, "vqvae2", and its top +
+bottom prior, "prior2"), with per-process batch B/2, and dumps their weights; an audit hook records
+every file it writes. The fixture then trains the same models in this process with batch B.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from vqgen import distributed as dist
 from vqgen.checkpoint import load_prior, load_vqvae
 from vqgen.data import ImageData
 from vqgen.errors import VQGenError
+from vqgen.models import TransformerConfig, TwoLevelPriorConfig, build_prior
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.models.quantizer import VectorQuantizer
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 from vqgen.batches import make_loader
 from vqgen.device import autocast, memory_format
 from vqgen.logs import read_jsonl
-from vqgen.models.hierarchy import TwoLevelPrior, TwoLevelPriorConfig
 from vqgen import config
 from vqgen.train import prior as prior_stage
 from vqgen.train import vqvae as vqvae_stage
@@ -82,6 +82,10 @@ def prior_config() -> PixelCNNConfig:
     )
 
 
+def transformer_config() -> TransformerConfig:
+    return TransformerConfig(num_codes=16, latent_shape=(4, 4), channels=16, num_layers=2, num_heads=2, num_classes=3)
+
+
 def two_level_vqvae_config() -> VQVAEConfig:
     # 8x8 images -> 4x4 bottom and 2x2 top maps; no restarts, so that the restart count above stays the one-level run's
     return VQVAEConfig(**{**vqvae_config().__dict__, "levels": 2, "restart_dead": False})
@@ -100,29 +104,34 @@ def two_level_prior_config() -> TwoLevelPriorConfig:
     return TwoLevelPriorConfig.for_maps(prior_config(), (2, 2))
 
 
-# each run's model as it starts (before training), by the name of its files
-BUILD = {"vqvae": lambda: VQVAE(vqvae_config()), "prior": lambda: GatedPixelCNN(prior_config()),
-         "vqvae2": lambda: VQVAE(two_level_vqvae_config()), "prior2": lambda: TwoLevelPrior(two_level_prior_config())}
+PRIOR_CONFIGS = {"prior": prior_config, "transformer": transformer_config}  # by the name of the run
 
 
-def train_both(folder: Path, batch_size: int, levels: int = 1) -> None:
-    """Both stages for 2 epochs (6 optimizer steps each), warm-up short enough that weights really move."""
-    suffix = "" if levels == 1 else "2"
-    vq_cfg = vqvae_config() if levels == 1 else two_level_vqvae_config()
-    codes, prior_cfg = (code_file(folder), prior_config()) if levels == 1 else (two_level_code_file(folder),
-                                                                                 two_level_prior_config())
+def train_both(folder: Path, batch_size: int) -> None:
+    """Both stages (both priors) for 2 epochs (6 optimizer steps each), warm-up short enough that weights really move."""
     vq_opts = config.VQVAETrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
-    vqvae_stage.train_vqvae(image_data(), vq_cfg, vq_opts, folder / f"vqvae{suffix}.safetensors")
+    vqvae_stage.train_vqvae(image_data(), vqvae_config(), vq_opts, folder / "vqvae.safetensors")
     prior_opts = config.PriorTrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
-    prior_stage.train_prior(codes, prior_cfg, prior_opts, folder / f"prior{suffix}.safetensors")
+    for name, prior_cfg in PRIOR_CONFIGS.items():
+        prior_stage.train_prior(code_file(folder), prior_cfg(), prior_opts, folder / f"{name}.safetensors")
+
+
+# each run's model as it starts (before training), by the name of its files
+BUILD = {"vqvae": lambda: VQVAE(vqvae_config()), "vqvae2": lambda: VQVAE(two_level_vqvae_config()),
+         "prior2": lambda: build_prior(two_level_prior_config()),
+         **{name: (lambda cfg=cfg: build_prior(cfg())) for name, cfg in PRIOR_CONFIGS.items()}}
 
 
 def train_two_levels(folder: Path, batch_size: int) -> str:
     """``train_both`` for the two-level models; returns what they told the console (kept apart from the
     one-level runs' lines, which the tests below count)."""
+    vq_opts = config.VQVAETrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
+    prior_opts = config.PriorTrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
     told = io.StringIO()
     with contextlib.redirect_stderr(told):
-        train_both(folder, batch_size, levels=2)
+        vqvae_stage.train_vqvae(image_data(), two_level_vqvae_config(), vq_opts, folder / "vqvae2.safetensors")
+        prior_stage.train_prior(two_level_code_file(folder), two_level_prior_config(), prior_opts,
+                                folder / "prior2.safetensors")
     return told.getvalue()
 
 
@@ -175,17 +184,40 @@ def worker(root: Path) -> None:
     mine = torch.tensor([[0.0], [1.0], [2.0]]) if rank == 0 else torch.tensor([[3.0]])
     picked = dist.gather_picked_rows(mine, torch.tensor([3, 0, 0, 2]))
     assert picked.flatten().tolist() == [3.0, 0.0, 0.0, 2.0], picked
+    weights = {name: {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+               for name, model in made.items()}
+    nan_message = nan_on_rank_1(root / "nan")  # builds another prior: the spy's one is kept above
     assert dist.is_distributed() and dist.world_size() == WORLD
     dist.cleanup()
     assert not dist.is_distributed()
 
     mine = root / f"rank{rank}"
     mine.mkdir()
-    for name, model in made.items():
-        weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, str(mine / f"{name}.safetensors"))
-    record = {"writes": writes, "restarted": restarted, "two_level_lines": two_level_lines}
+    for name, state in weights.items():
+        save_file(state, str(mine / f"{name}.safetensors"))
+    record = {"writes": writes, "restarted": restarted, "nan_message": nan_message, "two_level_lines": two_level_lines}
     (mine / "record.json").write_text(json.dumps(record))
+
+
+def nan_on_rank_1(folder: Path) -> str:
+    """Train the prior with a loss that becomes NaN on rank 1 alone at step 3; return this rank's error."""
+    loss = prior_stage.PriorTrainer.loss
+
+    def poisoned(self, net, batch, step):
+        result = loss(self, net, batch, step)
+        if dist.rank() == 1 and step == 2:
+            result.loss = result.loss * float("nan")
+        return result
+
+    prior_stage.PriorTrainer.loss = poisoned
+    opts = config.PriorTrainOptions(epochs=2, batch_size=BATCH // WORLD, lr=3e-3, warmup_steps=1, device="cpu")
+    try:
+        prior_stage.train_prior(code_file(folder), prior_config(), opts, folder / "prior.safetensors")
+    except VQGenError as e:
+        return str(e)
+    finally:
+        prior_stage.PriorTrainer.loss = loss
+    return "no error"
 
 
 def spy_on_training(made: dict[str, torch.nn.Module], restarted: list[int]) -> None:
@@ -196,19 +228,15 @@ def spy_on_training(made: dict[str, torch.nn.Module], restarted: list[int]) -> N
             super().__init__(cfg)
             made["vqvae" if cfg.levels == 1 else "vqvae2"] = self
 
-    class RecordedPrior(GatedPixelCNN):
-        def __init__(self, cfg):
-            super().__init__(cfg)
-            made["prior"] = self
+    build = prior_stage.build_prior
 
-    class RecordedTwoLevelPrior(TwoLevelPrior):
-        def __init__(self, cfg):
-            super().__init__(cfg)
-            made["prior2"] = self
+    def recorded_prior(cfg):
+        name = "prior2" if isinstance(cfg, TwoLevelPriorConfig) else "prior" if cfg.arch == "pixelcnn" else cfg.arch
+        made[name] = model = build(cfg)
+        return model
 
     vqvae_stage.VQVAE = RecordedVQVAE
-    prior_stage.GatedPixelCNN = RecordedPrior
-    prior_stage.TwoLevelPrior = RecordedTwoLevelPrior
+    prior_stage.build_prior = recorded_prior
     restart = VectorQuantizer._restart_dead_codes
 
     def counted(self, flat):
@@ -245,7 +273,7 @@ def states(root: Path, who: str, name: str) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- 2 processes
 
 
-@pytest.mark.parametrize("name", ["vqvae", "prior", "vqvae2", "prior2"])
+@pytest.mark.parametrize("name", ["vqvae", "prior", "transformer", "vqvae2", "prior2"])
 def test_weights_and_codebook_statistics_are_identical_on_every_rank(runs, name):
     rank0, rank1 = states(runs, "rank0", name), states(runs, "rank1", name)
     assert rank0.keys() == rank1.keys()
@@ -257,6 +285,12 @@ def test_weights_and_codebook_statistics_are_identical_on_every_rank(runs, name)
         assert torch.equal(rank0[key], rank1[key]), f"{name}: {key} differs between ranks"
 
 
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(runs):
+    messages = [json.loads((runs / f"rank{r}" / "record.json").read_text())["nan_message"] for r in range(WORLD)]
+    assert all("the prior loss became" in m and "at step 3" in m for m in messages), messages
+    assert messages[0].split(" became")[0] == messages[1].split(" became")[0]
+
+
 def test_dead_code_restarts_happened_and_matched(runs):
     records = [json.loads((runs / f"rank{r}" / "record.json").read_text()) for r in range(WORLD)]
     assert records[0]["restarted"] == records[1]["restarted"]
@@ -264,7 +298,7 @@ def test_dead_code_restarts_happened_and_matched(runs):
     assert len(records[0]["restarted"]) == 1 and 0 < records[0]["restarted"][0] < vqvae_config().num_codes
 
 
-@pytest.mark.parametrize("name", ["vqvae", "prior", "vqvae2", "prior2"])
+@pytest.mark.parametrize("name", ["vqvae", "prior", "transformer", "vqvae2", "prior2"])
 def test_two_processes_with_half_batches_match_one_process(runs, name):
     ddp = states(runs, "rank0", name)
     load = load_vqvae if name.startswith("vqvae") else load_prior
@@ -281,7 +315,7 @@ def test_two_processes_with_half_batches_match_one_process(runs, name):
             assert torch.equal(ddp[key], value), key
 
 
-@pytest.mark.parametrize("name", ["vqvae", "prior", "vqvae2", "prior2"])
+@pytest.mark.parametrize("name", ["vqvae", "prior", "transformer", "vqvae2", "prior2"])
 def test_metrics_are_reduced_over_ranks_and_exact_on_the_validation_split(runs, name):
     ddp = read_jsonl(runs / "ddp" / f"{name}.metrics.jsonl")
     single = read_jsonl(runs / "single" / f"{name}.metrics.jsonl")
@@ -297,7 +331,8 @@ def test_only_rank_0_writes_and_its_checkpoint_loads_in_one_process(runs):
     assert writes[1] == []  # neither in the CLI run nor in the stage runs
     ddp = runs / "ddp"
     renamed = {line.split(" ", 1)[1] for line in writes[0] if line.startswith("os.rename")}
-    assert {str(ddp / "vqvae.safetensors"), str(ddp / "prior.safetensors")} <= renamed  # the hook saw rank 0 write
+    written = {str(ddp / f"{name}.safetensors") for name in ("vqvae", "prior", "transformer")}
+    assert written <= renamed  # the hook saw rank 0 write
     assert not [p for p in ddp.rglob("*") if p.name.startswith(".")], "temporary files left behind"
     model, meta = load_vqvae(ddp / "vqvae.safetensors")
     for key, value in model.state_dict().items():
@@ -305,6 +340,8 @@ def test_only_rank_0_writes_and_its_checkpoint_loads_in_one_process(runs):
     assert meta["epoch"] == 2
     prior, _ = load_prior(ddp / "prior.safetensors")
     assert prior.cfg == prior_config()
+    transformer, _ = load_prior(ddp / "transformer.safetensors")
+    assert transformer.cfg == transformer_config()
 
 
 # ----------------------------------------------------------------------------- torchrun itself
@@ -322,7 +359,7 @@ def test_torchrun_runs_the_cli_with_one_voice(runs):
     assert stdout.count("wrote ") == 1, stdout  # rank 1 stays quiet
     # rank 0 alone reports: the CLI run (1 epoch) and the stage runs (2 epochs each) print each epoch once
     assert stderr.count("data ") == 1 and stderr.count("vqvae epoch 1 ") == 2, stderr
-    assert stderr.count("vqvae epoch 2 ") == stderr.count("prior epoch 2 ") == 1, stderr
+    assert stderr.count("vqvae epoch 2 ") == 1 and stderr.count("prior epoch 2 ") == 2, stderr  # PixelCNN, transformer
     out = runs / "cli" / "vqvae.safetensors"
     assert [p.name for p in out.parent.glob("*.safetensors") if "resume" not in p.name] == ["vqvae.safetensors"]
     model, meta = load_vqvae(out)

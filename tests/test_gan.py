@@ -367,3 +367,48 @@ def test_a_gan_run_is_the_plain_run_until_gan_start(tmp_path, rgb_folder):
         checkpoints.append(load_vqgen_file(out)[0])
     plain, gan = checkpoints
     assert all(torch.equal(plain[name], gan[name]) for name in plain)
+
+
+# ----------------------------------------------------------------------------- defaults that fit the data
+
+
+def test_gan_on_the_default_data_picks_a_discriminator_that_fits(tmp_path):
+    from conftest import TINY_VQVAE
+    from typer.testing import CliRunner
+
+    from vqgen.checkpoint import read_metadata
+    from vqgen.cli import app
+
+    out = tmp_path / "vqvae.safetensors"
+    result = CliRunner().invoke(app, ["train-vqvae", "--gan", "--gan-start", "0", "--disc-channels", "8", "--epochs", "1",
+                                      "--out", str(out), "--device", "cpu", *TINY_VQVAE])
+    assert result.exit_code == 0, result.output
+    assert "--disc-layers 2" in result.output  # said in the log: 28x28 allows two stride-2 layers
+    assert read_metadata(out)["train_options"]["gan"]["disc_layers"] == 2
+
+
+@pytest.mark.parametrize("size, layers", [((8, 8), 1), ((16, 16), 2), ((28, 28), 2), ((32, 32), 3), ((256, 256), 3)])
+def test_the_automatic_depth_is_the_deepest_that_fits(size, layers):
+    chosen = GanOptions(gan=True).for_image(size)
+    assert chosen.disc_layers == layers
+    chosen.disc_config(1).check_image_size(size)  # fits
+    if layers < 3:
+        with pytest.raises(VQGenError, match="too small"):
+            GanOptions(gan=True, disc_layers=layers + 1).disc_config(1).check_image_size(size)
+
+
+def test_the_discriminator_sees_clamped_reconstructions_and_follows_the_lr_schedule():
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(in_channels=3, image_size=(16, 16), hidden_channels=16, res_channels=8,
+                              num_res_blocks=1, num_codes=16, code_dim=8))
+    trainer = tiny_trainer(model)
+    trainer.follow_schedule(lambda step: 0.5 ** step)
+    seen = []
+    trainer.disc.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    images = torch.rand(2, 3, 16, 16)
+    target = model.to_model(images)
+    recon = model(images)[0] * 50  # overshoots far past black and white
+    trainer.generator_loss(recon, target, step=3)
+    trainer.discriminator_step(recon, target, step=3)
+    assert all(x.min() >= -1 and x.max() <= 1 for x in seen) and len(seen) == 2
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**3)

@@ -7,7 +7,8 @@ import torch.nn as nn
 from vqgen.checkpoint import load_vqvae, save_vqgen_file
 from vqgen.errors import VQGenError
 from vqgen.models.blocks import ResidualBlock, SelfAttention
-from vqgen.models.hierarchy import TwoLevelPrior, TwoLevelPriorConfig, build_prior
+from vqgen.config import prior_config_from_dict
+from vqgen.models import TwoLevelPrior, TwoLevelPriorConfig, build_prior
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 from vqgen.sampling import SAMPLERS, TIE_TOLERANCE, cached_logits, sample_cached, sample_full, sample_maps
@@ -194,10 +195,10 @@ def test_two_level_prior_config_round_trips_and_samples_top_then_bottom():
     assert (cfg.top.latent_shape, cfg.top.cond_codes, cfg.bottom.cond_codes, cfg.bottom.cond_shape) == ((2, 2), 0, K, (2, 2))
     torch.manual_seed(0)
     prior = TwoLevelPrior(cfg).eval()
-    rebuilt = build_prior(cfg.to_dict())
+    rebuilt = build_prior(prior_config_from_dict(cfg.to_dict()))
     assert isinstance(rebuilt, TwoLevelPrior) and rebuilt.cfg == cfg
     rebuilt.load_state_dict(prior.state_dict())
-    assert isinstance(build_prior(base.to_dict()), GatedPixelCNN)
+    assert isinstance(build_prior(prior_config_from_dict(base.to_dict())), GatedPixelCNN)
 
     labels = torch.tensor([0, 1, 1])
     top, bottom = sample_maps(SAMPLERS["cached"], prior, 3, labels=labels, generator=torch.Generator().manual_seed(1))

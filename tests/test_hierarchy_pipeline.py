@@ -145,3 +145,9 @@ def test_a_stopped_two_level_prior_resumes_to_identical_weights(tmp_path, two_le
     assert_same_weights(straight, out)
     assert_same_weights(resume_path(straight), resume_path(out))
     assert logged(out) == logged(straight)
+
+
+def test_two_level_codes_refuse_the_transformer_prior(two_levels, tmp_path):
+    out = tmp_path / "prior.safetensors"
+    result = run_cli("train-prior", two_levels["codes"], "--out", out, "--arch", "transformer", *CPU, ok=False)
+    assert result.exit_code == 1 and "take --arch pixelcnn priors" in result.output and not out.exists()

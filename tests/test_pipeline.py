@@ -195,3 +195,15 @@ def test_python_dash_m_and_help_describe_every_option():
         assert command in out
     help_text = run_cli("train-vqvae", "--help").output
     assert "--num-codes" in help_text and "default: 512" in help_text
+
+
+def test_the_prior_log_shows_the_histogram_only_baseline(tiny_pipeline):
+    from vqgen.checkpoint import load_vqgen_file
+    from vqgen.eval.metrics import histogram_bits_per_code
+    from vqgen.logs import read_jsonl
+
+    tensors, meta = load_vqgen_file(tiny_pipeline["codes"], "codes")
+    expected = histogram_bits_per_code(tensors["train_codes"], tensors["val_codes"], meta["num_codes"])
+    last = read_jsonl(tiny_pipeline["prior"].with_name("prior.metrics.jsonl"))[-1]
+    assert last["histogram_bits_per_code"] == pytest.approx(expected)
+    assert last["learned_bits_per_code"] == pytest.approx(expected - last["val_bits_per_code"])

@@ -22,6 +22,9 @@ VQVAE_ARGS = (
     "--restart-every 3 --dead-threshold 10 --device cpu --seed 3"
 ).split()  # 36 train images / batch 8 = 4 steps per epoch; dead-code restarts draw from the global RNG
 PRIOR_ARGS = "--layers 2 --channels 8 --kernel-size 3 --dropout 0.2 --epochs 3 --batch-size 8 --device cpu".split()
+# dropout and label dropout: the resumed run must also continue the RNG exactly
+TRANSFORMER_ARGS = ("--arch transformer --layers 2 --channels 8 --heads 2 --dropout 0.2 --label-dropout 0.2 "
+                    "--epochs 3 --batch-size 8 --device cpu").split()
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +159,26 @@ def test_prior_stopped_at_the_end_of_an_epoch_resumes_to_identical_weights(tmp_p
     assert logged(out) == logged(straight)
     _, meta = load_vqgen_file(resume_path(out))
     assert meta["progress"]["best"] == min(r["val_nll_nats"] for r in logged(straight))
+
+
+def test_transformer_prior_stopped_mid_epoch_resumes_to_identical_weights(tmp_path, code_file):
+    straight = tmp_path / "a" / "prior.safetensors"
+    result = invoke(["train-prior", code_file, "--out", straight, *TRANSFORMER_ARGS])
+    assert result.exit_code == 0, result.output
+
+    out = tmp_path / "b" / "prior.safetensors"
+    with AtStep(7, send_sigterm):  # epoch 2, batch 2 of 5
+        stopped = invoke(["train-prior", code_file, "--out", out, *TRANSFORMER_ARGS])
+    assert stopped.exit_code == 143, stopped.output
+    assert "stopped by SIGTERM at step 7 (epoch 2, batch 2/5)" in stopped.stderr
+    other = invoke(["train-prior", code_file, "--out", out, *PRIOR_ARGS, "--resume", "auto"])
+    assert "arch (saved 'transformer', now 'pixelcnn')" in error_line(other)
+    resumed = invoke(["train-prior", code_file, "--out", out, *TRANSFORMER_ARGS, "--resume", "auto"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_vqgen_file(out)[1]["config"]["arch"] == "transformer"
+    assert_same_weights(straight, out)  # the best-validation weights
+    assert_same_weights(resume_path(straight), resume_path(out))  # optimizer, schedule, dropout RNG
+    assert logged(out) == logged(straight)
 
 
 def test_resume_extends_a_finished_run_and_refuses_a_different_model(tmp_path, code_file):

@@ -1,4 +1,4 @@
-"""The cached sampler (issue 4) against the full-recompute reference; classifier-free guidance."""
+"""The cached sampler (issue 4) against the full-recompute reference, for both architectures; classifier-free guidance."""
 
 import pytest
 import torch
@@ -9,6 +9,7 @@ from vqgen.sampling import (
     SAMPLERS,
     TIE_TOLERANCE,
     CachedPixelCNN,
+    CachedTransformer,
     Guidance,
     cached_logits,
     check_guidance,
@@ -24,7 +25,12 @@ K = 32
 def make_prior(
     shape, kernel_size: int, num_classes: int = 0, logit_scale: float = 1.0, seed: int = 0, label_dropout: float = 0.0
 ) -> GatedPixelCNN:
-    """A small random prior; ``logit_scale`` sharpens its output like training does."""
+    """A small random prior (``kernel_size`` None: a transformer); ``logit_scale`` sharpens its output like
+    training does."""
+    if kernel_size is None:
+        from tests.test_transformer import make_prior as make_transformer
+
+        return make_transformer(shape, num_classes, logit_scale, seed, label_dropout)
     torch.manual_seed(seed)
     cfg = PixelCNNConfig(
         num_codes=K, latent_shape=shape, channels=32, num_layers=4, kernel_size=kernel_size,
@@ -40,8 +46,10 @@ def labels_for(model: GatedPixelCNN, n: int):
     return torch.arange(n) % model.cfg.num_classes if model.conditional else None
 
 
-# (latent shape, kernel size, classes): square, non-square, wider kernel than the map, one column
-LOGIT_CASES = [((4, 4), 3, 0), ((7, 7), 5, 3), ((5, 9), 7, 0), ((5, 9), 3, 4), ((2, 3), 7, 0), ((3, 1), 5, 2)]
+# (latent shape, kernel size, classes): square, non-square, wider kernel than the map, one column; then the
+# transformer (kernel size None), down to one position
+LOGIT_CASES = [((4, 4), 3, 0), ((7, 7), 5, 3), ((5, 9), 7, 0), ((5, 9), 3, 4), ((2, 3), 7, 0), ((3, 1), 5, 2),
+               ((4, 4), None, 0), ((7, 7), None, 3), ((5, 9), None, 0), ((3, 1), None, 2), ((1, 1), None, 0)]
 
 
 @pytest.mark.parametrize("shape,kernel_size,num_classes", LOGIT_CASES)
@@ -69,6 +77,10 @@ SAMPLE_CASES = [
     ((5, 9), 3, 4, 1.0, None),
     ((6, 4), 7, 0, 0.5, 3),
     ((7, 7), 7, 2, 1.0, 1),
+    ((4, 4), None, 0, 1.0, None),  # the transformer
+    ((7, 7), None, 3, 0.8, 5),
+    ((5, 9), None, 0, 1.3, 10),
+    ((6, 4), None, 2, 0.5, 1),
 ]
 
 
@@ -99,7 +111,8 @@ def test_top_1_sampling_is_the_argmax_of_the_full_pass():
         assert torch.equal(model(codes).argmax(dim=1), codes)
 
 
-@pytest.mark.parametrize("shape,kernel_size,num_classes", [((5, 6), 5, 0), ((4, 7), 3, 3), ((6, 4), 7, 0)])
+@pytest.mark.parametrize("shape,kernel_size,num_classes",
+                         [((5, 6), 5, 0), ((4, 7), 3, 3), ((6, 4), 7, 0), ((5, 6), None, 0), ((4, 7), None, 3)])
 def test_full_pass_is_causal_in_floating_point(shape, kernel_size, num_classes):
     """What the near-tie check relies on: the logits at (i, j) of a full pass over the finished map
     are bit for bit those of a pass over the map with zeros from (i, j) on (as sample_full has it)."""
@@ -114,37 +127,6 @@ def test_full_pass_is_causal_in_floating_point(shape, kernel_size, num_classes):
             partial[:, t:] = 0
             i, j = divmod(t, w)
             assert torch.equal(model(partial.view(6, h, w), labels)[:, :, i, j], finished[:, :, i, j]), (i, j)
-
-
-@pytest.mark.parametrize("top_k", [None, 3])
-def test_near_tie_check_keeps_codes_exact_when_cached_logits_are_off(monkeypatch, top_k):
-    """Perturb the cached logits by up to half the tolerance: the check must catch and correct
-    every draw the perturbation flips (redrawing the rest of the map from the same random
-    numbers), so the codes still equal the full sampler's; without the check they do not."""
-    model = make_prior((6, 6), 5, logit_scale=10.0)
-    tolerance = 0.01
-    noise_gen = torch.Generator().manual_seed(7)
-    exact_logits = CachedPixelCNN.logits
-
-    def perturbed(self, j):
-        logits = exact_logits(self, j)
-        bound = tolerance / 2 * (1 + logits.abs().amax(dim=1, keepdim=True))
-        return logits + bound * (2 * torch.rand(logits.shape, generator=noise_gen) - 1)
-
-    monkeypatch.setattr(CachedPixelCNN, "logits", perturbed)
-    full_passes = []
-    model.register_forward_hook(lambda *args: full_passes.append(1))
-    generators = [torch.Generator().manual_seed(3) for _ in range(3)]
-
-    def run(sampler, generator, **kwargs):
-        return sampler(model, 8, None, 0.9, top_k, generator, **kwargs)
-
-    full = run(sample_full, generators[0])
-    full_passes.clear()
-    assert torch.equal(run(sample_cached, generators[1], tolerance=tolerance), full)
-    assert len(full_passes) > 1, "expected corrections, each followed by a redraw and another check"
-    assert torch.equal(torch.rand(4, generator=generators[0]), torch.rand(4, generator=generators[1]))
-    assert not torch.equal(run(sample_cached, generators[2], tolerance=0.0), full)
 
 
 def test_is_decisive_on_hand_made_logits():
@@ -171,8 +153,14 @@ def test_samplers_are_registered_and_need_labels_when_conditional():
 # ----------------------------------------------------------------------------- classifier-free guidance
 
 
-def guided_prior(shape=(5, 6), kernel_size: int = 3, logit_scale: float = 10.0) -> GatedPixelCNN:
-    """A conditional prior with a null row whose bias differs clearly from the classes'."""
+def guided_prior(shape=(5, 6), kernel_size: int | None = 3, logit_scale: float = 10.0) -> torch.nn.Module:
+    """A conditional prior with a null row whose bias (kernel_size None: a transformer, whose start
+    token) differs clearly from the classes'."""
+    if kernel_size is None:  # its own scale: make_transformer sharpens the head 20-fold already
+        model = make_prior(shape, None, num_classes=3, label_dropout=0.2)
+        with torch.no_grad():
+            model.start.weight.mul_(50.0)  # past the 0.02 initialisation
+        return model
     model = make_prior(shape, kernel_size, num_classes=3, logit_scale=logit_scale, label_dropout=0.2)
     with torch.no_grad():
         for layer in model.layers:
@@ -198,7 +186,8 @@ def test_guidance_combines_hand_made_logits():
 
 
 # (latent shape, kernel size, temperature, top-k)
-GUIDED_CASES = [((5, 6), 3, 1.0, None), ((4, 7), 5, 0.8, 5), ((6, 4), 3, 1.3, 10)]
+GUIDED_CASES = [((5, 6), 3, 1.0, None), ((4, 7), 5, 0.8, 5), ((6, 4), 3, 1.3, 10), ((5, 6), None, 1.0, None),
+                ((4, 7), None, 0.8, 5)]
 
 
 @pytest.mark.parametrize("shape,kernel_size,temperature,top_k", GUIDED_CASES)
@@ -238,31 +227,53 @@ def test_guidance_1_is_plain_conditional_sampling_without_the_unconditional_half
     assert set(batch_sizes) == {8} and cache_sizes[-1] == 8  # both halves in one batched pass
 
 
-def test_guided_near_tie_check_keeps_codes_exact_when_cached_logits_are_off(monkeypatch):
-    """As above, with guidance 2.5: each half's logits perturbed within half the tolerance."""
-    model = guided_prior((6, 6), 5, logit_scale=3.0)
+def near_tie_case(case: str):
+    """(model, labels, cache class, its method giving the cached logits) of a near-tie test case."""
+    from tests.test_transformer import make_prior as make_transformer
+
+    if case == "pixelcnn":
+        return make_prior((6, 6), 5, logit_scale=10.0), None, CachedPixelCNN, "logits"
     labels = torch.arange(8) % 3
+    if case == "guided pixelcnn":
+        return guided_prior((6, 6), 5, logit_scale=3.0), labels, CachedPixelCNN, "logits"
+    model = make_transformer((6, 6), num_classes=3, logit_scale=0.5, label_dropout=0.2)
+    return model, labels, CachedTransformer, "step_logits"
+
+
+# (case, top-k, guidance)
+NEAR_TIE_CASES = [("pixelcnn", None, 1.0), ("pixelcnn", 3, 1.0), ("guided pixelcnn", None, 2.5),
+                  ("guided transformer", None, 2.0)]
+
+
+@pytest.mark.parametrize("case,top_k,guidance", NEAR_TIE_CASES)
+def test_near_tie_check_keeps_codes_exact_when_cached_logits_are_off(monkeypatch, case, top_k, guidance):
+    """Perturb the cached logits (with guidance: each half's) by up to half the tolerance: the check
+    must catch and correct every draw the perturbation flips (redrawing the rest of the map from the
+    same random numbers, the cache refilled up to there), so the codes still equal the full
+    sampler's; without the check they do not."""
+    model, labels, cache, method = near_tie_case(case)
     tolerance = 0.01
     noise_gen = torch.Generator().manual_seed(7)
-    exact_logits = CachedPixelCNN.logits
+    exact_logits = getattr(cache, method)
 
-    def perturbed(self, j):
-        logits = exact_logits(self, j)
+    def perturbed(self, *position):
+        logits = exact_logits(self, *position)
         bound = tolerance / 2 * (1 + logits.abs().amax(dim=1, keepdim=True))
         return logits + bound * (2 * torch.rand(logits.shape, generator=noise_gen) - 1)
 
-    monkeypatch.setattr(CachedPixelCNN, "logits", perturbed)
+    monkeypatch.setattr(cache, method, perturbed)
     full_passes = []
     model.register_forward_hook(lambda *args: full_passes.append(1))
     generators = [torch.Generator().manual_seed(3) for _ in range(3)]
 
     def run(sampler, generator, **kwargs):
-        return sampler(model, 8, labels, 0.9, None, generator, guidance=2.5, **kwargs)
+        return sampler(model, 8, labels, 0.9, top_k, generator, guidance=guidance, **kwargs)
 
     full = run(sample_full, generators[0])
     full_passes.clear()
     assert torch.equal(run(sample_cached, generators[1], tolerance=tolerance), full)
     assert len(full_passes) > 1, "expected corrections, each followed by a redraw and another check"
+    assert torch.equal(torch.rand(4, generator=generators[0]), torch.rand(4, generator=generators[1]))
     assert not torch.equal(run(sample_cached, generators[2], tolerance=0.0), full)
 
 

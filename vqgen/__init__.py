@@ -1,10 +1,10 @@
-"""vqgen: two-stage discrete generative modelling of images (VQ-VAE + gated PixelCNN prior)."""
+"""vqgen: two-stage discrete generative modelling of images (VQ-VAE + gated PixelCNN or transformer prior)."""
 
 __version__ = "0.1.0"
 
 from vqgen.errors import VQGenError
 
-_API = ("load_vqvae", "load_prior", "read_images", "encode", "decode", "reconstruct", "sample_codes",
+_API = ("load_vqvae", "load_prior", "load_pretrained", "read_images", "encode", "decode", "reconstruct", "sample_codes",
         "save_grid", "save_png")
 
 __all__ = ["VQGenError", "__version__", *_API]

@@ -24,29 +24,39 @@ import torch
 
 from vqgen import checkpoint
 from vqgen.data import fit_image, read_image
+from vqgen.config import SampleOptions
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
-from vqgen.models.pixelcnn import GatedPixelCNN
+from vqgen.models.prior import CodePrior
 from vqgen.models.vqvae import VQVAE, Codes
+from vqgen.pretrained import pretrained_path, resolve
+
+DEFAULTS = SampleOptions()  # the sampling defaults of `vqgen sample`
 
 __all__ = [
-    "load_vqvae", "load_prior", "read_images", "encode", "decode", "reconstruct", "sample_codes",
+    "load_vqvae", "load_prior", "load_pretrained", "read_images", "encode", "decode", "reconstruct", "sample_codes",
     "save_grid", "save_png",
 ]
 
 
 def load_vqvae(path: str | Path, device: str | torch.device = "cpu") -> VQVAE:
-    """A VQ-VAE checkpoint -> model in eval mode, with its metadata as ``.meta``."""
-    model, meta = checkpoint.load_vqvae(path, device)
+    """A VQ-VAE checkpoint (or a shipped model's name) -> model in eval mode, with its metadata as ``.meta``."""
+    model, meta = checkpoint.load_vqvae(resolve(path, "vqvae"), device)
     model.meta = meta
     return model
 
 
-def load_prior(path: str | Path, device: str | torch.device = "cpu") -> GatedPixelCNN:
-    """A prior checkpoint -> gated PixelCNN in eval mode, with its metadata as ``.meta``."""
-    model, meta = checkpoint.load_prior(path, device)
+def load_prior(path: str | Path, device: str | torch.device = "cpu") -> CodePrior:
+    """A prior checkpoint (or a shipped model's name) -> its model (gated PixelCNN or transformer) in eval mode,
+    with its metadata as ``.meta``."""
+    model, meta = checkpoint.load_prior(resolve(path, "prior"), device)
     model.meta = meta
     return model
+
+
+def load_pretrained(name: str = "mnist5k", device: str | torch.device = "cpu") -> tuple[VQVAE, CodePrior]:
+    """The VQ-VAE and prior shipped with vqgen under ``name`` (see ``vqgen.pretrained``)."""
+    return load_vqvae(pretrained_path(name, "vqvae"), device), load_prior(pretrained_path(name, "prior"), device)
 
 
 def read_images(paths: Sequence[str | Path], vqvae: VQVAE) -> torch.Tensor:
@@ -101,22 +111,22 @@ def reconstruct(vqvae: VQVAE, images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_codes(
-    prior: GatedPixelCNN,
+    prior: CodePrior,
     n: int,
     labels: int | str | Sequence[int | str] | None = None,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
+    temperature: float = DEFAULTS.temperature,
+    top_k: int | None = DEFAULTS.top_k,
     seed: int = 0,
     sampler: str | None = None,
-    guidance: float = 1.0,
+    guidance: float = DEFAULTS.guidance,
 ) -> Codes:
     """Draw ``n`` code maps (n, h, w) from the prior ((top, bottom) maps from a two-level one).
 
     ``labels`` (conditional priors only): one class, index or name, for all samples, or one per
-    sample. ``sampler``: a name from ``vqgen.sampling.SAMPLERS``; default the cached one
-    when available, else the full recompute. ``guidance`` S: classifier-free guidance scale
-    (1: plain conditional sampling; S != 1 needs a prior trained with label dropout).
+    sample. ``sampler``: a name from ``vqgen.sampling.SAMPLERS``, ``cached`` (the default, for either
+    architecture) or ``full``. ``guidance`` S: classifier-free guidance scale (1: plain conditional
+    sampling; S != 1 needs a prior trained with label dropout).
     """
     from vqgen.sampling import SAMPLERS, check_guidance, sample_maps
 
@@ -124,7 +134,7 @@ def sample_codes(
         raise VQGenError(f"n must be at least 1, not {n}")
     if not temperature > 0:
         raise VQGenError(f"temperature must be positive, not {temperature}")
-    name = sampler or ("cached" if "cached" in SAMPLERS else "full")
+    name = sampler or "cached"
     if name not in SAMPLERS:
         raise VQGenError(f"sampler must be one of {', '.join(SAMPLERS)}, not {name!r}")
     check_guidance(prior, guidance)
@@ -135,7 +145,7 @@ def sample_codes(
     return _joined(tuple(m.cpu() for m in _maps(codes)))
 
 
-def _label_tensor(prior: GatedPixelCNN, labels, n: int) -> torch.Tensor | None:
+def _label_tensor(prior: CodePrior, labels, n: int) -> torch.Tensor | None:
     if not prior.conditional:
         if labels is not None:
             raise VQGenError("labels were given, but this prior is unconditional")

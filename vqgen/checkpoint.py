@@ -27,7 +27,7 @@ FORMAT_VERSION = 1
 METADATA_KEY = "vqgen"
 KIND_NAMES = {
     "vqvae": "a VQ-VAE checkpoint",
-    "prior": "a prior (PixelCNN) checkpoint",
+    "prior": "a prior (PixelCNN or transformer) checkpoint",
     "codes": "a code file",
     "samples": "a samples code file",
     "classifier": "a classifier checkpoint",
@@ -180,6 +180,19 @@ def load_vqgen_file(
     return tensors, meta
 
 
+PRIOR_ARCH_NAMES = {"pixelcnn": "PixelCNN", "transformer": "transformer"}
+
+
+def kind_name(meta: dict[str, Any], unknown: str = "a vqgen file") -> str:
+    """What the file whose metadata is ``meta`` is, in words: "a VQ-VAE checkpoint", "a prior (transformer)
+    checkpoint", ..."""
+    kind = meta.get("kind")
+    if kind == "prior":
+        arch = (meta.get("config") or {}).get("arch", "pixelcnn")
+        return f"a prior ({PRIOR_ARCH_NAMES.get(arch, arch)}) checkpoint"
+    return KIND_NAMES.get(kind, unknown)
+
+
 def expect_kind(path: str | Path, meta: dict[str, Any], kind: str | tuple[str, ...] | None) -> None:
     if kind is None:
         return
@@ -187,7 +200,7 @@ def expect_kind(path: str | Path, meta: dict[str, Any], kind: str | tuple[str, .
     found = meta.get("kind")
     if found not in kinds:
         wanted = " or ".join(KIND_NAMES.get(k, k) for k in kinds)
-        got = KIND_NAMES.get(found, f"a file of kind '{found}'")
+        got = kind_name(meta, f"a file of kind '{found}'")
         raise VQGenError(f"{path}: this is {got}, but {wanted} is expected here")
 
 
@@ -238,10 +251,21 @@ def load_vqvae(path: str | Path, device: torch.device | str = "cpu"):
 
 
 def load_prior(path: str | Path, device: torch.device | str = "cpu"):
-    """Load a prior checkpoint -> (GatedPixelCNN, or TwoLevelPrior for a two-level VQ-VAE, in eval mode; metadata)."""
-    from vqgen.models.hierarchy import build_prior
+    """Load a prior checkpoint -> (its model in eval mode, metadata).
 
-    return load_model(path, "prior", build_prior, device)
+    The model is that of the recorded architecture (``config.arch``): a GatedPixelCNN or a
+    TransformerPrior; files written before there was a choice hold a PixelCNN.
+    """
+    from vqgen.config import prior_config_from_dict
+    from vqgen.models import build_prior
+
+    def build(cfg: dict[str, Any]) -> torch.nn.Module:
+        try:
+            return build_prior(prior_config_from_dict(cfg))
+        except VQGenError as e:
+            raise VQGenError(f"{path}: {e}") from None
+
+    return load_model(path, "prior", build, device)
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu"):

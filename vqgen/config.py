@@ -1,16 +1,18 @@
 """Every option's default, once: the dataclasses behind the command line, the checkpoints and resume files.
 
-A field made with ``option(default, help)`` is a command-line option: ``vqgen.cli_options`` builds its
+A field made with ``option(default, help)`` is a command-line option: ``vqgen.cli.options`` builds its
 ``--flag`` from the field name (or ``flag=``), and ``--help`` shows the help and this default. A field
 without help is set by the program (image size, number of classes, ...), never by a flag. The model
-configurations (``VQVAEConfig``, ``PixelCNNConfig``, ...) live beside their models and use the same
-``option``; the training, data and loss options live here.
+configurations (``VQVAEConfig``, the priors' ``PixelCNNConfig`` and ``TransformerConfig``) live here too,
+as do the training, data and loss options.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 from vqgen.errors import VQGenError
@@ -48,7 +50,7 @@ def from_dict(cls: type[T], values: dict[str, Any], legacy: dict[str, Any] | Non
     """Rebuild ``cls`` from ``to_dict`` output: unknown keys are ignored, lists become tuples where the
     field is a tuple, nested configs are rebuilt, and a missing key takes its ``legacy`` value (what a
     file written before the field existed meant) or else the default."""
-    known = {f.name: f for f in fields(cls)}
+    known = {f.name: f for f in fields(cls) if f.init}  # not arch: the class sets it
     given = {**(legacy or {}), **{k: v for k, v in values.items() if k in known}}
     for name, value in given.items():
         f = known[name]
@@ -192,19 +194,46 @@ class VQVAEConfig:
 
 
 @dataclass
-class PixelCNNConfig:
+class PriorConfig:
+    """What every prior over code maps records: the maps it models, its classes, label dropout.
+
+    Each architecture subclasses it; ``arch`` (set by the subclass, never by hand) names it in checkpoints.
+    """
+
+    arch: str = dataclasses.field(default="", init=False)
     num_codes: int = 512
     latent_shape: tuple[int, int] = (7, 7)
-    channels: int = option(64, "Channels of the vertical/horizontal stacks.")
-    num_layers: int = option(15, "Gated layers.", flag="--layers")
-    kernel_size: int = option(3, "Odd kernel size k of the stacks.")
     num_classes: int = 0  # 0: unconditional
-    head_channels: int = 256
-    dropout: float = option(0.0, "Dropout on the gated horizontal features.")
     label_dropout: float = option(
         0.0, "Classifier-free guidance: train with the label replaced by a learned 'no class' row this often "
         "(needs a conditional prior; then `sample --guidance S` works)."
     )
+
+    def validate(self) -> None:
+        # every architecture has num_layers and channels (with its own defaults and help)
+        if self.num_layers < 1 or self.channels < 1:
+            raise VQGenError("--layers and --channels must be positive")
+        if not 0 <= self.label_dropout < 1:
+            raise VQGenError(f"--label-dropout must be in [0, 1), not {self.label_dropout}")
+        if self.label_dropout and not self.num_classes:
+            raise VQGenError("--label-dropout needs a class-conditional prior, but this one is unconditional")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        return from_dict(cls, d)
+
+
+@dataclass
+class PixelCNNConfig(PriorConfig):
+    arch: str = dataclasses.field(default="pixelcnn", init=False)
+    channels: int = option(64, "Channels of the vertical/horizontal stacks.")
+    num_layers: int = option(15, "Gated layers.", flag="--layers")
+    kernel_size: int = option(3, "Odd kernel size k of the stacks.")
+    head_channels: int = 256
+    dropout: float = option(0.0, "Dropout on the gated horizontal features.")
     # the bottom prior of a two-level model: conditioned on the top code map (cond_codes codes of cond_shape)
     cond_codes: int = 0  # 0: no conditioning map
     cond_shape: tuple[int, int] = (0, 0)
@@ -212,23 +241,76 @@ class PixelCNNConfig:
     def validate(self) -> None:
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
-        if self.num_layers < 1 or self.channels < 1:
-            raise VQGenError("--layers and --channels must be positive")
-        if not 0 <= self.label_dropout < 1:
-            raise VQGenError(f"--label-dropout must be in [0, 1), not {self.label_dropout}")
-        if self.label_dropout and not self.num_classes:
-            raise VQGenError("--label-dropout needs a class-conditional prior, but this one is unconditional")
+        super().validate()
         if self.cond_codes:
             (h, w), (ch, cw) = self.latent_shape, self.cond_shape
             check(ch > 0 and cw > 0 and h % ch == 0 and w % cw == 0 and h // ch == w // cw,
                   f"the conditioning map {ch}x{cw} does not scale evenly to the code map {h}x{w}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+
+@dataclass
+class TransformerConfig(PriorConfig):
+    arch: str = dataclasses.field(default="transformer", init=False)
+    channels: int = option(128, "Width: channels of the embeddings, attention and residual stream.")
+    num_layers: int = option(8, "Transformer blocks.", flag="--layers")
+    num_heads: int = option(4, "Attention heads (must divide --channels).", flag="--heads")
+    mlp_ratio: int = 4  # hidden width of the MLP, in multiples of the channels
+    dropout: float = option(0.0, "Dropout on the input embeddings, attention weights and residual branches.")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_heads < 1 or self.channels % self.num_heads:
+            raise VQGenError(f"--heads must divide --channels {self.channels}, not be {self.num_heads}")
+        if not 0 <= self.dropout < 1:
+            raise VQGenError(f"--dropout must be in [0, 1), not {self.dropout}")
+
+
+DEFAULT_PRIOR_ARCH = "pixelcnn"
+PRIOR_ARCHS: dict[str, type[PriorConfig]] = {"pixelcnn": PixelCNNConfig, "transformer": TransformerConfig}
+
+
+@dataclass
+class TwoLevelPriorConfig:
+    """The prior of a two-level VQ-VAE (``vqgen.models.hierarchy``): a PixelCNN over the top map, and one over
+    the bottom map conditioned on the top map, with the same options."""
+
+    top: PixelCNNConfig
+    bottom: PixelCNNConfig
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PixelCNNConfig:
-        return from_dict(cls, d)
+    def for_maps(cls, cfg: PixelCNNConfig, top_shape: tuple[int, int]) -> TwoLevelPriorConfig:
+        """Both priors with the options of ``cfg`` (sized to the bottom map), the top one at ``top_shape``."""
+        top = dataclasses.replace(cfg, latent_shape=tuple(top_shape))
+        bottom = dataclasses.replace(cfg, cond_codes=cfg.num_codes, cond_shape=tuple(top_shape))
+        return cls(top, bottom)
+
+    # what the sample stage, the API and evaluate read of a prior's config: the bottom map's
+    arch = property(lambda self: self.bottom.arch)
+    num_codes = property(lambda self: self.bottom.num_codes)
+    latent_shape = property(lambda self: self.bottom.latent_shape)
+    num_classes = property(lambda self: self.bottom.num_classes)
+
+    def validate(self) -> None:
+        self.top.validate()
+        self.bottom.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"levels": 2, "arch": self.arch, "top": self.top.to_dict(), "bottom": self.bottom.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TwoLevelPriorConfig:
+        return cls(PixelCNNConfig.from_dict(d["top"]), PixelCNNConfig.from_dict(d["bottom"]))
+
+
+def prior_config_from_dict(d: dict[str, Any]) -> PriorConfig | TwoLevelPriorConfig:
+    """A prior's recorded config -> the config of its architecture (files without ``arch``: a PixelCNN), or of
+    both priors of a two-level VQ-VAE (``levels`` 2)."""
+    if d.get("levels") == 2:
+        return TwoLevelPriorConfig.from_dict(d)
+    arch = d.get("arch", "pixelcnn")  # written before there was a second architecture
+    if arch not in PRIOR_ARCHS:
+        raise VQGenError(f"unknown prior architecture {arch!r} (known: {', '.join(PRIOR_ARCHS)}); a newer vqgen wrote it?")
+    return PRIOR_ARCHS[arch].from_dict(d)
 
 
 # ----------------------------------------------------------------------------- data
@@ -287,7 +369,10 @@ class GanOptions:
     gan: bool = option(False, "VQGAN-style training: add a PatchGAN discriminator (hinge loss, adaptive weight).")
     gan_start: int = option(500, "Steps of plain reconstruction training before the discriminator joins.")
     gan_weight: float = option(0.1, "Factor on the adaptive weight of the adversarial loss.")
-    disc_layers: int = option(3, "Stride-2 layers of the discriminator (patch size grows with it).")
+    disc_layers: int | None = option(
+        None, "Stride-2 layers of the discriminator (patch size grows with it); default: as many as the image size "
+        "allows, at most 3."
+    )
     disc_channels: int = option(64, "Channels of the first discriminator layer.")
     recon_loss: str = option(
         "psnr", "Pixel reconstruction loss: psnr (mean per-image log-MSE, i.e. the mean PSNR), mse, l1 or l1+mse."
@@ -313,8 +398,16 @@ class GanOptions:
               "vqgen downloads no pretrained networks")
         check(self.perceptual_weights is None or Path(self.perceptual_weights).is_file(),
               f"{self.perceptual_weights}: --perceptual-weights file not found (give torchvision's VGG16 weights file)")
-        if self.gan:
+        if self.gan and self.disc_layers is not None:
             self.disc_config(3).validate()
+
+    def for_image(self, image_size: tuple[int, int]) -> GanOptions:
+        """These options with ``disc_layers`` chosen for ``image_size`` when it was left open: the most stride-2
+        layers (up to 3, VQGAN's) that still leave the last two 4x4 convs a 4x4 map."""
+        if self.disc_layers is not None:
+            return self
+        fits = max(1, int(math.log2(max(1, min(image_size)) / 4))) if min(image_size) >= 8 else 1
+        return dataclasses.replace(self, disc_layers=min(3, fits))
 
     def disc_config(self, in_channels: int):
         from vqgen.models.discriminator import DiscriminatorConfig
@@ -324,6 +417,10 @@ class GanOptions:
 
 @dataclass
 class VQVAETrainOptions(TrainOptions):
+    # the default recipe is the fast one (README command 1 in minutes on a laptop CPU); --preset best is the long one
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 4e-3
     augment_shift: int = option(2, "Shift training images by up to this many whole pixels, at random each epoch (0: off).")
     gan: GanOptions = option(factory=GanOptions)  # loss options: --recon-loss, perceptual, --gan
 
@@ -350,3 +447,82 @@ class ClassifierTrainOptions(TrainOptions):
         super().validate()
         check(self.min_steps >= 0, f"--min-steps must not be negative, not {self.min_steps}")
         check(self.width >= 1, f"--width must be positive, not {self.width}")
+
+
+# --preset NAME of train-vqvae: values for the options not given on the command line
+VQVAE_PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"epochs": 40, "batch_size": 64, "lr": 4e-3},  # the defaults
+    "best": {"epochs": 100, "batch_size": 16, "lr": 2e-3},  # the last dB, at about 5x the time
+}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+SPLITS = ("train", "val", "test", "all")
+SPLIT_HELP = ("train, val, test (mnist/fashion-mnist/cifar10: the official test split) or all (every image, "
+              "unsplit; e.g. a folder kept for testing).")
+
+
+@dataclass
+class EvaluateRequest:
+    """Every option of `vqgen evaluate`, with its default."""
+
+    vqvae: Path | None = option(None, "VQ-VAE checkpoint (or mnist5k, shipped): reconstruction MSE/PSNR/SSIM, "
+                                "codebook use, FD/KID.")
+    codes: Path | None = option(None, "Code file: held-out codes for the prior, and its codebook audit.")
+    prior: Path | None = option(None, "Prior checkpoint (or mnist5k, shipped): NLL, bits per code and dimension, "
+                                "vs the code histogram.")
+    samples: Path | None = option(None, "Folder written by `vqgen sample`: FD/KID, precision/recall vs real images, "
+                                  "class scores.")
+    data: str | None = option(None, "Dataset of the real images; default: the one the given files record.")
+    data_root: Path = option(Path("data"), "Where torchvision datasets are downloaded.")
+    split: str = option("val", SPLIT_HELP)
+    classifier: Path | None = option(None, "Reference classifier; default: the cached "
+                                     "classifier-<data>-<C>x<H>x<W>.safetensors beside the checkpoints.")
+    train_classifier: bool = option(False, "Train the reference classifier when none fits, and cache it; default: "
+                                    "fail, saying how to train it.", flag="--train-classifier")
+    inception_weights: Path | None = option(None, "torchvision inception_v3 state dict (.safetensors) for the "
+                                            "standard FID; default: none (not computed).")
+    json_out: Path | None = option(None, "Also write the results as JSON here; default: table only.", flag="--json")
+    batch_size: int = option(256, "Batch size.")
+    device: str = option("auto", "auto, cpu or cuda.")
+    seed: int = option(0, "Seed of the real subsets and KID subsets.")
+    kid_subsets: int = option(100, "Random subsets KID is averaged over.")
+    kid_subset_size: int = 1000
+
+    def validate(self) -> None:
+        check(any((self.vqvae, self.codes, self.prior, self.samples)),
+              "nothing to evaluate: give at least one of --vqvae, --codes, --prior, --samples")
+        check(self.split in SPLITS, f"--split must be one of {', '.join(SPLITS)}, not {self.split!r}")
+        check(self.batch_size >= 1, f"--batch-size must be positive, not {self.batch_size}")
+        check(self.kid_subsets >= 1, f"--kid-subsets must be positive, not {self.kid_subsets}")
+        check(self.samples is None or self.samples.is_dir(), f"{self.samples}: no such folder of samples")
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class SampleOptions:
+    """How `vqgen sample` (and ``vqgen.sample_codes``) draws; the defaults are the best row of bench/samples.py."""
+
+    n: int = option(64, "Number of images (--label all: spread over the classes).")
+    label: str | None = option(None, "Class index or name, a comma list, or 'all' (one row per class; the default).")
+    temperature: float = option(1.0, "Softmax temperature (> 0).")
+    top_k: int | None = option(None, "Sample only among the k most likely codes.")
+    guidance: float = option(
+        1.0, "Classifier-free guidance scale S >= 0 (1: none; needs a prior trained with --label-dropout)."
+    )
+    sampler: str = option("cached", "cached (fast) or full (recompute the whole map per code).")
+    batch_size: int = option(64, "Batch size.")
+    seed: int = option(0, "Seed (CPU runs repeat exactly).")
+    device: str = option("auto", "auto, cpu or cuda.")
+    allow_vqvae_mismatch: bool = option(
+        False, "Decode even if the VQ-VAE is not the one the prior was fit to.", flag="--allow-vqvae-mismatch"
+    )
+
+    def validate(self) -> None:
+        check(self.n >= 1, f"--n must be at least 1, not {self.n}")
+        check(self.temperature > 0, f"--temperature must be positive, not {self.temperature}")
+        check(self.batch_size >= 1, f"--batch-size must be positive, not {self.batch_size}")
+        check(self.guidance >= 0, f"--guidance must be >= 0, not {self.guidance}")

@@ -31,6 +31,7 @@ from vqgen.data.sources import (
 )
 from vqgen.data.split import contents_mismatch, split_digest, spread, stratified_split
 from vqgen.data.transforms import fit_image, resize_crop, to_channels
+from vqgen.config import SPLITS
 from vqgen.errors import VQGenError
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "load_image_data", "read_image", "resize_crop", "split_digest", "spread", "stratified_split", "to_channels",
 ]  # fmt: skip
 
-SPLITS = ("train", "val", "test", "all")
 LEGACY_SPLIT = "official train/test"  # specs of older vqgen versions: val was torchvision's test split
 
 
@@ -57,6 +57,14 @@ class ImageData:
     @property
     def num_classes(self) -> int:
         return len(self.label_names) if self.label_names else 0
+
+    def describe(self) -> str:
+        """One line: the dataset, split sizes, image shape and labels."""
+        h, w = self.image_size
+        labels = f"{self.num_classes} classes" if self.label_names else "unlabelled"
+        test = f" / {len(self.test)} test" if self.test is not None else ""
+        return (f"data {self.spec['data']}: {len(self.train)} train / {len(self.val)} val{test} images, "
+                f"{self.channels}x{h}x{w}, {labels}")
 
     def pick(self, split: str) -> Dataset:
         """The dataset of one split: train, val, test or all."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,42 +10,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 from vqgen.checkpoint import expect_kind, load_vqgen_file, read_metadata
-from vqgen.data import SPLITS, ImageData, image_data_from_spec, load_image_data, read_image
+from vqgen.data import ImageData, image_data_from_spec, load_image_data, read_image
+from vqgen.config import EvaluateRequest
 from vqgen.errors import VQGenError
 
-
-@dataclass
-class EvaluateRequest:
-    """Every option of `vqgen evaluate`, with its default."""
-
-    vqvae: Path | None = None
-    codes: Path | None = None
-    prior: Path | None = None
-    samples: Path | None = None
-    data: str | None = None
-    data_root: Path = Path("data")
-    split: str = "val"
-    classifier: Path | None = None
-    train_classifier: bool = False
-    inception_weights: Path | None = None
-    json_out: Path | None = None
-    batch_size: int = 256
-    device: str = "auto"
-    seed: int = 0
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-
-    def validate(self) -> None:
-        if not any((self.vqvae, self.codes, self.prior, self.samples)):
-            raise VQGenError("nothing to evaluate: give at least one of --vqvae, --codes, --prior, --samples")
-        if self.split not in SPLITS:
-            raise VQGenError(f"--split must be one of {', '.join(SPLITS)}, not {self.split!r}")
-        if self.batch_size < 1:
-            raise VQGenError(f"--batch-size must be positive, not {self.batch_size}")
-        if self.kid_subsets < 1:
-            raise VQGenError(f"--kid-subsets must be positive, not {self.kid_subsets}")
-        if self.samples is not None and not self.samples.is_dir():
-            raise VQGenError(f"{self.samples}: no such folder of samples")
+__all__ = ["EvaluateRequest", "Metas"]  # the request is a config dataclass (its options are the CLI's)
 
 
 Metas = dict[str, dict[str, Any]]

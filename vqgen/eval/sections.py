@@ -21,7 +21,6 @@ from vqgen.eval.inputs import EvaluateRequest, Metas, held_out_codes, load_sampl
 from vqgen.eval.metrics import (
     CodeHistogram,
     frechet_distance_features,
-    histogram_bits_per_code,
     kernel_inception_distance,
     nats_to_bits,
     precision_recall,
@@ -128,12 +127,6 @@ def prior_metrics_from_images(
     return prior_metrics(req, metas["prior"], dataset, train, source, device)
 
 
-def code_maps(dataset: TensorDataset) -> dict[str, torch.Tensor]:
-    """The code maps of a (codes, labels[, top codes]) dataset: {"codes"}, or {"top", "bottom"}."""
-    t = dataset.tensors
-    return {"top": t[2], "bottom": t[0]} if len(t) == 3 else {"codes": t[0]}
-
-
 def prior_metrics(
     req: EvaluateRequest,
     prior_meta: dict[str, Any],
@@ -145,7 +138,7 @@ def prior_metrics(
     """NLL of held-out code maps (nats and bits per code, bits per image dimension), and what the prior gains
     over the histogram of the training codes. Two levels: per code of both maps together, per image both
     maps' bits, and each level's bits per code as ``top_``/``bottom_bits_per_code``."""
-    from vqgen.train.prior import evaluate_prior_levels
+    from vqgen.train.prior import evaluate_prior_levels, histogram_bits
 
     if len(dataset) == 0:
         raise VQGenError(f"{source}: no code maps to evaluate the prior on")
@@ -155,18 +148,11 @@ def prior_metrics(
     if getattr(model, "levels", 1) != (2 if len(dataset.tensors) == 3 else 1):
         raise VQGenError(f"{req.prior}: its levels differ from those of the code maps of {source}")
     nats = evaluate_prior_levels(model, DataLoader(dataset, batch_size=req.batch_size), device)
-    maps, train_maps = code_maps(dataset), code_maps(train)
-    codes_per_image = sum(m[0].numel() for m in maps.values())
+    codes_per_image = sum(t[0].numel() for t in dataset.tensors if t.dim() == 3)  # every map's codes
     scores = prior_scores(nats["nll"], codes_per_image, prior_meta["image"])
-    k = model.cfg.num_codes
-    baseline = {level: histogram_bits_per_code(train_maps[level], m, k) for level, m in maps.items()}
-    overall = baseline["codes"] if len(maps) == 1 else (
-        sum(baseline[level] * m[0].numel() for level, m in maps.items()) / codes_per_image)
-    levels = {} if len(maps) == 1 else {
-        f"{level}_{key}": value for level in maps
-        for key, value in (("bits_per_code", nats_to_bits(nats[f"{level}_nll"])),
-                           ("histogram_bits_per_code", baseline[level]))
-    }
+    overall, baseline = histogram_bits(train, dataset, model.cfg.num_codes)
+    levels = {f"{level}_bits_per_code": nats_to_bits(nats[f"{level}_nll"]) for level in baseline}
+    levels.update({f"{level}_histogram_bits_per_code": bits for level, bits in baseline.items()})
     return {
         **scores,
         "histogram_bits_per_code": overall,

@@ -1,7 +1,27 @@
-"""The networks: VQ-VAE (encoder, quantizer, decoder) and the gated PixelCNN prior."""
+"""The networks: VQ-VAE (encoder, quantizer, decoder) and the priors (gated PixelCNN, transformer, and the
+two-level prior of VQ-VAE-2)."""
 
+import torch.nn as nn
+
+from vqgen.config import PriorConfig, TwoLevelPriorConfig
+from vqgen.models.hierarchy import TwoLevelPrior
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqgen.models.prior import CodePrior
 from vqgen.models.quantizer import VectorQuantizer
+from vqgen.models.transformer import TransformerConfig, TransformerPrior
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 
-__all__ = ["GatedPixelCNN", "PixelCNNConfig", "VQVAE", "VQVAEConfig", "VectorQuantizer"]
+PRIOR_MODELS: dict[str, type[CodePrior]] = {"pixelcnn": GatedPixelCNN, "transformer": TransformerPrior}
+
+
+def build_prior(cfg: PriorConfig | TwoLevelPriorConfig) -> nn.Module:
+    """The prior of ``cfg``'s architecture (``cfg.arch``), or both priors of two levels, freshly initialised."""
+    if isinstance(cfg, TwoLevelPriorConfig):
+        return TwoLevelPrior(cfg)
+    return PRIOR_MODELS[cfg.arch](cfg)
+
+
+__all__ = [
+    "PRIOR_MODELS", "CodePrior", "GatedPixelCNN", "PixelCNNConfig", "TransformerConfig", "TransformerPrior",
+    "TwoLevelPrior", "TwoLevelPriorConfig", "VQVAE", "VQVAEConfig", "VectorQuantizer", "build_prior",
+]

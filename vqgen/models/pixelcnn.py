@@ -9,8 +9,8 @@ Causality is built from padding and shifts rather than masks:
   the first layer the result is shifted right by one (mask "A": excludes the current code);
   later layers may include the current position of the previous layer's features (mask "B");
 * gates: tanh(a) * sigmoid(b), with a per-class bias added to both stacks when conditional;
-  with label dropout (classifier-free guidance, Ho & Salimans 2022) one extra "no class" row
-  of that bias is learnt too, used in training in place of a random share of the labels;
+  with label dropout (classifier-free guidance, see ``vqgen.models.prior``) one extra "no
+  class" row of that bias;
 * the bottom prior of a two-level VQ-VAE is also conditioned on the top code map: a conditioning
   stack (embedding, convs, upsampling to the code map's size) gives features that every layer maps
   to a per-position bias of both stacks, the spatial twin of the class bias. It depends on the top
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from vqgen.config import PixelCNNConfig
 from vqgen.errors import VQGenError
+from vqgen.models.prior import CodePrior
 
 
 def shift_down(x: torch.Tensor) -> torch.Tensor:
@@ -112,16 +113,16 @@ class ConditioningStack(nn.Module):
         return F.relu(self.after(F.interpolate(x, scale_factor=self.scale, mode="nearest")))
 
 
-class GatedPixelCNN(nn.Module):
+class GatedPixelCNN(CodePrior):
     def __init__(self, cfg: PixelCNNConfig):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.num_codes, cfg.channels)
-        rows = cfg.num_classes + (1 if self.null_label is not None else 0)
         spatial = cfg.cond_codes > 0
         self.layers = nn.ModuleList(
-            GatedLayer(cfg.channels, cfg.kernel_size, i == 0, i == cfg.num_layers - 1, rows, cfg.dropout, spatial)
+            GatedLayer(cfg.channels, cfg.kernel_size, i == 0, i == cfg.num_layers - 1, self.class_rows, cfg.dropout,
+                       spatial)
             for i in range(cfg.num_layers)
         )
         self.head = nn.Sequential(
@@ -131,39 +132,6 @@ class GatedPixelCNN(nn.Module):
             nn.Conv2d(cfg.head_channels, cfg.num_codes, 1),
         )
         self.cond_stack = ConditioningStack(cfg) if spatial else None
-
-    @property
-    def conditional(self) -> bool:
-        return self.cfg.num_classes > 0
-
-    @property
-    def null_label(self) -> int | None:
-        """The "no class" label (index num_classes) of a prior trained with label dropout, else None."""
-        return self.cfg.num_classes if self.cfg.label_dropout > 0 else None
-
-    def null_labels(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
-        """``n`` "no class" labels: with them the prior models the codes of all classes together."""
-        if self.null_label is None:
-            raise VQGenError("this prior was trained without --label-dropout: it has no unconditional mode")
-        return torch.full((n,), self.null_label, dtype=torch.long, device=device)
-
-    def drop_labels(self, labels: torch.Tensor) -> torch.Tensor:
-        """In training mode, each label replaced by the null label with probability label_dropout.
-
-        Draws from torch's global RNG, and nothing at all when label_dropout is 0.
-        """
-        p = self.cfg.label_dropout
-        if not self.training or p == 0:
-            return labels
-        dropped = torch.rand(labels.shape, device=labels.device) < p
-        return labels.masked_fill(dropped, self.cfg.num_classes)
-
-    def check_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
-        if not self.conditional:
-            return None
-        if labels is None:
-            raise VQGenError("this prior is class-conditional: labels are required")
-        return labels
 
     def condition(self, cond: torch.Tensor | None) -> torch.Tensor | None:
         """The conditioning features of a conditioning map (B, hc, wc) (None for a prior without one)."""
@@ -179,9 +147,7 @@ class GatedPixelCNN(nn.Module):
                 cond: torch.Tensor | None = None) -> torch.Tensor:
         """Code maps (B, H, W) -> logits (B, K, H, W); logits[:, :, i, j] see only codes before (i, j) (and
         the whole conditioning map ``cond``, for the bottom prior of two levels)."""
-        labels = self.check_labels(labels)
-        if labels is not None:
-            labels = self.drop_labels(labels)
+        labels = self.forward_labels(labels)
         features = self.condition(cond)
         x = self.embedding(codes).permute(0, 3, 1, 2).contiguous()
         v, h = x, x
@@ -190,7 +156,3 @@ class GatedPixelCNN(nn.Module):
             v, h, skip = layer(v, h, labels, features)
             skips = skips + skip
         return self.head(skips)
-
-    def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean negative log-likelihood in nats per code."""
-        return F.cross_entropy(self(codes, labels, cond), codes)

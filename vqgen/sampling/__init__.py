@@ -1,19 +1,22 @@
-"""Sampling code maps from a prior: the shared drawing rules and one sampler per architecture.
+"""Sampling code maps from a prior: the shared drawing rules, the reference sampler and the cached one.
 
 * ``draw``: Gumbel-max draws, temperature, top-k, classifier-free guidance, near-tie handling;
 * ``full``: the reference sampler (one whole forward pass per position), for any causal prior;
-* ``pixelcnn``: the cached sampler of the gated PixelCNN (identical codes, much faster);
+* ``cached``: the cached sampler (identical codes, much faster), driving each architecture's cache:
+  ``pixelcnn`` (per-layer row caches of the gated PixelCNN), ``transformer`` (a key/value cache);
 * ``levels``: ``sample_maps``, one map from a one-level prior, top then bottom from a two-level one.
 """
 
+from vqgen.sampling.cached import CACHES, cached_logits, sample_cached
 from vqgen.sampling.draw import TIE_TOLERANCE, Guidance, check_guidance, draw_codes, exact_float32, is_decisive
 from vqgen.sampling.full import sample_full
 from vqgen.sampling.levels import sample_maps
-from vqgen.sampling.pixelcnn import CachedPixelCNN, cached_logits, sample_cached
+from vqgen.sampling.pixelcnn import CachedPixelCNN
+from vqgen.sampling.transformer import CachedTransformer
 
 SAMPLERS = {"cached": sample_cached, "full": sample_full}
 
 __all__ = [
-    "SAMPLERS", "TIE_TOLERANCE", "CachedPixelCNN", "Guidance", "cached_logits", "check_guidance", "draw_codes",
-    "exact_float32", "is_decisive", "sample_cached", "sample_full", "sample_maps",
+    "CACHES", "SAMPLERS", "TIE_TOLERANCE", "CachedPixelCNN", "CachedTransformer", "Guidance", "cached_logits",
+    "check_guidance", "draw_codes", "exact_float32", "is_decisive", "sample_cached", "sample_full", "sample_maps",
 ]

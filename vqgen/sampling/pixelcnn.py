@@ -1,14 +1,9 @@
-"""The cached sampler of a gated PixelCNN: the same codes as ``sample_full``, much faster.
+"""The gated PixelCNN's cache for the cached sampler (``vqgen.sampling.cached``).
 
-``sample_cached`` (Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive
+``CachedPixelCNN`` (Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive
 Models") keeps per-layer caches and computes, per step, only the activations the new position
 changes: the vertical stacks once per row, the horizontal stacks and the head at one position.
-
-Both samplers draw through ``pick_codes`` with the same Gumbel noise in the same order, so given
-the same seed they produce identical codes. The cached logits equal the full ones only up to
-float rounding (the same sums, added in another order), which could flip a near-tied draw; so
-the cached sampler flags every draw that rounding of that size could change (a few in 10^5) and
-checks those against one full pass over the finished map, redrawing from the first wrong one.
+Its logits equal the full pass's up to float rounding (the same sums, added in another order).
 
 The bottom prior of two levels adds a per-position bias from the top map to every gated layer: a
 fixed input, computed once per sample, that the caches only need to add row by row.
@@ -20,16 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from vqgen.models.pixelcnn import GatedLayer, GatedPixelCNN, gate
-from vqgen.sampling.draw import (
-    TIE_TOLERANCE,
-    Guidance,
-    NearTies,
-    correct_near_ties,
-    exact_float32,
-    gumbel_noise,
-    is_decisive,
-    pick_codes,
-)
 
 
 def _dense(conv: torch.nn.Conv2d) -> torch.Tensor:
@@ -134,6 +119,10 @@ class CachedPixelCNN:
         _, conv1, _, conv2 = model.head  # ReLU, 1x1 conv, ReLU, 1x1 conv
         self.head1_weight, self.head1_bias = _dense(conv1), conv1.bias
         self.head2_weight, self.head2_bias = _dense(conv2), conv2.bias
+        # where the raster-order interface (prefill, step_logits, append) stands
+        self.width, self.total = width, width * model.cfg.latent_shape[0]
+        self.t = 0
+        self.row = torch.zeros(n, width, dtype=torch.long, device=like.device)  # codes of the current row
 
     def begin_row(self, previous_codes: torch.Tensor | None) -> None:
         """Start a new row; ``previous_codes`` (B, W) is the finished row above (None for row 0)."""
@@ -163,95 +152,27 @@ class CachedPixelCNN:
         """Store the codes (B,) chosen at column j of the current row."""
         self.layers[0].h_row[:, j + self.p] = self.embedding(codes)
 
+    # ---- raster order, one position after another (what vqgen.sampling.cached drives)
 
-@exact_float32()
-@torch.no_grad()
-def sample_cached(
-    model: GatedPixelCNN,
-    n: int,
-    labels: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-    tolerance: float = TIE_TOLERANCE,
-    guidance: float = 1.0,
-    cond: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Sample ``n`` code maps with per-layer caches: the same codes as ``sample_full``, much faster.
+    def prefill(self, codes: torch.Tensor) -> None:
+        """Take the first ``t`` codes (B, t) of the maps, in raster order, as given."""
+        w, start = self.width, codes.shape[1]
+        for i in range(start // w):  # rows above the start only feed the vertical stacks
+            self.begin_row(codes[:, i * w : (i + 1) * w])
+        self.t = start // w * w
+        for t in range(self.t, start):
+            self.step_logits()
+            self.append(codes[:, t])
 
-    Draws that float rounding of the cached logits could change (near-ties, see ``is_decisive``;
-    ``tolerance`` 0 trusts every draw) are checked once the map is done, against one full pass
-    over it (see ``correct_near_ties``). ``guidance`` S != 1: classifier-free guidance, the
-    conditional and unconditional rows side by side in the caches. ``cond``: the conditioning
-    map of each sample (the top codes, for the bottom prior of two levels).
-    """
-    h, w = model.cfg.latent_shape
-    codes = torch.zeros(n, h, w, dtype=torch.long, device=device)
-    guide = Guidance.for_model(model, labels, guidance, device)
-    given = guide.conditioning(cond, device)
-    generator = generator if generator is not None else torch.default_generator
+    def step_logits(self) -> torch.Tensor:
+        """Logits (B, K) at the next raster position, given the codes before it."""
+        return self.logits(self.t % self.width)
 
-    def fast_pass(start: int) -> tuple[dict[int, torch.Tensor], NearTies]:
-        return _cached_pass(model, codes, guide, given, start, temperature, top_k, generator, tolerance)
-
-    def exact_logits() -> torch.Tensor:
-        return guide.combine(model(guide.rows(codes), guide.labels, **given)).flatten(2)
-
-    correct_near_ties(codes.view(n, h * w), fast_pass, exact_logits, temperature, top_k, generator)
-    return codes
-
-
-def _cached_pass(
-    model: GatedPixelCNN,
-    codes: torch.Tensor,
-    guide: Guidance,
-    given: dict[str, torch.Tensor],
-    start: int,
-    temperature: float,
-    top_k: int | None,
-    generator: torch.Generator,
-    tolerance: float,
-) -> tuple[dict[int, torch.Tensor], NearTies]:
-    """Draw ``codes`` from raster position ``start`` on (the earlier codes are given) with the cached
-    network. Returns the generator state before each draw and the near-ties as (position, noise)."""
-    n, h, w = codes.shape
-    state = CachedPixelCNN(model, guide.batch_size(n), guide.labels, **given)
-    tolerance = guide.tolerance(tolerance)
-    states, near_ties = {}, []
-    for i in range(h):
-        state.begin_row(guide.rows(codes[:, i - 1]) if i > 0 else None)
-        if (i + 1) * w <= start:  # rows above only feed the vertical stacks
-            continue
-        for j in range(w):
-            t = i * w + j
-            raw = state.logits(j)
-            if t >= start:
-                logits = guide.combine(raw)
-                states[t] = generator.get_state()
-                noise = gumbel_noise(logits.shape, generator, logits.device)
-                codes[:, i, j] = pick_codes(logits, noise, temperature, top_k)
-                magnitude = guide.magnitude(raw)
-                if tolerance > 0 and not is_decisive(logits, noise, temperature, top_k, tolerance, magnitude):
-                    near_ties.append((t, noise))
-            state.put(j, guide.rows(codes[:, i, j]))
-    return states, near_ties
-
-
-@exact_float32()
-@torch.no_grad()
-def cached_logits(model: GatedPixelCNN, codes: torch.Tensor, labels: torch.Tensor | None = None,
-                  cond: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits (B, K, H, W) of given code maps, computed position by position by the cached path.
-
-    Equals ``model(codes, labels, cond)`` up to float rounding; used to check the cached sampler.
-    """
-    n, h, w = codes.shape
-    state = CachedPixelCNN(model, n, labels, cond)
-    out = torch.empty(n, model.cfg.num_codes, h, w, dtype=model.embedding.weight.dtype, device=codes.device)
-    for i in range(h):
-        state.begin_row(codes[:, i - 1] if i > 0 else None)
-        for j in range(w):
-            out[:, :, i, j] = state.logits(j)
-            state.put(j, codes[:, i, j])
-    return out
+    def append(self, codes: torch.Tensor) -> None:
+        """Store the codes (B,) chosen at the next raster position; move on."""
+        j = self.t % self.width
+        self.put(j, codes)
+        self.row[:, j] = codes
+        self.t += 1
+        if j == self.width - 1 and self.t < self.total:
+            self.begin_row(self.row)

@@ -28,7 +28,7 @@ from vqgen.data import ImageData, image_data_from_spec
 from vqgen.eval.metrics import CodeHistogram
 from vqgen.batches import make_loader
 from vqgen.device import resolve_device
-from vqgen.logs import progress, warn
+from vqgen.logs import progress, say, warn
 from vqgen.models.vqvae import MAP_NAMES, level_shapes
 
 LOW_USAGE_WARNING = 0.25
@@ -110,8 +110,6 @@ def extract_codes_for(vqvae_path: Path, out: Path, data: str | None = None, data
                       batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
     """``vqgen extract-codes``: encode the VQ-VAE's own dataset and split (or ``data``, resized to the
     VQ-VAE's image size and channels) and warn when the codebook is barely used."""
-    from vqgen.train.vqvae import describe_data
-
     meta = read_metadata(vqvae_path)
     expect_kind(vqvae_path, meta, "vqvae")
     check_output_path(out)
@@ -119,7 +117,7 @@ def extract_codes_for(vqvae_path: Path, out: Path, data: str | None = None, data
     if data is not None:
         spec["data"] = data
     images = image_data_from_spec(spec, root=data_root)
-    describe_data(images)
+    say(images.describe())
     result = extract_codes(vqvae_path, images, out, batch_size=batch_size, device=device)
     for key, which in (("codebook_audit", "the codebook"), ("codebook_audit_top", "the top codebook")):
         usage = result.get(key, {}).get("train", {}).get("usage", 1.0)

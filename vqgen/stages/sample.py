@@ -6,6 +6,7 @@ labels and guidance); the VQ-VAE decodes both, and the samples file holds both m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 
 from vqgen import __version__
 from vqgen.checkpoint import check_output_path, make_output_folder, file_sha256, load_prior, load_vqvae, save_vqgen_file
+from vqgen.config import SampleOptions
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
 from vqgen.device import resolve_device
@@ -76,35 +78,17 @@ def resolve_vqvae_path(prior_path: Path, meta: dict[str, Any], override: Path | 
     raise VQGenError(f"{prior_path}: its VQ-VAE {recorded} is missing; pass --vqvae PATH")
 
 
-def sample(
-    prior_path: Path,
-    out_dir: Path,
-    n: int = 64,
-    *,
-    vqvae_path: Path | None = None,
-    label: str | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
-    batch_size: int = 64,
-    sampler: str = "cached",
-    device: str = "auto",
-    allow_vqvae_mismatch: bool = False,
-    guidance: float = 1.0,
-) -> dict[str, Any]:
-    """``guidance`` S: classifier-free guidance scale (1: plain conditional sampling)."""
-    if n < 1:
-        raise VQGenError(f"--n must be at least 1, not {n}")
-    if not temperature > 0:
-        raise VQGenError(f"--temperature must be positive, not {temperature}")
-    if sampler not in SAMPLERS:
-        raise VQGenError(f"--sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
-    if batch_size < 1:
-        raise VQGenError(f"--batch-size must be positive, not {batch_size}")
-    if not guidance >= 0:
-        raise VQGenError(f"--guidance must be >= 0, not {guidance}")
+def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path: Path | None = None,
+           options: SampleOptions | None = None, **changes: Any) -> dict[str, Any]:
+    """Draw, decode and write samples; ``options`` (default ``SampleOptions()``) with ``changes`` applied,
+    e.g. ``sample(prior, out, 100, guidance=2)``."""
+    opts = replace(options or SampleOptions(), **changes, **({} if n is None else {"n": n}))
+    opts.validate()
+    n, label, temperature, top_k, guidance = opts.n, opts.label, opts.temperature, opts.top_k, opts.guidance
+    if opts.sampler not in SAMPLERS:
+        raise VQGenError(f"--sampler must be one of {', '.join(SAMPLERS)}, not {opts.sampler!r}")
     check_output_path(out_dir, folder=True)  # before any work; nothing is created until the samples exist
-    dev = resolve_device(device)
+    dev = resolve_device(opts.device)
     prior, meta = load_prior(prior_path, dev)
     check_guidance(prior, guidance, f"{prior_path}: --guidance")
     k = prior.cfg.num_codes
@@ -113,19 +97,19 @@ def sample(
     labels, row_lengths = parse_labels(label, meta.get("label_names"), prior.conditional, n)
     vq_path = resolve_vqvae_path(prior_path, meta, vqvae_path)
     vqvae, vq_meta = load_vqvae(vq_path, dev)
-    check_same_vqvae(prior_path, meta, vq_path, vqvae.cfg.num_codes, allow_vqvae_mismatch)
+    check_same_vqvae(prior_path, meta, vq_path, vqvae.cfg.num_codes, opts.allow_vqvae_mismatch)
     levels = meta.get("levels", 1)
     if vqvae.cfg.levels != levels:
         raise VQGenError(f"{vq_path}: a VQ-VAE of {vqvae.cfg.levels} level(s), but the prior {prior_path} has {levels}")
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(opts.seed)
     maps: list[tuple[torch.Tensor, ...]] = []  # per batch: (codes,), or (top, bottom)
     images = []
-    for start in range(0, n, batch_size):
-        size = min(batch_size, n - start)
+    for start in range(0, n, opts.batch_size):
+        size = min(opts.batch_size, n - start)
         y = torch.tensor(labels[start : start + size]) if labels is not None else None
         batch = sample_maps(
-            SAMPLERS[sampler], prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator,
+            SAMPLERS[opts.sampler], prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator,
             device=dev, guidance=guidance,
         )
         maps.append(tuple(m.cpu() for m in batch) if isinstance(batch, tuple) else (batch.cpu(),))
@@ -153,8 +137,8 @@ def sample(
         "temperature": temperature,
         "top_k": top_k,
         "guidance": guidance,
-        "seed": seed,
-        "sampler": sampler,
+        "seed": opts.seed,
+        "sampler": opts.sampler,
         "image": vq_meta["image"],
         "dataset": meta.get("dataset"),
     }

@@ -19,7 +19,8 @@ VQVAE_PANELS = [
                                    ("top perplexity", "val_top_perplexity")]),
 ]
 PRIOR_PANELS = [
-    ("NLL (bits per code)", [("train", "train_bits_per_code"), ("val", "val_bits_per_code")]),
+    ("NLL (bits per code)", [("train", "train_bits_per_code"), ("val", "val_bits_per_code"),
+                             ("histogram only", "histogram_bits_per_code")]),
 ]
 LR_PANEL = ("learning rate", [("lr", "lr")])
 PANELS_PER_ROW = 3

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vqgen.checkpoint import KIND_NAMES, file_sha256, read_metadata
+from vqgen.checkpoint import file_sha256, kind_name, read_metadata
 
 MAX_TENSOR_ROWS = 40
 MAX_LIST_ITEMS = 12
@@ -27,7 +27,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     return {
         "path": str(path),
         "kind": meta.get("kind"),
-        "description": KIND_NAMES.get(meta.get("kind"), "a vqgen file"),
+        "description": kind_name(meta),
         "file_size": path.stat().st_size,
         "sha256": file_sha256(path),
         "num_tensors": len(tensors),

@@ -20,16 +20,13 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from vqgen import __version__
-from vqgen import distributed as dist
 from vqgen.batches import make_loader
-from vqgen.checkpoint import check_output_path, read_metadata, save_vqgen_file
+from vqgen.checkpoint import read_metadata, save_vqgen_file
 from vqgen.config import ClassifierTrainOptions, to_dict
 from vqgen.data import ImageData
-from vqgen.device import resolve_device, seed_everything
-from vqgen.errors import VQGenError
 from vqgen.logs import say
 from vqgen.models.classifier import Classifier, ClassifierConfig
-from vqgen.train.loop import StepResult, Trainer, fit
+from vqgen.train.loop import StepResult, Trainer, fit, prepare_run
 
 SQUARE_TRANSFORMS = ["rotate 0", "rotate 90", "rotate 180", "rotate 270"]
 NON_SQUARE_TRANSFORMS = ["identity", "flip left-right", "flip up-down", "rotate 180"]
@@ -146,11 +143,7 @@ def train_classifier(data: ImageData, opts: ClassifierTrainOptions, out: Path,
 
     Small datasets get more epochs than ``opts.epochs``, so that at least ``opts.min_steps`` steps are taken.
     """
-    opts.validate()
-    check_output_path(out)
-    device = resolve_device(opts.device)
-    dist.setup(device)
-    seed_everything(opts.seed)
+    device = prepare_run(opts, out)
     trainer = ClassifierTrainer(data, opts, device, Path(out))
     steps_per_epoch = len(trainer.train_batches)
     epochs = max(opts.epochs, math.ceil(opts.min_steps / max(1, steps_per_epoch)))

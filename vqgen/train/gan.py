@@ -11,6 +11,7 @@ VQ-VAE checkpoint; it lives in the resumable state only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -51,6 +52,7 @@ class GanTrainer:
         amp: str = "off",
     ):
         opts.validate()
+        opts = opts.for_image(image_size)
         self.opts, self.device, self.amp = opts, device, amp
         self.last_layer_weight = last_layer_weight
         self.perceptual: PerceptualLoss | None = None
@@ -73,8 +75,13 @@ class GanTrainer:
                 self.disc_net = DistributedDataParallel(self.disc, device_ids=device_ids)
             self.optimizer = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=DISC_BETAS)
             self.scaler = grad_scaler(device, amp)
+        self.lr, self.schedule = lr, None
         self.last_logs: dict[str, float] = {}
         self._reset_log()
+
+    def follow_schedule(self, schedule: Callable[[int], float]) -> None:
+        """Give the discriminator the generator's LR schedule (a multiplier per step)."""
+        self.schedule = schedule
 
     def active(self, step: int) -> bool:
         """Whether the adversarial game runs at this step (steps counted from 0)."""
@@ -105,7 +112,7 @@ class GanTrainer:
         # the generator's gradient must reach the decoder only, not the discriminator's weights
         self.disc.requires_grad_(False)
         with autocast(self.device, self.amp):
-            logits_fake = self.disc(recon)
+            logits_fake = self.disc(recon.clamp(-1, 1))  # what decoding shows: overshoot is no free tell
         self.disc.requires_grad_(True)
         g_loss = hinge_g_loss(logits_fake)
         weight = adaptive_weight(rec, g_loss, self.last_layer_weight, self.opts.max_adaptive_weight)
@@ -125,7 +132,10 @@ class GanTrainer:
         """One hinge-loss update of the discriminator on detached reconstructions vs real images."""
         if not self.active(step):
             return {}
-        fake = fake.detach().float()
+        fake = fake.detach().float().clamp(-1, 1)
+        if self.schedule is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr * self.schedule(step)
         with autocast(self.device, self.amp):
             logits = self.disc_net(torch.cat([real, fake]))
         logits_real, logits_fake = logits.float().split([real.shape[0], fake.shape[0]])

@@ -25,7 +25,8 @@ import torch.nn as nn
 from vqgen import distributed as dist
 from vqgen.batches import Batches
 from vqgen.config import TrainOptions
-from vqgen.device import autocast, grad_scaler
+from vqgen.checkpoint import check_output_path
+from vqgen.device import autocast, grad_scaler, resolve_device, seed_everything
 from vqgen.errors import VQGenError
 from vqgen.logs import JsonlLog, progress
 from vqgen.train.resume import Progress, TrainingState
@@ -124,6 +125,19 @@ class Trainer:
     def save(self, metrics: dict[str, Any], last: bool) -> None:
         """Write the checkpoint and pictures after an epoch (called on rank 0 only)."""
         raise NotImplementedError
+
+
+def prepare_run(opts: TrainOptions, out: Path, cfg: Any = None) -> torch.device:
+    """What every training run does before building its trainer: check the options and the output path,
+    pick the device, join torchrun's process group, seed every generator. Returns the device."""
+    opts.validate()
+    if cfg is not None:
+        cfg.validate()
+    check_output_path(out)
+    device = resolve_device(opts.device)
+    dist.setup(device)
+    seed_everything(opts.seed)
+    return device
 
 
 def fit(trainer: Trainer, opts: TrainOptions, out: Path, resume: str | Path | None = None,

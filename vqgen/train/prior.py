@@ -1,4 +1,4 @@
-"""Stage 3: fit a gated PixelCNN prior to the code maps of a code file.
+"""Stage 3: fit a prior (gated PixelCNN or transformer) to the code maps of a code file.
 
 The model, its loss (cross-entropy over the K codes at every position), its validation (NLL in
 nats and bits per code over the whole split) and what it keeps (the best-validation weights);
@@ -23,14 +23,13 @@ from vqgen import __version__
 from vqgen import distributed as dist
 from vqgen.batches import Batches, make_loader
 from vqgen.checkpoint import check_output_path, load_vqgen_file, save_vqgen_file
-from vqgen.config import PriorTrainOptions, to_dict
-from vqgen.device import memory_format, resolve_device, seed_everything
+from vqgen.config import PriorConfig, PriorTrainOptions, TwoLevelPriorConfig, to_dict
+from vqgen.device import memory_format
 from vqgen.errors import VQGenError
 from vqgen.logs import say
-from vqgen.eval.metrics import nats_to_bits
-from vqgen.models.hierarchy import TwoLevelPrior, TwoLevelPriorConfig
-from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from vqgen.train.loop import StepResult, Trainer, fit
+from vqgen.eval.metrics import histogram_bits_per_code, nats_to_bits
+from vqgen.models import CodePrior, build_prior
+from vqgen.train.loop import StepResult, Trainer, fit, prepare_run
 from vqgen.train.resume import Progress
 
 
@@ -82,18 +81,31 @@ def load_codes(path: Path) -> CodeFile:
     return CodeFile(path, meta, *splits)
 
 
+def histogram_bits(train: TensorDataset, val: TensorDataset, num_codes: int) -> tuple[float, dict[str, float]]:
+    """Bits per ``val`` code of the histogram-only model of the ``train`` codes (datasets of ``load_codes``):
+    (over every code, {}); with two levels one histogram per level, (averaged over every code of both
+    maps, {"top": ..., "bottom": ...})."""
+    if len(train.tensors) == 2:
+        return histogram_bits_per_code(train.tensors[0], val.tensors[0], num_codes), {}
+    levels = {name: (histogram_bits_per_code(train.tensors[i], val.tensors[i], num_codes), val.tensors[i].numel())
+              for name, i in (("top", 2), ("bottom", 0))}
+    overall = sum(bits * n for bits, n in levels.values()) / max(1, sum(n for _, n in levels.values()))
+    return overall, {name: bits for name, (bits, _) in levels.items()}
+
+
 class PriorTrainer(Trainer):
     stage, what = "prior", "the prior loss"
 
-    def __init__(self, codes: CodeFile, cfg: PixelCNNConfig | TwoLevelPriorConfig, opts: PriorTrainOptions,
+    def __init__(self, codes: CodeFile, cfg: PriorConfig | TwoLevelPriorConfig, opts: PriorTrainOptions,
                  device: torch.device, out: Path):
         self.codes, self.cfg, self.opts, self.device, self.out = codes, cfg, opts, device, out
-        model = TwoLevelPrior(cfg) if isinstance(cfg, TwoLevelPriorConfig) else GatedPixelCNN(cfg)
-        self.model = model.to(device, memory_format=memory_format(device, opts.amp))
+        self.model = build_prior(cfg).to(device, memory_format=memory_format(device, opts.amp))
         self.train_batches = make_loader(codes.train, opts.batch_size, shuffle=True, seed=opts.seed, drop_last=True)
         self.val_batches = make_loader(codes.val, opts.batch_size * 4, shuffle=False, seed=opts.seed)
         self.hooks = {}
         self.improved = False
+        # what a model that knows only how often each code occurs needs: the structure learned is the gap
+        self.histogram_bits = histogram_bits(codes.train, codes.val, cfg.num_codes)[0]
 
     def run_identity(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "codes": self.codes.identity(), "options": to_dict(self.opts)}
@@ -127,6 +139,8 @@ class PriorTrainer(Trainer):
             "val_nll_nats": val["nll"],
             "val_bits_per_code": nats_to_bits(val["nll"]),
             "best_val_bits_per_code": nats_to_bits(progress.best),
+            "histogram_bits_per_code": self.histogram_bits,
+            "learned_bits_per_code": self.histogram_bits - nats_to_bits(val["nll"]),
             **levels,
         }
 
@@ -137,7 +151,8 @@ class PriorTrainer(Trainer):
         say(
             f"[bold]prior epoch {m['epoch']}[/bold]  train {m['train_nll_nats']:.4f} nats "
             f"({m['train_bits_per_code']:.3f} bits/code)  val {m['val_nll_nats']:.4f} nats "
-            f"([cyan]{m['val_bits_per_code']:.3f} bits/code[/cyan]{levels}){mark}  ({m['elapsed_s']:.0f}s)"
+            f"([cyan]{m['val_bits_per_code']:.3f} bits/code[/cyan]{levels}, histogram alone "
+            f"{m['histogram_bits_per_code']:.3f}){mark}  ({m['elapsed_s']:.0f}s)"
         )
 
     def save(self, metrics: dict[str, Any], last: bool) -> None:
@@ -146,23 +161,18 @@ class PriorTrainer(Trainer):
 
 
 def train_prior(
-    codes: CodeFile, cfg: PixelCNNConfig, opts: PriorTrainOptions, out: Path, resume: str | Path | None = None
+    codes: CodeFile, cfg: PriorConfig, opts: PriorTrainOptions, out: Path, resume: str | Path | None = None
 ) -> dict[str, Any]:
     """Train with cross-entropy, validate each epoch, and keep the best-validation weights in ``out``.
 
     Every ``opts.save_every`` epochs, and when SIGINT/SIGTERM stops the run, the full training
     state goes to OUT.resume.safetensors; ``resume`` (a path or "auto") continues from one.
     """
-    opts.validate()
-    cfg.validate()
-    check_output_path(out)
-    device = resolve_device(opts.device)
-    dist.setup(device)
-    seed_everything(opts.seed)
+    device = prepare_run(opts, out, cfg)
     return fit(PriorTrainer(codes, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 
-def train_prior_on(codes_path: Path, cfg: PixelCNNConfig, opts: PriorTrainOptions, out: Path,
+def train_prior_on(codes_path: Path, cfg: PriorConfig, opts: PriorTrainOptions, out: Path,
                    conditional: bool | None = None, resume: str | None = None) -> dict[str, Any]:
     """``vqgen train-prior``: read the code file, size the prior to it, then train.
 
@@ -181,6 +191,9 @@ def train_prior_on(codes_path: Path, cfg: PixelCNNConfig, opts: PriorTrainOption
     levels = ", top and bottom priors" if codes.levels == 2 else ""
     say(f"prior: {len(codes.train)} train / {len(codes.val)} val code maps, {kind}{levels}")
     if codes.levels == 2:
+        if cfg.arch != "pixelcnn":
+            raise VQGenError(f"{codes_path}: the codes of a two-level VQ-VAE take --arch pixelcnn priors (its bottom "
+                             f"prior is conditioned on the top map), not --arch {cfg.arch}")
         return train_prior(codes, TwoLevelPriorConfig.for_maps(cfg, codes.meta["latent_shape_top"]), opts, out, resume)
     return train_prior(codes, cfg, opts, out, resume)
 
@@ -199,6 +212,7 @@ def level_nll_sums(net: torch.nn.Module, batch: Any, device: torch.device,
     return sums, {"top": top.numel(), "bottom": x.numel()}
 
 
+@torch.no_grad()
 @torch.no_grad()
 def evaluate_prior_levels(model: torch.nn.Module, batches: Batches, device: torch.device) -> dict[str, float]:
     """Mean NLL in nats per code over a whole split (summed across ranks): ``nll`` over every code, and with

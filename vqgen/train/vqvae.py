@@ -19,13 +19,13 @@ from vqgen.batches import Batches, make_loader
 from vqgen.checkpoint import check_output_path, save_vqgen_file
 from vqgen.config import DataOptions, VQVAETrainOptions, to_dict
 from vqgen.data import ImageData, load_image_data, spread
-from vqgen.device import memory_format, resolve_device, seed_everything
+from vqgen.device import memory_format, resolve_device
 from vqgen.images import interleave, save_grid
 from vqgen.logs import say
 from vqgen.eval.metrics import CodeHistogram, psnr_per_image
 from vqgen.models.vqvae import VQVAE, VQVAEConfig, level_shapes
 from vqgen.train.gan import GanTrainer
-from vqgen.train.loop import StepResult, Trainer, artifact_path, fit
+from vqgen.train.loop import StepResult, Trainer, artifact_path, fit, prepare_run, warmup_cosine
 
 
 class VQVAETrainer(Trainer):
@@ -38,6 +38,10 @@ class VQVAETrainer(Trainer):
                                          num_workers=opts.num_workers, drop_last=True, max_shift=opts.augment_shift)
         self.val_batches = make_loader(data.val, opts.batch_size * 2, shuffle=False, seed=opts.seed,
                                        num_workers=opts.num_workers)
+        if opts.gan.gan and opts.gan.disc_layers is None:
+            opts.gan = opts.gan.for_image(cfg.image_size)
+            h, w = cfg.image_size
+            say(f"--disc-layers {opts.gan.disc_layers}: the deepest discriminator {h}x{w} images allow (at most 3)")
         # recon/perceptual/adversarial losses; the discriminator and its optimizer live in here
         self.gan = GanTrainer(opts.gan, cfg.in_channels, cfg.image_size, self.model.decoder.last_layer.weight,
                               opts.lr, device, opts.amp)
@@ -49,8 +53,10 @@ class VQVAETrainer(Trainer):
         return {"config": self.cfg.to_dict(), "data": self.data.spec, "options": to_dict(self.opts)}
 
     def start(self, total_steps: int) -> None:
-        for quantizer in self.model.quantizers.values():  # after restore: a new --epochs moves it too
+        # after restore: a new --epochs moves both
+        for quantizer in self.model.quantizers.values():
             quantizer.set_restart_horizon(total_steps)
+        self.gan.follow_schedule(warmup_cosine(total_steps, self.opts.warmup_steps))
 
     def loss(self, net: torch.nn.Module, batch: Any, step: int) -> StepResult:
         images = batch[0].to(self.device, non_blocking=True)
@@ -97,12 +103,7 @@ def train_vqvae(
     Every ``opts.save_every`` epochs, and when SIGINT/SIGTERM stops the run, the full training
     state goes to OUT.resume.safetensors; ``resume`` (a path or "auto") continues from one.
     """
-    opts.validate()
-    cfg.validate()
-    check_output_path(out)
-    device = resolve_device(opts.device)
-    dist.setup(device)
-    seed_everything(opts.seed)
+    device = prepare_run(opts, out, cfg)
     return fit(VQVAETrainer(data, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 
@@ -114,16 +115,9 @@ def train_vqvae_on(data_opts: DataOptions, cfg: VQVAEConfig, opts: VQVAETrainOpt
     dist.setup(resolve_device(opts.device))  # under torchrun: join now, so that one process per machine downloads
     with dist.local_main_first():
         data = load_image_data(**to_dict(data_opts))
-    describe_data(data)
+    say(data.describe())
     cfg.in_channels, cfg.image_size = data.channels, data.image_size
     return train_vqvae(data, cfg, opts, out, resume)
-
-
-def describe_data(data: ImageData) -> None:
-    h, w = data.image_size
-    labels = f"{data.num_classes} classes" if data.label_names else "unlabelled"
-    say(f"data {data.spec['data']}: {len(data.train)} train / {len(data.val)} val images, "
-        f"{data.channels}x{h}x{w}, {labels}")
 
 
 @torch.no_grad()

@@ -1,0 +1,51 @@
+"""The command line is made from the config dataclasses: every option, its default and help in one place."""
+
+import dataclasses
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import TINY_VQVAE, run_cli
+from vqgen.checkpoint import read_metadata
+from vqgen.cli import app
+from vqgen.cli.options import option_fields
+from vqgen.config import VQVAE_PRESETS, DataOptions, GanOptions, PixelCNNConfig, PriorTrainOptions, TransformerConfig, VQVAEConfig, VQVAETrainOptions
+
+
+@pytest.mark.parametrize(
+    "command, groups",
+    [("train-vqvae", (DataOptions, VQVAEConfig, VQVAETrainOptions, GanOptions)), ("train-prior", (PriorTrainOptions,))],
+)
+def test_every_config_option_is_a_flag_with_its_dataclass_default(command, groups):
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    for group in groups:
+        for f, meta, _ in option_fields(group):
+            flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+            assert flag in result.output, flag
+            if f.default not in (None, dataclasses.MISSING) and not isinstance(f.default, bool):
+                assert f"[default: {f.default}]" in result.output, (flag, f.default)
+
+
+def test_the_prior_options_show_each_architectures_default():
+    result = CliRunner().invoke(app, ["train-prior", "--help"], env={"COLUMNS": "400"})
+    pixelcnn, transformer = PixelCNNConfig(), TransformerConfig()
+    assert f"pixelcnn {pixelcnn.num_layers}, transformer {transformer.num_layers}" in result.output
+    assert "--kernel-size" in result.output and "--heads" in result.output
+
+
+def test_a_preset_fills_the_options_not_given_and_given_ones_win(image_folder, tmp_path):
+    out = tmp_path / "vqvae.safetensors"
+    run_cli("train-vqvae", "--data", image_folder, "--preset", "best", "--epochs", "1", "--out", out, "--device", "cpu",
+            *TINY_VQVAE)
+    recorded = read_metadata(out)["train_options"]
+    best = VQVAE_PRESETS["best"]
+    assert (recorded["batch_size"], recorded["lr"]) == (best["batch_size"], best["lr"])  # from the preset
+    assert recorded["epochs"] == 1  # given on the command line
+    plain = VQVAETrainOptions()
+    assert (plain.batch_size, plain.lr) != (best["batch_size"], best["lr"])  # so the preset really changed them
+
+
+def test_an_unknown_preset_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(app, ["train-vqvae", "--preset", "turbo", "--out", str(tmp_path / "x.safetensors")])
+    assert result.exit_code != 0 and "turbo" in result.output and not list(tmp_path.iterdir())

@@ -1,0 +1,66 @@
+"""The models shipped in the package: what the retraining recipe writes, and usable by name everywhere."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+import vqgen
+from conftest import run_cli
+from vqgen.checkpoint import FORMAT_VERSION, file_sha256, read_metadata
+from vqgen.config import PixelCNNConfig, VQVAEConfig, to_dict
+from vqgen.data import load_image_data
+from vqgen.pretrained import KINDS, RECIPES, pretrained_path
+
+RECIPE = RECIPES["mnist5k"]()
+
+
+def test_the_shipped_files_are_small_and_half_precision():
+    sizes = {kind: pretrained_path("mnist5k", kind).stat().st_size for kind in KINDS}
+    assert sizes["vqvae"] + sizes["prior"] <= 8 * 2**20, sizes
+    vq = vqgen.load_vqvae("mnist5k")
+    assert vq.meta["pretrained"] == "mnist5k"
+    from safetensors import safe_open
+
+    with safe_open(str(pretrained_path("mnist5k", "prior")), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+
+
+def test_the_shipped_metadata_is_what_the_retraining_recipe_writes():
+    data = load_image_data(**to_dict(RECIPE.data))
+    vq_meta, prior_meta = (read_metadata(pretrained_path("mnist5k", kind)) for kind in ("vqvae", "prior"))
+    assert vq_meta["format_version"] == prior_meta["format_version"] == FORMAT_VERSION
+    assert VQVAEConfig.from_dict(vq_meta["config"]) == replace(RECIPE.vqvae, in_channels=1, image_size=(28, 28))
+    assert vq_meta["train_options"] == to_dict(RECIPE.vqvae_train)
+    assert vq_meta["dataset"] == data.spec
+    expected_prior = replace(RECIPE.prior, num_codes=RECIPE.vqvae.num_codes, latent_shape=(7, 7), num_classes=10)
+    assert PixelCNNConfig.from_dict(prior_meta["config"]) == expected_prior
+    assert prior_meta["train_options"] == to_dict(RECIPE.prior_train)
+    # the prior names its VQ-VAE by the shipped file, and by that file's checksum
+    assert prior_meta["vqvae_sha256"] == file_sha256(pretrained_path("mnist5k", "vqvae"))
+    assert prior_meta["vqvae_path"] == pretrained_path("mnist5k", "vqvae").name  # a bare name: found beside it
+
+
+def test_sampling_the_shipped_prior_needs_no_training(tmp_path):
+    run_cli("sample", "mnist5k", "--label", "7", "--n", "6", "--out", tmp_path / "sevens", "--device", "cpu")
+    assert len(list((tmp_path / "sevens").glob("[0-9]*.png"))) == 6 and (tmp_path / "sevens" / "grid.png").is_file()
+    vq, prior = vqgen.load_pretrained("mnist5k")
+    codes = vqgen.sample_codes(prior, 4, labels="3", seed=0)
+    images = vqgen.decode(vq, codes)
+    assert images.shape == (4, 1, 28, 28) and torch.isfinite(images).all()
+
+
+@pytest.mark.parametrize("args", [
+    ["reconstruct", "mnist5k", "--n", "4"], ["info", "mnist5k/prior"], ["info", "mnist5k/vqvae"],
+    ["interpolate", "mnist5k", "mnist5k:0", "mnist5k:1", "--steps", "3"],
+])
+def test_the_shipped_models_load_wherever_a_checkpoint_path_is_accepted(tmp_path, args):
+    out = [] if args[0] == "info" else ["--out", tmp_path / ("x.png" if args[0] == "interpolate" else "out")]
+    run_cli(*args, *out, *([] if args[0] == "info" else ["--device", "cpu"]))
+
+
+def test_evaluate_scores_the_shipped_models(tmp_path):
+    run_cli("sample", "mnist5k", "--n", "20", "--out", tmp_path / "s", "--device", "cpu")
+    result = run_cli("evaluate", "--vqvae", "mnist5k", "--prior", "mnist5k", "--samples", tmp_path / "s",
+                     "--device", "cpu", "--kid-subsets", "5", "--json", tmp_path / "e.json")
+    assert "bits" in result.output and (tmp_path / "e.json").is_file()

@@ -1,0 +1,132 @@
+"""A decoder-only causal transformer prior over code maps (GPT-style), optionally class-conditional.
+
+The code map (H, W) is read as a sequence of T = H * W codes in raster order, and position t of
+the input holds what is known before code t:
+
+* position 0: a start token, the class embedding when conditional (with label dropout one more
+  "no class" row, as the PixelCNN has, for classifier-free guidance), one learned vector otherwise;
+* position t > 0: the embedding of code t - 1;
+* every position: the row and column embeddings of the code it predicts, (i, j) = divmod(t, W);
+
+then pre-norm blocks (x + attention(LayerNorm(x)), x + MLP(LayerNorm(x))) with causal self-attention,
+a final LayerNorm and K logits per position. The logits at t see codes 0 .. t-1 only.
+
+Positions are 2-D, a learned row embedding plus a learned column embedding, rather than one learned
+vector per position: H + W vectors instead of H * W, each trained by a whole row (or column) of every
+map instead of by one position, and "the code above" is found the same way everywhere (same column
+embedding, previous row), which matters on datasets of a few thousand maps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vqgen.config import TransformerConfig
+from vqgen.models.prior import CodePrior
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.heads = cfg.num_heads
+        self.qkv = nn.Linear(cfg.channels, 3 * cfg.channels)
+        self.out = nn.Linear(cfg.channels, cfg.channels)
+        self.attention_dropout = cfg.dropout
+        self.out_dropout = nn.Dropout(cfg.dropout)
+
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, T, C) -> queries, keys and values, each (B, heads, T, C / heads)."""
+        b, t, c = x.shape
+        return self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def merge_heads(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, heads, T, C / heads) -> the output projection of (B, T, C)."""
+        b, _, t, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.split_heads(x)
+        dropout = self.attention_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        return self.out_dropout(self.merge_heads(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        hidden = cfg.mlp_ratio * cfg.channels
+        self.net = nn.Sequential(
+            nn.Linear(cfg.channels, hidden), nn.GELU(), nn.Linear(hidden, cfg.channels), nn.Dropout(cfg.dropout)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.channels)
+        self.attention = CausalSelfAttention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.channels)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TransformerPrior(CodePrior):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        h, w = cfg.latent_shape
+        c = cfg.channels
+        self.code_embedding = nn.Embedding(cfg.num_codes, c)
+        self.start = nn.Embedding(max(1, self.class_rows), c)  # row 0 is the start token when unconditional
+        self.row_embedding = nn.Embedding(h, c)
+        self.column_embedding = nn.Embedding(w, c)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(c)
+        self.head = nn.Linear(c, cfg.num_codes)
+        self.apply(self._init_weights)
+        # GPT-2's scaling: each block adds two residual branches; keep the sum's variance in check
+        for block in self.blocks:
+            for branch in (block.attention.out, block.mlp.net[2]):
+                nn.init.normal_(branch.weight, std=0.02 / math.sqrt(2 * cfg.num_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear):
+            nn.init.zeros_(module.bias)
+
+    def start_tokens(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+        """The input at position 0 (n, C): the class embeddings, or the one start token."""
+        if labels is None:
+            labels = torch.zeros(n, dtype=torch.long, device=self.start.weight.device)
+        return self.start(labels)
+
+    def positions(self, t: torch.Tensor) -> torch.Tensor:
+        """Position embeddings (..., C) of raster positions ``t``: row embedding + column embedding."""
+        w = self.cfg.latent_shape[1]
+        return self.row_embedding(t // w) + self.column_embedding(t % w)
+
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Code maps (B, H, W) -> logits (B, K, H, W); logits[:, :, i, j] see only codes before (i, j)."""
+        labels = self.forward_labels(labels)
+        b, h, w = codes.shape
+        flat = codes.reshape(b, h * w)
+        x = torch.cat([self.start_tokens(labels, b)[:, None], self.code_embedding(flat[:, :-1])], dim=1)
+        x = self.dropout(x + self.positions(torch.arange(h * w, device=codes.device)))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.norm(x))  # (B, T, K)
+        return logits.transpose(1, 2).reshape(b, -1, h, w)
