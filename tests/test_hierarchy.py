@@ -24,7 +24,7 @@ def small(**overrides) -> VQVAEConfig:
 # ----------------------------------------------------------------------------- the VQ-VAE
 
 
-@pytest.mark.parametrize("size,mult,bottom,top", [(32, "", 8, 4), (64, "1,2,2", 16, 8)])
+@pytest.mark.parametrize("size,mult,bottom,top", [(32, None, 8, 4), (64, "1,2,2", 16, 8)])
 def test_two_levels_have_a_bottom_map_at_f4_and_a_top_map_at_f8(size, mult, bottom, top):
     torch.manual_seed(0)
     cfg = small(in_channels=3, image_size=(size, size), levels=2, channel_mult=mult)
@@ -125,7 +125,7 @@ def test_a_one_level_checkpoint_without_the_new_fields_still_loads(tmp_path):
     meta = {"kind": "vqvae", "config": config, "image": {"channels": 1, "size": [28, 28]}}
     save_vqgen_file(path, model.state_dict(), meta)
     loaded, _ = load_vqvae(path)
-    assert (loaded.cfg.levels, loaded.cfg.channel_mult, loaded.cfg.norm, loaded.cfg.attention) == (1, "", "none", False)
+    assert (loaded.cfg.levels, loaded.cfg.channel_mult, loaded.cfg.norm, loaded.cfg.attention) == (1, None, "none", False)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     codes = torch.randint(K, (2, 7, 7))

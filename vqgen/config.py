@@ -76,7 +76,7 @@ def check(condition: bool, message: str) -> None:
 # loaded model reports, since nothing trains on from a finished checkpoint.
 LEGACY_VALUES: dict[str, Any] = {"head_channels": 0, "restart_stop": 1.0}
 # files from before VQ-VAE-2 and the scaled networks: one level, today's layout
-LEGACY_VALUES.update({"levels": 1, "channel_mult": "", "norm": "none", "attention": False})
+LEGACY_VALUES.update({"levels": 1, "channel_mult": None, "norm": "none", "attention": False})
 NORMS = ("none", "group")
 
 
@@ -119,9 +119,9 @@ class VQVAEConfig:
         1, "Code maps: 1 (VQ-VAE), or 2 (VQ-VAE-2: a bottom map at the --downsamples factor and a top map "
         "2x smaller, one codebook each)."
     )
-    channel_mult: str = option(
-        "", "Channels per resolution, as multiples of --hidden, from the image down (one per resolution: 1,2,2 for "
-        "--downsamples 2); residual blocks at every resolution, for 64-256 px images. Empty: the light layout."
+    channel_mult: str | None = option(
+        None, "Channels per resolution, as multiples of --hidden, from the image down (one per resolution: 1,2,2 for "
+        "--downsamples 2); residual blocks at every resolution, for 64-256 px images. Default: the light layout."
     )
     norm: str = option("none", "Normalisation in the residual and attention blocks: none or group (GroupNorm).")
     attention: bool = option(False, "A self-attention block after the residual blocks at the lowest resolution.")
@@ -148,8 +148,10 @@ class VQVAEConfig:
     @property
     def multipliers(self) -> tuple[int, ...]:
         """--channel-mult as numbers (empty: the light layout)."""
+        if not (self.channel_mult or "").strip():
+            return ()
         try:
-            return tuple(int(part) for part in self.channel_mult.split(",")) if self.channel_mult.strip() else ()
+            return tuple(int(part) for part in self.channel_mult.split(","))
         except ValueError:
             raise VQGenError(f"--channel-mult must be whole numbers separated by commas, not {self.channel_mult!r}") from None
 
