@@ -62,7 +62,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     files = {name: root / f"{name}.safetensors" for name in ("vqvae", "codes", "prior", "uncond")}
     assert invoke("train-vqvae", "--data", root / "images", "--out", files["vqvae"], *TINY_VQVAE).exit_code == 0
     assert invoke("extract-codes", files["vqvae"], "--out", files["codes"], "--device", "cpu").exit_code == 0
-    assert invoke("train-prior", files["codes"], "--out", files["prior"], *TINY_PRIOR).exit_code == 0
+    assert invoke("train-prior", files["codes"], "--out", files["prior"], *TINY_PRIOR, "--label-dropout", "0").exit_code == 0
     assert invoke("train-prior", files["codes"], "--out", files["uncond"], "--unconditional", *TINY_PRIOR).exit_code == 0
 
     # same architecture, other weights (another sha256); and one with K=8

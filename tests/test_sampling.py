@@ -322,3 +322,19 @@ def test_samplers_run_without_tf32_and_restore_the_flags(tf32_on, monkeypatch):
     cached_logits(model, torch.zeros(2, 3, 3, dtype=torch.long), labels)
     assert len(seen) >= 2 * 9 + 9 and set(seen) == {(False, False)}
     assert cudnn.allow_tf32 is True and matmul.allow_tf32 is True
+
+
+def test_the_default_guidance_is_used_only_where_the_prior_can_be_guided():
+    from types import SimpleNamespace
+
+    from vqgen.config import GUIDED_SCALE
+    from vqgen.sampling import choose_guidance
+
+    guided = SimpleNamespace(conditional=True, null_label=10)
+    plain = SimpleNamespace(conditional=True, null_label=None)
+    unconditional = SimpleNamespace(conditional=False, null_label=None)
+    assert choose_guidance(guided, None) == GUIDED_SCALE != 1
+    assert choose_guidance(plain, None) == choose_guidance(unconditional, None) == 1.0
+    assert choose_guidance(guided, 1.0) == 1.0  # given: kept
+    with pytest.raises(VQGenError, match="label-dropout"):
+        choose_guidance(plain, 3.0)

@@ -119,16 +119,16 @@ def sample_codes(
     top_k: int | None = DEFAULTS.top_k,
     seed: int = 0,
     sampler: str | None = None,
-    guidance: float = DEFAULTS.guidance,
+    guidance: float | None = DEFAULTS.guidance,
 ) -> Codes:
     """Draw ``n`` code maps (n, h, w) from the prior ((top, bottom) maps from a two-level one).
 
     ``labels`` (conditional priors only): one class, index or name, for all samples, or one per
     sample. ``sampler``: a name from ``vqgen.sampling.SAMPLERS``, ``cached`` (the default, for either
     architecture) or ``full``. ``guidance`` S: classifier-free guidance scale (1: plain conditional
-    sampling; S != 1 needs a prior trained with label dropout).
+    sampling; S != 1 needs a prior trained with label dropout; None: the `vqgen sample` default).
     """
-    from vqgen.sampling import SAMPLERS, check_guidance, sample_maps
+    from vqgen.sampling import SAMPLERS, choose_guidance, sample_maps
 
     if n < 1:
         raise VQGenError(f"n must be at least 1, not {n}")
@@ -137,7 +137,7 @@ def sample_codes(
     name = sampler or "cached"
     if name not in SAMPLERS:
         raise VQGenError(f"sampler must be one of {', '.join(SAMPLERS)}, not {name!r}")
-    check_guidance(prior, guidance)
+    guidance = choose_guidance(prior, guidance)
     y = _label_tensor(prior, labels, n)
     generator = torch.Generator().manual_seed(seed)
     codes = sample_maps(SAMPLERS[name], prior, n, labels=y, temperature=temperature, top_k=top_k,

@@ -195,6 +195,9 @@ class VQVAEConfig:
         return from_dict(cls, d, LEGACY_VALUES)
 
 
+DEFAULT_LABEL_DROPOUT = 0.1  # enough "no class" rows to learn the unconditional mode; costs little conditional NLL
+
+
 @dataclass
 class PriorConfig:
     """What every prior over code maps records: the maps it models, its classes, label dropout.
@@ -206,16 +209,22 @@ class PriorConfig:
     num_codes: int = 512
     latent_shape: tuple[int, int] = (7, 7)
     num_classes: int = 0  # 0: unconditional
-    label_dropout: float = option(
-        0.0, "Classifier-free guidance: train with the label replaced by a learned 'no class' row this often "
-        "(needs a conditional prior; then `sample --guidance S` works)."
+    label_dropout: float | None = option(
+        None, "Classifier-free guidance: train with the label replaced by a learned 'no class' row this often, "
+        "so that `sample --guidance S` works; default: 0.1 for a class-conditional prior, else 0."
     )
+
+    def with_label_dropout_for(self, conditional: bool):
+        """This config with the default label dropout settled: 0.1 when conditional, 0 otherwise."""
+        if self.label_dropout is not None:
+            return self
+        return dataclasses.replace(self, label_dropout=DEFAULT_LABEL_DROPOUT if conditional else 0.0)
 
     def validate(self) -> None:
         # every architecture has num_layers and channels (with its own defaults and help)
         if self.num_layers < 1 or self.channels < 1:
             raise VQGenError("--layers and --channels must be positive")
-        if not 0 <= self.label_dropout < 1:
+        if self.label_dropout is not None and not 0 <= self.label_dropout < 1:
             raise VQGenError(f"--label-dropout must be in [0, 1), not {self.label_dropout}")
         if self.label_dropout and not self.num_classes:
             raise VQGenError("--label-dropout needs a class-conditional prior, but this one is unconditional")
@@ -225,7 +234,7 @@ class PriorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
-        return from_dict(cls, d)
+        return from_dict(cls, d, {"label_dropout": 0.0})  # files from before label dropout: none
 
 
 @dataclass
@@ -504,6 +513,9 @@ class EvaluateRequest:
 # ----------------------------------------------------------------------------- sampling
 
 
+GUIDED_SCALE = 2.0  # the default guidance for priors trained with label dropout: bench/samples.py's best row
+
+
 @dataclass
 class SampleOptions:
     """How `vqgen sample` (and ``vqgen.sample_codes``) draws; the defaults are the best row of bench/samples.py."""
@@ -512,8 +524,9 @@ class SampleOptions:
     label: str | None = option(None, "Class index or name, a comma list, or 'all' (one row per class; the default).")
     temperature: float = option(1.0, "Softmax temperature (> 0).")
     top_k: int | None = option(None, "Sample only among the k most likely codes.")
-    guidance: float = option(
-        1.0, "Classifier-free guidance scale S >= 0 (1: none; needs a prior trained with --label-dropout)."
+    guidance: float | None = option(
+        None, f"Classifier-free guidance scale S >= 0 (1: none; needs a prior trained with --label-dropout); "
+        f"default: {GUIDED_SCALE:g} for such a prior, else 1."
     )
     sampler: str = option("cached", "cached (fast) or full (recompute the whole map per code).")
     batch_size: int = option(64, "Batch size.")
@@ -527,4 +540,4 @@ class SampleOptions:
         check(self.n >= 1, f"--n must be at least 1, not {self.n}")
         check(self.temperature > 0, f"--temperature must be positive, not {self.temperature}")
         check(self.batch_size >= 1, f"--batch-size must be positive, not {self.batch_size}")
-        check(self.guidance >= 0, f"--guidance must be >= 0, not {self.guidance}")
+        check(self.guidance is None or self.guidance >= 0, f"--guidance must be >= 0, not {self.guidance}")

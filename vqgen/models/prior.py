@@ -26,7 +26,7 @@ class CodePrior(nn.Module):
     @property
     def null_label(self) -> int | None:
         """The "no class" label (index num_classes) of a prior trained with label dropout, else None."""
-        return self.cfg.num_classes if self.cfg.label_dropout > 0 else None
+        return self.cfg.num_classes if self.cfg.label_dropout else None
 
     @property
     def class_rows(self) -> int:
@@ -44,7 +44,7 @@ class CodePrior(nn.Module):
 
         Draws from torch's global RNG, and nothing at all when label_dropout is 0.
         """
-        p = self.cfg.label_dropout
+        p = self.cfg.label_dropout or 0.0
         if not self.training or p == 0:
             return labels
         dropped = torch.rand(labels.shape, device=labels.device) < p

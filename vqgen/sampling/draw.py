@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from vqgen.config import GUIDED_SCALE
 from vqgen.errors import VQGenError
 
 # Bound on |fast - reference| logits, relative to 1 + max |logit| of the row (measured: < 1.5e-6).
@@ -63,6 +64,15 @@ def draw_codes(
 ) -> torch.Tensor:
     """Draw one code per row of ``logits`` (B, K) with the Gumbel-max trick."""
     return pick_codes(logits, gumbel_noise(logits.shape, generator, logits.device), temperature, top_k)
+
+
+def choose_guidance(model, scale: float | None, option: str = "guidance") -> float:
+    """The guidance scale to sample ``model`` with: ``scale``, checked; None: GUIDED_SCALE for a prior
+    trained with label dropout, else 1 (no guidance)."""
+    if scale is None:
+        scale = GUIDED_SCALE if model.conditional and model.null_label is not None else 1.0
+    check_guidance(model, scale, option)
+    return scale
 
 
 def check_guidance(model, scale: float, option: str = "guidance") -> None:

@@ -19,7 +19,7 @@ from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
 from vqgen.device import resolve_device
 from vqgen.models.vqvae import MAP_NAMES
-from vqgen.sampling import SAMPLERS, check_guidance, sample_maps
+from vqgen.sampling import SAMPLERS, choose_guidance, sample_maps
 
 
 def parse_labels(
@@ -90,7 +90,7 @@ def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path:
     check_output_path(out_dir, folder=True)  # before any work; nothing is created until the samples exist
     dev = resolve_device(opts.device)
     prior, meta = load_prior(prior_path, dev)
-    check_guidance(prior, guidance, f"{prior_path}: --guidance")
+    guidance = choose_guidance(prior, guidance, f"{prior_path}: --guidance")
     k = prior.cfg.num_codes
     if top_k is not None and not 1 <= top_k <= k:
         raise VQGenError(f"--top-k must be between 1 and K={k}, not {top_k}")

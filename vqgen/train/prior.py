@@ -186,6 +186,7 @@ def train_prior_on(codes_path: Path, cfg: PriorConfig, opts: PriorTrainOptions, 
         raise VQGenError(f"{codes_path}: --conditional needs labelled codes, but these have no labels")
     cfg.num_codes, cfg.latent_shape = codes.meta["num_codes"], tuple(codes.meta["latent_shape"])
     cfg.num_classes = len(codes.meta["label_names"]) if conditional else 0
+    cfg = cfg.with_label_dropout_for(conditional)
     cfg.validate()
     kind = f"conditional on {cfg.num_classes} classes" if conditional else "unconditional"
     levels = ", top and bottom priors" if codes.levels == 2 else ""
