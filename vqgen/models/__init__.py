@@ -1,6 +1,10 @@
-"""The networks: VQ-VAE (encoder, quantizer, decoder) and the priors (gated PixelCNN, transformer)."""
+"""The networks: VQ-VAE (encoder, quantizer, decoder) and the priors (gated PixelCNN, transformer, and the
+two-level prior of VQ-VAE-2)."""
 
-from vqgen.config import PriorConfig
+import torch.nn as nn
+
+from vqgen.config import PriorConfig, TwoLevelPriorConfig
+from vqgen.models.hierarchy import TwoLevelPrior
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.models.prior import CodePrior
 from vqgen.models.quantizer import VectorQuantizer
@@ -10,12 +14,14 @@ from vqgen.models.vqvae import VQVAE, VQVAEConfig
 PRIOR_MODELS: dict[str, type[CodePrior]] = {"pixelcnn": GatedPixelCNN, "transformer": TransformerPrior}
 
 
-def build_prior(cfg: PriorConfig) -> CodePrior:
-    """The prior of ``cfg``'s architecture (``cfg.arch``), freshly initialised."""
+def build_prior(cfg: PriorConfig | TwoLevelPriorConfig) -> nn.Module:
+    """The prior of ``cfg``'s architecture (``cfg.arch``), or both priors of two levels, freshly initialised."""
+    if isinstance(cfg, TwoLevelPriorConfig):
+        return TwoLevelPrior(cfg)
     return PRIOR_MODELS[cfg.arch](cfg)
 
 
 __all__ = [
-    "PRIOR_MODELS", "CodePrior", "GatedPixelCNN", "PixelCNNConfig", "TransformerConfig", "TransformerPrior", "VQVAE",
-    "VQVAEConfig", "VectorQuantizer", "build_prior",
+    "PRIOR_MODELS", "CodePrior", "GatedPixelCNN", "PixelCNNConfig", "TransformerConfig", "TransformerPrior",
+    "TwoLevelPrior", "TwoLevelPriorConfig", "VQVAE", "VQVAEConfig", "VectorQuantizer", "build_prior",
 ]

@@ -1,4 +1,8 @@
-"""Stage 4: draw code maps from the prior, decode them with the VQ-VAE, write PNGs and the codes."""
+"""Stage 4: draw code maps from the prior, decode them with the VQ-VAE, write PNGs and the codes.
+
+A two-level prior draws the top map, then the bottom map given it (both with the chosen sampler,
+labels and guidance); the VQ-VAE decodes both, and the samples file holds both maps.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from vqgen.config import SampleOptions
 from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
 from vqgen.device import resolve_device
-from vqgen.sampling import SAMPLERS, choose_guidance
+from vqgen.models.vqvae import MAP_NAMES
+from vqgen.sampling import SAMPLERS, choose_guidance, sample_maps
 
 
 def parse_labels(
@@ -93,20 +98,23 @@ def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path:
     vq_path = resolve_vqvae_path(prior_path, meta, vqvae_path)
     vqvae, vq_meta = load_vqvae(vq_path, dev)
     check_same_vqvae(prior_path, meta, vq_path, vqvae.cfg.num_codes, opts.allow_vqvae_mismatch)
+    levels = meta.get("levels", 1)
+    if vqvae.cfg.levels != levels:
+        raise VQGenError(f"{vq_path}: a VQ-VAE of {vqvae.cfg.levels} level(s), but the prior {prior_path} has {levels}")
 
     generator = torch.Generator().manual_seed(opts.seed)
-    draw = SAMPLERS[opts.sampler]
-    codes, images = [], []
+    maps: list[tuple[torch.Tensor, ...]] = []  # per batch: (codes,), or (top, bottom)
+    images = []
     for start in range(0, n, opts.batch_size):
         size = min(opts.batch_size, n - start)
         y = torch.tensor(labels[start : start + size]) if labels is not None else None
-        batch = draw(
-            prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator, device=dev,
-            guidance=guidance,
+        batch = sample_maps(
+            SAMPLERS[opts.sampler], prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator,
+            device=dev, guidance=guidance,
         )
-        codes.append(batch.cpu())
+        maps.append(tuple(m.cpu() for m in batch) if isinstance(batch, tuple) else (batch.cpu(),))
         images.append(vqvae.decode(batch).cpu())
-    codes_t, images_t = torch.cat(codes), torch.cat(images)
+    images_t = torch.cat(images)
 
     make_output_folder(out_dir)
     width = max(4, len(str(n - 1)))
@@ -121,7 +129,9 @@ def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path:
         "prior_sha256": file_sha256(prior_path),
         "vqvae_path": str(vq_path.resolve()),
         "num_codes": k,
+        "levels": levels,
         "latent_shape": list(prior.cfg.latent_shape),
+        **({"latent_shape_top": meta["latent_shape_top"]} if levels == 2 else {}),
         "label_names": meta.get("label_names"),
         "labels_requested": labels,
         "temperature": temperature,
@@ -132,7 +142,7 @@ def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path:
         "image": vq_meta["image"],
         "dataset": meta.get("dataset"),
     }
-    tensors = {"codes": codes_t.to(torch.int32)}
+    tensors = {name: torch.cat([m[i] for m in maps]).to(torch.int32) for i, name in enumerate(MAP_NAMES[levels])}
     if labels is not None:
         tensors["labels"] = torch.tensor(labels, dtype=torch.long)
     save_vqgen_file(out_dir / "codes.safetensors", tensors, record)

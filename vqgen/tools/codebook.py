@@ -80,6 +80,8 @@ def codebook_picture(
     check_output_path(out)
     dev = resolve_device(device)
     model, meta = load_vqvae(vqvae_path, dev)
+    if model.levels == 2:
+        raise VQGenError(f"{vqvae_path}: a two-level VQ-VAE; the codebook picture is drawn for one-level VQ-VAEs only")
     latent_h, latent_w = model.cfg.latent_shape
     map_size = map_size if map_size is not None else min(latent_h, latent_w, 8)
     if map_size < 1:
