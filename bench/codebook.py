@@ -31,7 +31,7 @@ from vqgen.checkpoint import load_vqvae
 from vqgen.data import load_image_data
 from vqgen.config import GanOptions
 from vqgen.models.vqvae import VQVAEConfig
-from vqgen.batches import make_loader
+from vqgen.data.batches import make_loader
 from vqgen.config import VQVAETrainOptions
 from vqgen.train.vqvae import evaluate_vqvae, train_vqvae
 

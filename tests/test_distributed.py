@@ -30,7 +30,7 @@ from vqgen.models import TransformerConfig, TwoLevelPriorConfig, build_prior
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.models.quantizer import VectorQuantizer
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
-from vqgen.batches import make_loader
+from vqgen.data.batches import make_loader
 from vqgen.device import autocast, memory_format
 from vqgen.logs import read_jsonl
 from vqgen import config

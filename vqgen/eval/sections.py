@@ -27,7 +27,7 @@ from vqgen.eval.metrics import (
     psnr_per_image,
     ssim_per_image,
 )
-from vqgen.batches import make_loader
+from vqgen.data.batches import make_loader
 from vqgen.logs import progress
 
 PR_NEIGHBOURS = 3  # k of the k-NN manifolds of precision and recall (Kynkäänniemi et al. 2019)

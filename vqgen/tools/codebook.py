@@ -14,7 +14,7 @@ from vqgen.errors import VQGenError
 from vqgen.images import to_pil
 from vqgen.eval.metrics import CodeHistogram
 from vqgen.models.vqvae import VQVAE
-from vqgen.batches import make_loader
+from vqgen.data.batches import make_loader
 from vqgen.device import resolve_device
 from vqgen.tools.common import data_for_vqvae, pick_split
 from vqgen.tools.draw import BACKGROUND, INK, bar_chart, font, save_image, stack

@@ -21,7 +21,7 @@ from torch.utils.data import TensorDataset
 
 from vqgen import __version__
 from vqgen import distributed as dist
-from vqgen.batches import Batches, make_loader
+from vqgen.data.batches import Batches, make_loader
 from vqgen.checkpoint import check_output_path, load_vqgen_file, save_vqgen_file
 from vqgen.config import PriorConfig, PriorTrainOptions, TwoLevelPriorConfig, to_dict
 from vqgen.device import memory_format

@@ -15,7 +15,7 @@ import torch
 
 from vqgen import __version__
 from vqgen import distributed as dist
-from vqgen.batches import Batches, make_loader
+from vqgen.data.batches import Batches, make_loader
 from vqgen.checkpoint import check_output_path, save_vqgen_file
 from vqgen.config import DataOptions, VQVAETrainOptions, to_dict
 from vqgen.data import ImageData, load_image_data, spread
