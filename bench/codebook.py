@@ -35,10 +35,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from vqgen.batches import make_loader
 from vqgen.checkpoint import load_vqvae
 from vqgen.config import GanOptions, PixelCNNConfig, PriorTrainOptions, VQVAEConfig, VQVAETrainOptions
 from vqgen.data import load_image_data
+from vqgen.data.batches import make_loader
 from vqgen.eval import EvaluateRequest, evaluate
 from vqgen.stages.extract_codes import extract_codes
 from vqgen.stages.sample import sample

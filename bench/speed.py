@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import torch
 
-from vqgen.batches import make_loader
+from vqgen.data.batches import make_loader
 from vqgen.config import VQVAEConfig
 from vqgen.data import load_image_data
 from vqgen.device import autocast, cpu_has_bf16

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from vqgen import distributed as dist
-from vqgen.augment import draw_shifts, shift_images
+from vqgen.data.augment import draw_shifts, shift_images
 from vqgen.data import TensorImages
 from vqgen.errors import VQGenError
-from vqgen.batches import Batches, make_loader
+from vqgen.data.batches import Batches, make_loader
 
 
 def numbered_images(n: int = 10, size: int = 6) -> TensorImages:

@@ -2,12 +2,15 @@
 
 The module fixture launches this file under torchrun with 2 processes (``worker`` below). Each
 rank runs ``vqgen train-vqvae`` through the CLI, then trains a tiny VQ-VAE and two tiny priors (a
-PixelCNN, "prior", and a transformer) with per-process batch B/2, and dumps their weights; an audit
-hook records every file it writes. The fixture then trains the same models in this process with batch B.
+PixelCNN, "prior", and a transformer), and their two-level twins (VQ-VAE-2, "vqvae2", and its top +
+bottom prior, "prior2"), with per-process batch B/2, and dumps their weights; an audit hook records
+every file it writes. The fixture then trains the same models in this process with batch B.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -23,11 +26,11 @@ from vqgen import distributed as dist
 from vqgen.checkpoint import load_prior, load_vqvae
 from vqgen.data import ImageData
 from vqgen.errors import VQGenError
-from vqgen.models import TransformerConfig, build_prior
+from vqgen.models import TransformerConfig, TwoLevelPriorConfig, build_prior
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.models.quantizer import VectorQuantizer
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
-from vqgen.batches import make_loader
+from vqgen.data.batches import make_loader
 from vqgen.device import autocast, memory_format
 from vqgen.logs import read_jsonl
 from vqgen import config
@@ -75,12 +78,31 @@ def code_file(root: Path) -> prior_stage.CodeFile:
 
 def prior_config() -> PixelCNNConfig:
     return PixelCNNConfig(
-        num_codes=16, latent_shape=(4, 4), channels=8, num_layers=2, kernel_size=3, num_classes=3, head_channels=16
+        num_codes=16, latent_shape=(4, 4), channels=8, num_layers=2, kernel_size=3, num_classes=3, head_channels=16,
+        dropout=0.0,  # dropout masks differ between 2 x 4 and 1 x 8 images: equality needs none
     )
 
 
 def transformer_config() -> TransformerConfig:
     return TransformerConfig(num_codes=16, latent_shape=(4, 4), channels=16, num_layers=2, num_heads=2, num_classes=3)
+
+
+def two_level_vqvae_config() -> VQVAEConfig:
+    # 8x8 images -> 4x4 bottom and 2x2 top maps; no restarts, so that the restart count above stays the one-level run's
+    return VQVAEConfig(**{**vqvae_config().__dict__, "levels": 2, "restart_dead": False})
+
+
+def two_level_code_file(root: Path) -> prior_stage.CodeFile:
+    one = code_file(root)
+    g = torch.Generator().manual_seed(3)
+    top = torch.randint(16, (N_TRAIN + N_VAL, 2, 2), generator=g)
+    meta = {**one.meta, "levels": 2, "latent_shape_top": [2, 2]}
+    train, val = (TensorDataset(*split.tensors, t) for split, t in ((one.train, top[:N_TRAIN]), (one.val, top[N_TRAIN:])))
+    return prior_stage.CodeFile(root / "codes2.safetensors", meta, train, val)
+
+
+def two_level_prior_config() -> TwoLevelPriorConfig:
+    return TwoLevelPriorConfig.for_maps(prior_config(), (2, 2))
 
 
 PRIOR_CONFIGS = {"prior": prior_config, "transformer": transformer_config}  # by the name of the run
@@ -93,6 +115,25 @@ def train_both(folder: Path, batch_size: int) -> None:
     prior_opts = config.PriorTrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
     for name, prior_cfg in PRIOR_CONFIGS.items():
         prior_stage.train_prior(code_file(folder), prior_cfg(), prior_opts, folder / f"{name}.safetensors")
+
+
+# each run's model as it starts (before training), by the name of its files
+BUILD = {"vqvae": lambda: VQVAE(vqvae_config()), "vqvae2": lambda: VQVAE(two_level_vqvae_config()),
+         "prior2": lambda: build_prior(two_level_prior_config()),
+         **{name: (lambda cfg=cfg: build_prior(cfg())) for name, cfg in PRIOR_CONFIGS.items()}}
+
+
+def train_two_levels(folder: Path, batch_size: int) -> str:
+    """``train_both`` for the two-level models; returns what they told the console (kept apart from the
+    one-level runs' lines, which the tests below count)."""
+    vq_opts = config.VQVAETrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
+    prior_opts = config.PriorTrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
+    told = io.StringIO()
+    with contextlib.redirect_stderr(told):
+        vqvae_stage.train_vqvae(image_data(), two_level_vqvae_config(), vq_opts, folder / "vqvae2.safetensors")
+        prior_stage.train_prior(two_level_code_file(folder), two_level_prior_config(), prior_opts,
+                                folder / "prior2.safetensors")
+    return told.getvalue()
 
 
 def record_writes(folder: Path, writes: list[str]) -> None:
@@ -134,6 +175,7 @@ def worker(root: Path) -> None:
     restarted: list[int] = []
     spy_on_training(made, restarted)
     train_both(root / "ddp", BATCH // WORLD)
+    two_level_lines = train_two_levels(root / "ddp", BATCH // WORLD)
 
     # gather_rows keeps rank order and copes with ranks holding different numbers of rows
     rank = dist.rank()
@@ -154,7 +196,7 @@ def worker(root: Path) -> None:
     mine.mkdir()
     for name, state in weights.items():
         save_file(state, str(mine / f"{name}.safetensors"))
-    record = {"writes": writes, "restarted": restarted, "nan_message": nan_message}
+    record = {"writes": writes, "restarted": restarted, "nan_message": nan_message, "two_level_lines": two_level_lines}
     (mine / "record.json").write_text(json.dumps(record))
 
 
@@ -185,12 +227,13 @@ def spy_on_training(made: dict[str, torch.nn.Module], restarted: list[int]) -> N
     class RecordedVQVAE(VQVAE):
         def __init__(self, cfg):
             super().__init__(cfg)
-            made["vqvae"] = self
+            made["vqvae" if cfg.levels == 1 else "vqvae2"] = self
 
     build = prior_stage.build_prior
 
     def recorded_prior(cfg):
-        made["prior" if cfg.arch == "pixelcnn" else cfg.arch] = model = build(cfg)
+        name = "prior2" if isinstance(cfg, TwoLevelPriorConfig) else "prior" if cfg.arch == "pixelcnn" else cfg.arch
+        made[name] = model = build(cfg)
         return model
 
     vqvae_stage.VQVAE = RecordedVQVAE
@@ -220,6 +263,7 @@ def runs(tmp_path_factory) -> Path:
     (root / "stdout.txt").write_text(result.stdout)
     (root / "stderr.txt").write_text(result.stderr)
     train_both(root / "single", BATCH)
+    train_two_levels(root / "single", BATCH)
     return root
 
 
@@ -230,12 +274,14 @@ def states(root: Path, who: str, name: str) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- 2 processes
 
 
-@pytest.mark.parametrize("name", ["vqvae", "prior", "transformer"])
+@pytest.mark.parametrize("name", ["vqvae", "prior", "transformer", "vqvae2", "prior2"])
 def test_weights_and_codebook_statistics_are_identical_on_every_rank(runs, name):
     rank0, rank1 = states(runs, "rank0", name), states(runs, "rank1", name)
     assert rank0.keys() == rank1.keys()
     if name == "vqvae":  # the EMA statistics, usage and step counter, not just the weights
         assert {"quantizer.cluster_size", "quantizer.embed_sum", "quantizer.usage", "quantizer.steps"} <= rank0.keys()
+    if name == "vqvae2":  # the top level's codebook too
+        assert {"top.quantizer.cluster_size", "top.quantizer.embed_sum", "top.quantizer.steps"} <= rank0.keys()
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"{name}: {key} differs between ranks"
 
@@ -253,13 +299,13 @@ def test_dead_code_restarts_happened_and_matched(runs):
     assert len(records[0]["restarted"]) == 1 and 0 < records[0]["restarted"][0] < vqvae_config().num_codes
 
 
-@pytest.mark.parametrize("name", ["vqvae", "prior", "transformer"])
+@pytest.mark.parametrize("name", ["vqvae", "prior", "transformer", "vqvae2", "prior2"])
 def test_two_processes_with_half_batches_match_one_process(runs, name):
     ddp = states(runs, "rank0", name)
-    load = load_vqvae if name == "vqvae" else load_prior
+    load = load_vqvae if name.startswith("vqvae") else load_prior
     single = load(runs / "single" / f"{name}.safetensors")[0].state_dict()
     torch.manual_seed(0)
-    init = (VQVAE(vqvae_config()) if name == "vqvae" else build_prior(PRIOR_CONFIGS[name]())).state_dict()
+    init = BUILD[name]().state_dict()
     moved = max((single[k].float() - init[k].float()).abs().max().item() for k in init if init[k].is_floating_point())
     assert moved > 1e-3, "training barely moved the weights: the comparison would prove nothing"
     for key, value in single.items():
@@ -270,7 +316,7 @@ def test_two_processes_with_half_batches_match_one_process(runs, name):
             assert torch.equal(ddp[key], value), key
 
 
-@pytest.mark.parametrize("name", ["vqvae", "prior", "transformer"])
+@pytest.mark.parametrize("name", ["vqvae", "prior", "transformer", "vqvae2", "prior2"])
 def test_metrics_are_reduced_over_ranks_and_exact_on_the_validation_split(runs, name):
     ddp = read_jsonl(runs / "ddp" / f"{name}.metrics.jsonl")
     single = read_jsonl(runs / "single" / f"{name}.metrics.jsonl")
@@ -300,6 +346,13 @@ def test_only_rank_0_writes_and_its_checkpoint_loads_in_one_process(runs):
 
 
 # ----------------------------------------------------------------------------- torchrun itself
+
+
+def test_two_level_runs_report_from_rank_0_only(runs):
+    lines = [json.loads((runs / f"rank{r}" / "record.json").read_text())["two_level_lines"] for r in range(WORLD)]
+    assert lines[1] == ""
+    assert lines[0].count("vqvae epoch 2 ") == lines[0].count("prior epoch 2 ") == 1
+    assert "top: perplexity" in lines[0] and "top " in lines[0].split("prior epoch 2 ")[1]
 
 
 def test_torchrun_runs_the_cli_with_one_voice(runs):

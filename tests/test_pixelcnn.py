@@ -108,7 +108,7 @@ def dropout_prior(label_dropout: float, num_classes: int = 4, seed: int = 0) -> 
     torch.manual_seed(seed)
     cfg = PixelCNNConfig(
         num_codes=7, latent_shape=(4, 5), channels=8, num_layers=3, num_classes=num_classes, head_channels=16,
-        label_dropout=label_dropout,
+        label_dropout=label_dropout, dropout=0.0,  # feature dropout off: train and eval views compare
     )
     return GatedPixelCNN(cfg)
 

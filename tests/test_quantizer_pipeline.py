@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_image_folder
 from tests.test_evaluate import all_numbers, stripes, write_pngs
 from vqgen.checkpoint import load_prior, load_vqgen_file, load_vqvae
 from vqgen.config import VQVAEConfig, VQVAETrainOptions
 from vqgen.data import load_image_data, read_image
+from vqgen.errors import VQGenError
+from vqgen.models.fsq import FiniteScalarQuantizer
+from vqgen.models.hierarchy import TwoLevelPrior
 from vqgen.models.vqvae import VQVAE
 from vqgen.tools.common import data_for_vqvae
 from vqgen.train.vqvae import save_vqvae
@@ -109,3 +112,39 @@ def test_the_codebook_picture_refuses_residual_vq_in_one_line(stripe_data, tmp_p
     result = run_cli("codebook", path, "--out", tmp_path / "c.png", "--device", "cpu", ok=False)
     assert result.exit_code == 1 and "a residual VQ-VAE (2 codebooks)" in result.output
     assert not (tmp_path / "c.png").exists()
+
+
+def test_two_levels_take_fsq_at_every_stage(tmp_path):
+    """--levels 2 --quantizer fsq: one FSQ grid per level, through codes, the two-level prior and sampling."""
+    images = write_image_folder(tmp_path / "images", n_per_class=8, size=16, rgb=True)
+    paths = {name: tmp_path / f"{name}.safetensors" for name in ("vqvae", "codes", "prior")}
+    run_cli("train-vqvae", "--data", images, "--out", paths["vqvae"], "--epochs", "1", "--batch-size", "8",
+            "--levels", "2", "--hidden", "16", "--res-channels", "8", "--res-blocks", "1", "-D", "8",
+            "--quantizer", "fsq", "--fsq-levels", "4,3", "--device", "cpu")
+    vqvae, meta = load_vqvae(paths["vqvae"])
+    assert (meta["config"]["quantizer"], meta["levels"], vqvae.cfg.num_codes) == ("fsq", 2, 12)
+    assert all(isinstance(q, FiniteScalarQuantizer) for q in vqvae.quantizers.values())
+    assert meta["metrics"]["val_num_codes"] == meta["metrics"]["val_top_num_codes"] == 12
+
+    run_cli("extract-codes", paths["vqvae"], "--out", paths["codes"], "--device", "cpu")
+    tensors, codes_meta = load_vqgen_file(paths["codes"], "codes")
+    assert tensors["train_codes"].shape[1:] == (4, 4) and tensors["train_codes_top"].shape[1:] == (2, 2)
+    assert codes_meta["code_depth"] == 1 and max(int(tensors[k].max()) for k in tensors if "codes" in k) < 12
+    run_cli("train-prior", paths["codes"], "--out", paths["prior"], "--epochs", "1", "--batch-size", "8",
+            "--layers", "2", "--channels", "8", "--device", "cpu")
+    prior, _ = load_prior(paths["prior"])
+    assert isinstance(prior, TwoLevelPrior) and prior.cfg.num_codes == 12
+    run_cli("sample", paths["prior"], "--n", "3", "--out", tmp_path / "samples", "--device", "cpu")
+    drawn, _ = load_vqgen_file(tmp_path / "samples" / "codes.safetensors", "samples")
+    assert drawn["codes"].shape == (3, 4, 4) and drawn["codes_top"].shape == (3, 2, 2)
+    assert int(drawn["codes"].max()) < 12 and int(drawn["codes_top"].max()) < 12
+
+
+def test_two_levels_refuse_residual_vq_in_one_line_before_reading_data(tmp_path):
+    with pytest.raises(VQGenError, match="--quantizer rvq takes --levels 1") as error:
+        VQVAEConfig(quantizer="rvq", levels=2, image_size=(16, 16)).validate()
+    assert "\n" not in str(error.value)
+    result = run_cli("train-vqvae", "--data", tmp_path / "missing", "--levels", "2", "--quantizer", "rvq",
+                     "--out", tmp_path / "v.safetensors", "--device", "cpu", ok=False)
+    assert result.exit_code == 1 and "error: --quantizer rvq takes --levels 1" in result.output
+    assert not (tmp_path / "v.safetensors").exists()

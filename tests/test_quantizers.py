@@ -225,7 +225,7 @@ def test_both_samplers_draw_the_same_stacks(guidance):
 
 def test_quantizer_options_and_old_configs():
     fsq = VQVAEConfig(quantizer="fsq", fsq_levels="8,6,5")
-    assert fsq.num_codes == 240 and fsq.levels == (8, 6, 5) and fsq.code_depth == 1
+    assert fsq.num_codes == 240 and fsq.fsq_shape == (8, 6, 5) and fsq.code_depth == 1
     assert VQVAEConfig.from_dict(fsq.to_dict()).num_codes == 240
     rvq = VQVAEConfig(quantizer="rvq", rvq_depth=3, num_codes=64)
     assert rvq.code_depth == 3 and rvq.total_codes == 192

@@ -12,6 +12,7 @@
     vqgen.save_grid(vqgen.decode(vq, codes), "sevens.png", nrow=4)
 
 Models come back in eval mode with their file's metadata as ``model.meta``; results are CPU tensors.
+A two-level VQ-VAE (VQ-VAE-2) encodes to, decodes from and samples (top, bottom) pairs of maps.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
 from vqgen.models.prior import CodePrior
 from vqgen.models.rvq import stacked_codes
-from vqgen.models.vqvae import VQVAE
+from vqgen.models.vqvae import VQVAE, Codes
 from vqgen.pretrained import pretrained_path, resolve
 
 DEFAULTS = SampleOptions()  # the sampling defaults of `vqgen sample`
@@ -69,28 +70,41 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _maps(codes: Codes) -> tuple[torch.Tensor, ...]:
+    return tuple(codes) if isinstance(codes, (tuple, list)) else (codes,)
+
+
+def _joined(maps: tuple[torch.Tensor, ...]) -> Codes:
+    return maps if len(maps) > 1 else maps[0]
+
+
 @torch.no_grad()
-def encode(vqvae: VQVAE, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Images (N, C, H, W) in [0, 1] -> code indices (N, h, w), int64 (residual VQ: (N, depth, h, w))."""
+def encode(vqvae: VQVAE, images: torch.Tensor, batch_size: int = 256) -> Codes:
+    """Images (N, C, H, W) in [0, 1] -> code indices (N, h, w), int64 (residual VQ: (N, depth, h, w)); (top,
+    bottom) maps for two levels."""
     if images.dim() == 3:
         images = images[None]
     expected = (vqvae.cfg.in_channels, *vqvae.cfg.image_size)
     if tuple(images.shape[1:]) != expected:
         raise VQGenError(f"images of shape {tuple(images.shape[1:])}, but this VQ-VAE takes {expected}")
     device = _device(vqvae)
-    return torch.cat([vqvae.encode(chunk.to(device)).cpu() for chunk in images.split(batch_size)])
+    chunks = [_maps(vqvae.encode(chunk.to(device))) for chunk in images.split(batch_size)]
+    return _joined(tuple(torch.cat([c[i] for c in chunks]).cpu() for i in range(len(chunks[0]))))
 
 
 @torch.no_grad()
-def decode(vqvae: VQVAE, codes: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Code indices (N, h, w) (residual VQ: (N, depth, h, w)) -> images (N, C, H, W) in [0, 1]."""
-    if codes.dim() == 2:
-        codes = codes[None]
+def decode(vqvae: VQVAE, codes: Codes, batch_size: int = 256) -> torch.Tensor:
+    """Code indices (N, h, w) (residual VQ: (N, depth, h, w)), or (top, bottom) maps for two levels -> images
+    (N, C, H, W) in [0, 1]."""
+    maps = tuple(m[None] if m.dim() == 2 else m for m in _maps(codes))
+    if len(maps) != vqvae.cfg.levels:
+        raise VQGenError(f"this VQ-VAE has {vqvae.cfg.levels} level(s), but {len(maps)} code map(s) were given")
     k = vqvae.cfg.num_codes
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= k):
+    if any(m.numel() and (int(m.min()) < 0 or int(m.max()) >= k) for m in maps):
         raise VQGenError(f"codes must lie in 0..{k - 1}")
     device = _device(vqvae)
-    return torch.cat([vqvae.decode(chunk.long().to(device)).float().cpu() for chunk in codes.split(batch_size)])
+    parts = zip(*(m.split(batch_size) for m in maps))
+    return torch.cat([vqvae.decode(_joined(tuple(c.long().to(device) for c in part))).float().cpu() for part in parts])
 
 
 def reconstruct(vqvae: VQVAE, images: torch.Tensor) -> torch.Tensor:
@@ -109,15 +123,16 @@ def sample_codes(
     seed: int = 0,
     sampler: str | None = None,
     guidance: float | None = DEFAULTS.guidance,
-) -> torch.Tensor:
-    """Draw ``n`` code maps (n, h, w) from the prior (residual VQ codes: stacks (n, depth, h, w)).
+) -> Codes:
+    """Draw ``n`` code maps (n, h, w) from the prior (residual VQ codes: stacks (n, depth, h, w); (top, bottom)
+    maps from a two-level one).
 
     ``labels`` (conditional priors only): one class, index or name, for all samples, or one per
     sample. ``sampler``: a name from ``vqgen.sampling.SAMPLERS``, ``cached`` (the default, for either
     architecture) or ``full``. ``guidance`` S: classifier-free guidance scale (1: plain conditional
     sampling; S != 1 needs a prior trained with label dropout; None: the `vqgen sample` default).
     """
-    from vqgen.sampling import SAMPLERS, choose_guidance
+    from vqgen.sampling import SAMPLERS, choose_guidance, sample_maps
 
     if n < 1:
         raise VQGenError(f"n must be at least 1, not {n}")
@@ -129,9 +144,10 @@ def sample_codes(
     guidance = choose_guidance(prior, guidance)
     y = _label_tensor(prior, labels, n)
     generator = torch.Generator().manual_seed(seed)
-    codes = SAMPLERS[name](prior, n, labels=y, temperature=temperature, top_k=top_k, generator=generator,
-                           device=_device(prior), guidance=guidance)
-    return stacked_codes(codes, getattr(prior.cfg, "code_depth", 1)).cpu()
+    codes = sample_maps(SAMPLERS[name], prior, n, labels=y, temperature=temperature, top_k=top_k,
+                        generator=generator, device=_device(prior), guidance=guidance)
+    depth = getattr(prior.cfg, "code_depth", 1)  # residual VQ: the prior's (n, h, w*depth) maps back to stacks
+    return _joined(tuple(stacked_codes(m, depth).cpu() for m in _maps(codes)))
 
 
 def _label_tensor(prior: CodePrior, labels, n: int) -> torch.Tensor | None:

@@ -75,7 +75,10 @@ def check(condition: bool, message: str) -> None:
 # (1.0 by default); it is read as the new relative value, which changes only the dead-code count a
 # loaded model reports, since nothing trains on from a finished checkpoint.
 LEGACY_VALUES: dict[str, Any] = {"head_channels": 0, "restart_stop": 1.0, "quantizer": "vq", "rotation_trick": False}
+# files from before VQ-VAE-2 and the scaled networks: one level, today's layout
+LEGACY_VALUES.update({"levels": 1, "channel_mult": None, "norm": "none", "attention": False})
 QUANTIZERS = ("vq", "fsq", "rvq")
+NORMS = ("none", "group")
 
 
 @dataclass
@@ -127,15 +130,25 @@ class VQVAEConfig:
         0.01, "fsq: weight of a penalty on projections beyond +-2, in tanh's flat tails (0: none, as in the paper)."
     )
     rvq_depth: int = option(2, "rvq: codebooks applied to successive residuals (codes per position).")
+    levels: int = option(
+        1, "Code maps: 1 (VQ-VAE), or 2 (VQ-VAE-2: a bottom map at the --downsamples factor and a top map "
+        "2x smaller, one codebook each)."
+    )
+    channel_mult: str | None = option(
+        None, "Channels per resolution, as multiples of --hidden, from the image down (one per resolution: 1,2,2 for "
+        "--downsamples 2); residual blocks at every resolution, for 64-256 px images. Default: the light layout."
+    )
+    norm: str = option("none", "Normalisation in the residual and attention blocks: none or group (GroupNorm).")
+    attention: bool = option(False, "A self-attention block after the residual blocks at the lowest resolution.")
 
     def __post_init__(self) -> None:
         if self.codebook_dim == 0:  # the command line's way of saying "codes of dimension D"
             self.codebook_dim = None
-        if self.quantizer == "fsq" and self.levels and min(self.levels) >= 2:
-            self.num_codes = math.prod(self.levels)
+        if self.quantizer == "fsq" and self.fsq_shape and min(self.fsq_shape) >= 2:
+            self.num_codes = math.prod(self.fsq_shape)
 
     @property
-    def levels(self) -> tuple[int, ...]:
+    def fsq_shape(self) -> tuple[int, ...]:
         """--fsq-levels as integers; () when it is not a comma-separated list of integers."""
         parts = str(self.fsq_levels).replace(" ", "").split(",")
         return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else ()
@@ -156,16 +169,47 @@ class VQVAEConfig:
 
     @property
     def latent_shape(self) -> tuple[int, int]:
+        """The (bottom) code map's size."""
         return (self.image_size[0] // self.factor, self.image_size[1] // self.factor)
+
+    @property
+    def top_latent_shape(self) -> tuple[int, int] | None:
+        """The top code map's size (--levels 2), else None."""
+        h, w = self.latent_shape
+        return (h // 2, w // 2) if self.levels == 2 else None
+
+    @property
+    def multipliers(self) -> tuple[int, ...]:
+        """--channel-mult as numbers (empty: the light layout)."""
+        if not (self.channel_mult or "").strip():
+            return ()
+        try:
+            return tuple(int(part) for part in self.channel_mult.split(","))
+        except ValueError:
+            raise VQGenError(f"--channel-mult must be whole numbers separated by commas, not {self.channel_mult!r}") from None
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the encoder's and decoder's trunk at the latent resolution."""
+        return self.hidden_channels * (self.multipliers[-1] if self.multipliers else 1)
 
     def validate(self) -> None:
         self.validate_quantizer()
         h, w = self.image_size
-        if h % self.factor or w % self.factor:
+        check(self.levels in (1, 2), f"--levels must be 1 or 2, not {self.levels}")
+        factor = self.factor * self.levels  # the top map of --levels 2 is 2x smaller
+        if h % factor or w % factor:
             raise VQGenError(
-                f"image size {h}x{w} is not divisible by the downsampling factor {self.factor}; "
-                f"pick --image-size as a multiple of {self.factor} or change --downsamples"
+                f"image size {h}x{w} is not divisible by the downsampling factor {factor}; "
+                f"pick --image-size as a multiple of {factor} or change --downsamples"
+                + (" or --levels" if self.levels == 2 else "")
             )
+        mult = self.multipliers
+        check(not mult or len(mult) == self.num_downsamples + 1,
+              f"--channel-mult needs {self.num_downsamples + 1} multipliers (the image and each of the "
+              f"{self.num_downsamples} --downsamples stages), not {len(mult)}")
+        check(all(m >= 1 for m in mult), f"--channel-mult multipliers must be at least 1, not {self.channel_mult!r}")
+        check(self.norm in NORMS, f"--norm must be one of {', '.join(NORMS)}, not {self.norm!r}")
         if self.head_channels < 0:
             raise VQGenError(f"--head-channels must be 0 (no head) or more, not {self.head_channels}")
         if self.codebook_dim is not None and self.codebook_dim < 1:
@@ -181,13 +225,15 @@ class VQVAEConfig:
         """The --quantizer options (checked before any data is read)."""
         check(self.quantizer in QUANTIZERS, f"--quantizer must be one of {', '.join(QUANTIZERS)}, not {self.quantizer!r}")
         if self.quantizer == "fsq":
-            check(bool(self.levels) and min(self.levels) >= 2,
+            check(bool(self.fsq_shape) and min(self.fsq_shape) >= 2,
                   f"--fsq-levels must be comma-separated integers of at least 2 (e.g. 8,6,5), not {self.fsq_levels!r}")
-            check(self.num_codes == math.prod(self.levels),
-                  f"fsq: K is the product of --fsq-levels {self.fsq_levels} ({math.prod(self.levels)}), not {self.num_codes}")
+            check(self.num_codes == math.prod(self.fsq_shape),
+                  f"fsq: K is the product of --fsq-levels {self.fsq_levels} ({math.prod(self.fsq_shape)}), not {self.num_codes}")
             check(not self.rotation_trick, "--rotation-trick needs a codebook (vq or rvq); fsq rounds instead")
             check(self.fsq_tail >= 0, f"--fsq-tail must be 0 or more, not {self.fsq_tail}")
         check(self.rvq_depth >= 2, f"--rvq-depth must be at least 2 (depth 1 is --quantizer vq), not {self.rvq_depth}")
+        check(self.quantizer != "rvq" or self.levels == 1,
+              "--quantizer rvq takes --levels 1 (two-level residual VQ stacks are not supported); use vq or fsq")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -250,12 +296,20 @@ class PixelCNNConfig(PriorConfig):
     num_layers: int = option(15, "Gated layers.", flag="--layers")
     kernel_size: int = option(3, "Odd kernel size k of the stacks.")
     head_channels: int = 256
-    dropout: float = option(0.0, "Dropout on the gated horizontal features.")
+    dropout: float = option(0.1, "Dropout on the gated horizontal features (0.1: 0.06 bits/code better on "
+                                 "mnist5k codes, where 4,500 maps are little data).")
+    # the bottom prior of a two-level model: conditioned on the top code map (cond_codes codes of cond_shape)
+    cond_codes: int = 0  # 0: no conditioning map
+    cond_shape: tuple[int, int] = (0, 0)
 
     def validate(self) -> None:
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
         super().validate()
+        if self.cond_codes:
+            (h, w), (ch, cw) = self.latent_shape, self.cond_shape
+            check(ch > 0 and cw > 0 and h % ch == 0 and w % cw == 0 and h // ch == w // cw,
+                  f"the conditioning map {ch}x{cw} does not scale evenly to the code map {h}x{w}")
 
 
 @dataclass
@@ -281,8 +335,44 @@ DEFAULT_PRIOR_ARCH = "pixelcnn"
 PRIOR_ARCHS: dict[str, type[PriorConfig]] = {"pixelcnn": PixelCNNConfig, "transformer": TransformerConfig}
 
 
-def prior_config_from_dict(d: dict[str, Any]) -> PriorConfig:
-    """A prior's recorded config -> the config of its architecture (files without ``arch``: a PixelCNN)."""
+@dataclass
+class TwoLevelPriorConfig:
+    """The prior of a two-level VQ-VAE (``vqgen.models.hierarchy``): a PixelCNN over the top map, and one over
+    the bottom map conditioned on the top map, with the same options."""
+
+    top: PixelCNNConfig
+    bottom: PixelCNNConfig
+
+    @classmethod
+    def for_maps(cls, cfg: PixelCNNConfig, top_shape: tuple[int, int]) -> TwoLevelPriorConfig:
+        """Both priors with the options of ``cfg`` (sized to the bottom map), the top one at ``top_shape``."""
+        top = dataclasses.replace(cfg, latent_shape=tuple(top_shape))
+        bottom = dataclasses.replace(cfg, cond_codes=cfg.num_codes, cond_shape=tuple(top_shape))
+        return cls(top, bottom)
+
+    # what the sample stage, the API and evaluate read of a prior's config: the bottom map's
+    arch = property(lambda self: self.bottom.arch)
+    num_codes = property(lambda self: self.bottom.num_codes)
+    latent_shape = property(lambda self: self.bottom.latent_shape)
+    num_classes = property(lambda self: self.bottom.num_classes)
+
+    def validate(self) -> None:
+        self.top.validate()
+        self.bottom.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"levels": 2, "arch": self.arch, "top": self.top.to_dict(), "bottom": self.bottom.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TwoLevelPriorConfig:
+        return cls(PixelCNNConfig.from_dict(d["top"]), PixelCNNConfig.from_dict(d["bottom"]))
+
+
+def prior_config_from_dict(d: dict[str, Any]) -> PriorConfig | TwoLevelPriorConfig:
+    """A prior's recorded config -> the config of its architecture (files without ``arch``: a PixelCNN), or of
+    both priors of a two-level VQ-VAE (``levels`` 2)."""
+    if d.get("levels") == 2:
+        return TwoLevelPriorConfig.from_dict(d)
     arch = d.get("arch", "pixelcnn")  # written before there was a second architecture
     if arch not in PRIOR_ARCHS:
         raise VQGenError(f"unknown prior architecture {arch!r} (known: {', '.join(PRIOR_ARCHS)}); a newer vqgen wrote it?")

@@ -72,9 +72,11 @@ def extract_codes_cmd(
 
     result = extract_codes_for(vqvae, out, data=data, data_root=data_root, batch_size=batch_size, device=device)
     print_codebook_audit(result)
+    top = result.get("latent_shape_top")
     out_console.print(
         f"wrote {out}: {result['num_train']} train + {result['num_val']} val code maps of "
-        f"{result['latent_shape'][0]}x{result['latent_shape'][1]}, K={result['num_codes']}"
+        f"{result['latent_shape'][0]}x{result['latent_shape'][1]}"
+        + (f" (bottom) and {top[0]}x{top[1]} (top)" if top else "") + f", K={result['num_codes']}"
     )
 
 
@@ -84,7 +86,9 @@ def print_codebook_audit(result: dict) -> None:
     table = Table(title="codebook audit")
     for col in ("split", "codes used", "usage", "perplexity", "top-10 share", "dead codes"):
         table.add_column(col, justify="right")
-    for split, a in result["codebook_audit"].items():
+    rows = list(result["codebook_audit"].items())
+    rows += [(f"{split} (top)", a) for split, a in result.get("codebook_audit_top", {}).items()]
+    for split, a in rows:
         table.add_row(
             split, f"{a['codes_used']}/{a['num_codes']}", f"{a['usage']:.1%}", f"{a['perplexity']:.1f}",
             f"{a['top10_share']:.1%}", str(a["dead_codes"]),

@@ -18,7 +18,7 @@ from vqgen.checkpoint import _existing_file, _not_safetensors_reason
 from vqgen.data import TORCHVISION_DATASETS, ImageData
 from vqgen.errors import VQGenError
 from vqgen.eval.inputs import EvaluateRequest, Metas
-from vqgen.batches import make_loader
+from vqgen.data.batches import make_loader
 from vqgen.logs import progress
 
 FeatureNet = Callable[[torch.Tensor], torch.Tensor]

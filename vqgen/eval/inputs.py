@@ -101,9 +101,9 @@ def load_sample_images(folder: Path, channels: int, size: tuple[int, int]) -> tu
 
 
 def held_out_codes(path: Path, split: str) -> TensorDataset:
-    """The (codes, labels) of one split of a code file (test and all only where extract-codes wrote them)."""
-    from vqgen.models.rvq import flat_codes
-    from vqgen.train.prior import load_codes
+    """The (codes, labels[, top codes]) of one split of a code file (test and all only where extract-codes
+    wrote them)."""
+    from vqgen.train.prior import code_split, load_codes
 
     if split in ("train", "val"):
         codes = load_codes(path)
@@ -112,7 +112,4 @@ def held_out_codes(path: Path, split: str) -> TensorDataset:
     if f"{split}_codes" not in tensors or f"{split}_labels" not in tensors:
         held = ", ".join(meta.get("codebook_audit", {}))
         raise VQGenError(f"{path}: the code file holds no {split} codes (only {held}); encode them with extract-codes")
-    codes, labels = tensors[f"{split}_codes"].long(), tensors[f"{split}_labels"].long()
-    if codes.numel() and (codes.min() < 0 or codes.max() >= meta["num_codes"]):
-        raise VQGenError(f"{path}: {split} codes lie outside 0..{meta['num_codes'] - 1}")
-    return TensorDataset(flat_codes(codes), labels)  # as load_codes lays them out
+    return code_split(path, tensors, meta, split)

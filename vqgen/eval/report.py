@@ -48,6 +48,9 @@ def results_table(results: dict[str, Any]):
             ("SSIM", f"{r['ssim']:.4f}", "1 = identical"),
             ("codes used", f"{r['codes_used']}/{r['num_codes']} ({r['usage']:.1%})", ""),
             ("perplexity", f"{r['perplexity']:.1f}", f"max {r['num_codes']}"),
+            *([("top codes used", f"{r['top_codes_used']}/{r['top_num_codes']} ({r['top_usage']:.1%})", ""),
+               ("top perplexity", f"{r['top_perplexity']:.1f}", "the top map of two levels")]
+              if "top_perplexity" in r else []),
             ("FD recon vs real", f"{r['fd']:.3f}", "0 = perfect"),
             ("KID recon vs real", kid(r), ""),
         ]
@@ -64,7 +67,9 @@ def results_table(results: dict[str, Any]):
         p = results["prior"]
         add_section(table, "prior", [
             ("NLL", f"{p['nll_nats_per_code']:.4f} nats/code", f"{p['num_code_maps']} code maps"),
-            ("bits/code", f"{p['bits_per_code']:.4f}", ""),
+            ("bits/code", f"{p['bits_per_code']:.4f}", "both maps" if "top_bits_per_code" in p else ""),
+            *([("bits/code top, bottom", f"{p['top_bits_per_code']:.4f}, {p['bottom_bits_per_code']:.4f}", "")]
+              if "top_bits_per_code" in p else []),
             ("bits/image", f"{p['bits_per_image']:.1f}", ""),
             ("bits/dim", f"{p['bits_per_dim']:.4f}", "prior bits / (H·W·C)"),
             ("histogram bits/code", f"{p['histogram_bits_per_code']:.4f}", "train-code histogram, add-one"),

@@ -21,14 +21,13 @@ from vqgen.eval.inputs import EvaluateRequest, Metas, held_out_codes, load_sampl
 from vqgen.eval.metrics import (
     CodeHistogram,
     frechet_distance_features,
-    histogram_bits_per_code,
     kernel_inception_distance,
     nats_to_bits,
     precision_recall,
     psnr_per_image,
     ssim_per_image,
 )
-from vqgen.batches import make_loader
+from vqgen.data.batches import make_loader
 from vqgen.logs import progress
 from vqgen.models.rvq import flat_codes
 
@@ -65,6 +64,7 @@ def reconstruction_metrics(
 ) -> dict[str, Any]:
     model, _ = load_vqvae(req.vqvae, device)
     histogram = CodeHistogram(model.cfg.total_codes)
+    top_histogram = CodeHistogram(model.cfg.num_codes)
     sums = {"sq_err": 0.0, "psnr": 0.0, "ssim": 0.0, "pixels": 0, "images": 0}
     fake: dict[str, list[torch.Tensor]] = {name: [] for name in nets}
     loader = make_loader(split, req.batch_size, shuffle=False, seed=0)
@@ -78,14 +78,17 @@ def reconstruction_metrics(
         sums["pixels"] += images.numel()
         sums["images"] += images.shape[0]
         histogram.add(q.indices.cpu())
+        if model.levels == 2:
+            top_histogram.add(q.top.indices.cpu())
         for name, value in features_of(recon, nets).items():
             fake[name].append(value)
-    codebook = histogram.summary()
+    codebooks = {"": histogram.summary(), **({"top_": top_histogram.summary()} if model.levels == 2 else {})}
     result = {
         "mse": sums["sq_err"] / sums["pixels"],
         "psnr": sums["psnr"] / sums["images"],
         "ssim": sums["ssim"] / sums["images"],
-        **{k: codebook[k] for k in ("perplexity", "codes_used", "num_codes", "usage", "dead_codes")},
+        **{prefix + k: codebook[k] for prefix, codebook in codebooks.items()
+           for k in ("perplexity", "codes_used", "num_codes", "usage", "dead_codes")},
     }
     result.update(distances({name: torch.cat(v) for name, v in fake.items()}, real, req, generator))
     return result
@@ -96,9 +99,9 @@ def reconstruction_metrics(
 
 def prior_metrics_from_codes(req: EvaluateRequest, metas: Metas, device: torch.device) -> dict[str, Any]:
     dataset = held_out_codes(req.codes, req.split)
-    train_codes = held_out_codes(req.codes, "train").tensors[0]
+    train = held_out_codes(req.codes, "train")
     source = f"{req.split} codes of {req.codes}"
-    return prior_metrics(req, metas["prior"], dataset, train_codes, source, device)
+    return prior_metrics(req, metas["prior"], dataset, train, source, device)
 
 
 def prior_metrics_from_images(
@@ -114,48 +117,56 @@ def prior_metrics_from_images(
             f"{vq_path}: not the VQ-VAE whose codes trained {req.prior}; pass --codes with that prior's code file"
         )
     vqvae, _ = load_vqvae(vq_path, device)
-    codes, labels, _ = encode_split(vqvae, data.pick(req.split), req.batch_size, device, f"encoding the {req.split} split")
-    train_codes = codes
-    if req.split != "train":
-        train_codes, _, _ = encode_split(vqvae, data.train, req.batch_size, device, "encoding the train split")
-    codes, train_codes = flat_codes(codes.long()), flat_codes(train_codes.long())  # stacks: as the prior sees them
-    dataset = TensorDataset(codes, labels)
+
+    def encoded(split: Dataset, what: str) -> TensorDataset:
+        maps, labels, _ = encode_split(vqvae, split, req.batch_size, device, f"encoding the {what} split")
+        maps = {name: flat_codes(m.long()) for name, m in maps.items()}  # residual VQ stacks: as the prior sees them
+        return TensorDataset(maps["codes"], labels, *[m for name, m in maps.items() if name != "codes"])
+
+    dataset = encoded(data.pick(req.split), req.split)
+    train = dataset if req.split == "train" else encoded(data.train, "train")
     source = f"{req.split} split encoded with {vq_path}"
-    return prior_metrics(req, metas["prior"], dataset, train_codes, source, device)
+    return prior_metrics(req, metas["prior"], dataset, train, source, device)
 
 
 def prior_metrics(
     req: EvaluateRequest,
     prior_meta: dict[str, Any],
     dataset: TensorDataset,
-    train_codes: torch.Tensor,
+    train: TensorDataset,
     source: str,
     device: torch.device,
 ) -> dict[str, Any]:
     """NLL of held-out code maps (nats and bits per code, bits per image dimension), and what the prior gains
-    over the histogram of the training codes."""
-    from vqgen.train.prior import evaluate_prior
+    over the histogram of the training codes. Two levels: per code of both maps together, per image both
+    maps' bits, and each level's bits per code as ``top_``/``bottom_bits_per_code``."""
+    from vqgen.train.prior import evaluate_prior_levels, histogram_bits
 
     if len(dataset) == 0:
         raise VQGenError(f"{source}: no code maps to evaluate the prior on")
     model, _ = load_prior(req.prior, device)
     if model.conditional and bool((dataset.tensors[1] < 0).any()):
         raise VQGenError(f"{req.prior}: a class-conditional prior, but {source} has unlabelled code maps")
-    nats = evaluate_prior(model, DataLoader(dataset, batch_size=req.batch_size), device)
-    scores = prior_scores(nats, model.cfg.latent_shape, prior_meta["image"])
-    baseline = histogram_bits_per_code(train_codes, dataset.tensors[0], model.cfg.num_codes)
+    if getattr(model, "levels", 1) != (2 if len(dataset.tensors) == 3 else 1):
+        raise VQGenError(f"{req.prior}: its levels differ from those of the code maps of {source}")
+    nats = evaluate_prior_levels(model, DataLoader(dataset, batch_size=req.batch_size), device)
+    codes_per_image = sum(t[0].numel() for t in dataset.tensors if t.dim() == 3)  # every map's codes
+    scores = prior_scores(nats["nll"], codes_per_image, prior_meta["image"])
+    overall, baseline = histogram_bits(train, dataset, model.cfg.num_codes)
+    levels = {f"{level}_bits_per_code": nats_to_bits(nats[f"{level}_nll"]) for level in baseline}
+    levels.update({f"{level}_histogram_bits_per_code": bits for level, bits in baseline.items()})
     return {
         **scores,
-        "histogram_bits_per_code": baseline,
-        "learned_structure_bits_per_code": baseline - scores["bits_per_code"],
+        "histogram_bits_per_code": overall,
+        "learned_structure_bits_per_code": overall - scores["bits_per_code"],
+        **levels,
         "num_code_maps": len(dataset),
         "source": source,
     }
 
 
-def prior_scores(nats_per_code: float, latent_shape: tuple[int, int], image: dict[str, Any]) -> dict[str, float]:
+def prior_scores(nats_per_code: float, codes_per_image: int, image: dict[str, Any]) -> dict[str, float]:
     bits = nats_to_bits(nats_per_code)
-    codes_per_image = latent_shape[0] * latent_shape[1]
     dims = image["size"][0] * image["size"][1] * image["channels"]
     return {
         "nll_nats_per_code": nats_per_code,

@@ -1,8 +1,11 @@
 """The networks: VQ-VAE (encoder, quantizer (VQ, FSQ or residual VQ), decoder) and the priors (gated PixelCNN,
-transformer)."""
+transformer, and the two-level prior of VQ-VAE-2)."""
 
-from vqgen.config import PriorConfig
+import torch.nn as nn
+
+from vqgen.config import PriorConfig, TwoLevelPriorConfig
 from vqgen.models.fsq import FiniteScalarQuantizer
+from vqgen.models.hierarchy import TwoLevelPrior
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.models.prior import CodePrior
 from vqgen.models.quantizer import VectorQuantizer
@@ -13,12 +16,15 @@ from vqgen.models.vqvae import VQVAE, VQVAEConfig
 PRIOR_MODELS: dict[str, type[CodePrior]] = {"pixelcnn": GatedPixelCNN, "transformer": TransformerPrior}
 
 
-def build_prior(cfg: PriorConfig) -> CodePrior:
-    """The prior of ``cfg``'s architecture (``cfg.arch``), freshly initialised."""
+def build_prior(cfg: PriorConfig | TwoLevelPriorConfig) -> nn.Module:
+    """The prior of ``cfg``'s architecture (``cfg.arch``), or both priors of two levels, freshly initialised."""
+    if isinstance(cfg, TwoLevelPriorConfig):
+        return TwoLevelPrior(cfg)
     return PRIOR_MODELS[cfg.arch](cfg)
 
 
 __all__ = [
     "PRIOR_MODELS", "CodePrior", "FiniteScalarQuantizer", "GatedPixelCNN", "PixelCNNConfig", "ResidualVectorQuantizer",
-    "TransformerConfig", "TransformerPrior", "VQVAE", "VQVAEConfig", "VectorQuantizer", "build_prior",
+    "TransformerConfig", "TransformerPrior", "TwoLevelPrior", "TwoLevelPriorConfig", "VQVAE", "VQVAEConfig",
+    "VectorQuantizer", "build_prior",
 ]

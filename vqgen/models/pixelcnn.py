@@ -11,6 +11,10 @@ Causality is built from padding and shifts rather than masks:
 * gates: tanh(a) * sigmoid(b), with a per-class bias added to both stacks when conditional;
   with label dropout (classifier-free guidance, see ``vqgen.models.prior``) one extra "no
   class" row of that bias;
+* the bottom prior of a two-level VQ-VAE is also conditioned on the top code map: a conditioning
+  stack (embedding, convs, upsampling to the code map's size) gives features that every layer maps
+  to a per-position bias of both stacks, the spatial twin of the class bias. It depends on the top
+  codes only, anywhere in the map, so causality over the modelled codes is untouched;
 * the horizontal stack has a 1x1 residual connection from layer 2 on and a 1x1 skip output
   from every layer; the skips are summed and mapped to K logits;
 * residual VQ stacks (``code_depth`` N > 1) come as (h, w*N) maps, depth d of position (i, j) at
@@ -26,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vqgen.config import PixelCNNConfig
+from vqgen.errors import VQGenError
 from vqgen.models.prior import CodePrior
 
 
@@ -45,8 +50,10 @@ def gate(x: torch.Tensor) -> torch.Tensor:
 
 
 class GatedLayer(nn.Module):
-    def __init__(self, channels: int, kernel_size: int, first: bool, last: bool, num_classes: int, dropout: float):
-        """``num_classes`` counts the rows of the class bias (the "no class" row included)."""
+    def __init__(self, channels: int, kernel_size: int, first: bool, last: bool, num_classes: int, dropout: float,
+                 spatial: bool = False):
+        """``num_classes`` counts the rows of the class bias (the "no class" row included); ``spatial``: a
+        per-position bias from conditioning features too."""
         super().__init__()
         self.first = first
         self.pad = kernel_size // 2
@@ -59,17 +66,25 @@ class GatedLayer(nn.Module):
         self.skip = nn.Conv2d(c, c, 1)
         self.cond = nn.Embedding(num_classes, 4 * c) if num_classes else None
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.spatial = nn.Conv2d(c, 4 * c, 1) if spatial else None
 
-    def class_bias(self, labels: torch.Tensor | None) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-        if self.cond is None or labels is None:
-            return 0.0, 0.0
-        v_bias, h_bias = self.cond(labels)[:, :, None, None].chunk(2, dim=1)
+    def class_bias(
+        self, labels: torch.Tensor | None, features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """The biases of the vertical and horizontal stacks: (B, 2C, 1, 1) per class, (B, 2C, H, W) with
+        conditioning ``features``, 0.0 without either."""
+        v_bias, h_bias = 0.0, 0.0
+        if self.cond is not None and labels is not None:
+            v_bias, h_bias = self.cond(labels)[:, :, None, None].chunk(2, dim=1)
+        if self.spatial is not None and features is not None:
+            v_map, h_map = self.spatial(features).chunk(2, dim=1)
+            v_bias, h_bias = v_bias + v_map, h_bias + h_map
         return v_bias, h_bias
 
     def forward(
-        self, v: torch.Tensor, h: torch.Tensor, labels: torch.Tensor | None
+        self, v: torch.Tensor, h: torch.Tensor, labels: torch.Tensor | None, features: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        v_bias, h_bias = self.class_bias(labels)
+        v_bias, h_bias = self.class_bias(labels, features)
         p = self.pad
         v_pre = self.v_conv(F.pad(v, (p, p, p, 0))) + v_bias
         h_pre = self.h_conv(F.pad(h, (p, 0, 0, 0)))
@@ -85,6 +100,23 @@ class GatedLayer(nn.Module):
         return gate(v_pre), h_new, self.skip(h_gated)
 
 
+class ConditioningStack(nn.Module):
+    """A conditioning code map (B, hc, wc) -> features (B, C, H, W) at the modelled map's size: an embedding,
+    a 3x3 conv, nearest upsampling by H / hc, another 3x3 conv."""
+
+    def __init__(self, cfg: PixelCNNConfig):
+        super().__init__()
+        c = cfg.channels
+        self.scale = cfg.latent_shape[0] // cfg.cond_shape[0]
+        self.embedding = nn.Embedding(cfg.cond_codes, c)
+        self.before = nn.Conv2d(c, c, 3, padding=1)
+        self.after = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.before(self.embedding(cond).permute(0, 3, 1, 2)))
+        return F.relu(self.after(F.interpolate(x, scale_factor=self.scale, mode="nearest")))
+
+
 class GatedPixelCNN(CodePrior):
     def __init__(self, cfg: PixelCNNConfig):
         super().__init__()
@@ -92,8 +124,10 @@ class GatedPixelCNN(CodePrior):
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.num_codes, cfg.channels)
         self.depth_embedding = nn.Embedding(cfg.code_depth, cfg.channels) if cfg.code_depth > 1 else None
+        spatial = cfg.cond_codes > 0
         self.layers = nn.ModuleList(
-            GatedLayer(cfg.channels, cfg.kernel_size, i == 0, i == cfg.num_layers - 1, self.class_rows, cfg.dropout)
+            GatedLayer(cfg.channels, cfg.kernel_size, i == 0, i == cfg.num_layers - 1, self.class_rows, cfg.dropout,
+                       spatial)
             for i in range(cfg.num_layers)
         )
         self.head = nn.Sequential(
@@ -102,6 +136,7 @@ class GatedPixelCNN(CodePrior):
             nn.ReLU(),
             nn.Conv2d(cfg.head_channels, cfg.num_codes, 1),
         )
+        self.cond_stack = ConditioningStack(cfg) if spatial else None
 
     def embed(self, codes: torch.Tensor, column: int | None = None) -> torch.Tensor:
         """Code embeddings (..., C) of whole rows (..., W), or of one column's codes (B,) at ``column``."""
@@ -114,13 +149,26 @@ class GatedPixelCNN(CodePrior):
         columns = torch.arange(codes.shape[-1], device=codes.device) % depth
         return x + self.depth_embedding(columns)
 
-    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Code maps (B, H, W) -> logits (B, K, H, W); logits[:, :, i, j] see only codes before (i, j)."""
+    def condition(self, cond: torch.Tensor | None) -> torch.Tensor | None:
+        """The conditioning features of a conditioning map (B, hc, wc) (None for a prior without one)."""
+        if self.cond_stack is None:
+            if cond is not None:
+                raise VQGenError("this prior is not conditioned on a code map, but one was given")
+            return None
+        if cond is None:
+            raise VQGenError("this prior is conditioned on the top code map: it is required")
+        return self.cond_stack(cond)
+
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Code maps (B, H, W) -> logits (B, K, H, W); logits[:, :, i, j] see only codes before (i, j) (and
+        the whole conditioning map ``cond``, for the bottom prior of two levels)."""
         labels = self.forward_labels(labels)
+        features = self.condition(cond)
         x = self.embed(codes).permute(0, 3, 1, 2).contiguous()
         v, h = x, x
         skips = 0.0
         for layer in self.layers:
-            v, h, skip = layer(v, h, labels)
+            v, h, skip = layer(v, h, labels, features)
             skips = skips + skip
         return self.head(skips)

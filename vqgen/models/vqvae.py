@@ -1,7 +1,12 @@
-"""VQ-VAE (van den Oord et al. 2017): conv encoder -> quantizer -> mirrored conv decoder.
+"""VQ-VAE (van den Oord et al. 2017): conv encoder -> quantizer -> mirrored conv decoder; with
+``levels`` 2, VQ-VAE-2 (Razavi et al. 2019): a bottom and a top code map, one quantizer each.
 
 The quantizer is ``--quantizer``: nearest-code VQ (``quantizer.py``), FSQ (``fsq.py``) or residual
-VQ (``rvq.py``).
+VQ (``rvq.py``, one level only).
+
+Two levels: the encoder's features h (at the --downsamples factor f) feed the top level, which encodes
+them to f*2 and quantizes them (top codes); the decoded top vectors, beside h, form the bottom
+quantizer's input (bottom codes); the decoder takes the bottom vectors and the upsampled top ones.
 
 Images enter in [0, 1]; the networks work on [-1, 1] (``to_model``/``from_model`` convert), and
 the reconstruction loss (``vqgen.losses``) is computed in that [-1, 1] space.
@@ -9,40 +14,35 @@ the reconstruction loss (``vqgen.losses``) is computed in that [-1, 1] space.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Union
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from vqgen.config import VQVAEConfig
+from vqgen.errors import VQGenError
+from vqgen.models.blocks import ResidualBlock, down_layers, scaled_down_layers, scaled_up_layers, up_layers
 from vqgen.models.fsq import FiniteScalarQuantizer
 from vqgen.models.quantizer import QuantizerOutput, VectorQuantizer
 from vqgen.models.rvq import ResidualVectorQuantizer
 
-
-class ResidualBlock(nn.Module):
-    """x + Conv1x1(ReLU(Conv3x3(ReLU(x)))) as in the VQ-VAE paper."""
-
-    def __init__(self, channels: int, res_channels: int):
-        super().__init__()
-        self.conv3 = nn.Conv2d(channels, res_channels, 3, padding=1)
-        self.conv1 = nn.Conv2d(res_channels, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv1(F.relu(self.conv3(F.relu(x))))
+__all__ = ["Codes", "Decoder", "Encoder", "ResidualBlock", "TopLevel", "TwoLevelOutput", "MAP_NAMES", "VQVAE", "VQVAEConfig", "level_shapes"]
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: VQVAEConfig):
+    """Images (model space) -> encoder outputs of dimension D at the latent resolution; with ``out_channels``
+    0, the (activated) trunk features instead, which the top level of VQ-VAE-2 reads."""
+
+    def __init__(self, cfg: VQVAEConfig, out_channels: int | None = None):
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = cfg.in_channels
-        for i in range(cfg.num_downsamples):
-            out = cfg.hidden_channels if i == cfg.num_downsamples - 1 else cfg.hidden_channels // 2
-            layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1), nn.ReLU()]
-            channels = out
-        layers.append(nn.Conv2d(channels, cfg.hidden_channels, 3, padding=1))
-        layers += [ResidualBlock(cfg.hidden_channels, cfg.res_channels) for _ in range(cfg.num_res_blocks)]
-        layers += [nn.ReLU(), nn.Conv2d(cfg.hidden_channels, cfg.code_dim, 1)]
+        out_channels = cfg.code_dim if out_channels is None else out_channels
+        if cfg.multipliers:
+            layers = scaled_down_layers(cfg)
+        else:
+            layers = down_layers(cfg, cfg.in_channels, cfg.hidden_channels, cfg.num_downsamples)
+        if out_channels:
+            layers.append(nn.Conv2d(cfg.latent_channels, out_channels, 1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,22 +50,16 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: VQVAEConfig):
+    """Quantized vectors (``in_channels``: D, or 2D for VQ-VAE-2's bottom and upsampled top) -> image (model space)."""
+
+    def __init__(self, cfg: VQVAEConfig, in_channels: int | None = None):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(cfg.code_dim, cfg.hidden_channels, 3, padding=1)]
-        layers += [ResidualBlock(cfg.hidden_channels, cfg.res_channels) for _ in range(cfg.num_res_blocks)]
-        layers.append(nn.ReLU())
-        channels = cfg.hidden_channels
-        for i in range(cfg.num_downsamples):
-            last = i == cfg.num_downsamples - 1
-            out = (cfg.head_channels or cfg.in_channels) if last else cfg.hidden_channels // 2
-            layers.append(nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1))
-            if not last:
-                layers.append(nn.ReLU())
-            channels = out
-        if cfg.head_channels:
-            # a full-resolution 3x3 conv after the last upsampling draws the stroke edges, where most error sits
-            layers += [nn.ReLU(), nn.Conv2d(cfg.head_channels, cfg.in_channels, 3, padding=1)]
+        in_channels = in_channels or cfg.code_dim
+        if cfg.multipliers:
+            layers = scaled_up_layers(cfg, in_channels)
+        else:
+            layers = up_layers(cfg, in_channels, cfg.hidden_channels, cfg.num_downsamples, cfg.in_channels,
+                               cfg.head_channels)
         self.net = nn.Sequential(*layers)
 
     @property
@@ -83,7 +77,7 @@ def make_quantizer(cfg: VQVAEConfig, dim: int | None = None) -> nn.Module:
     """
     dim = dim or cfg.code_dim
     if cfg.quantizer == "fsq":
-        return FiniteScalarQuantizer(cfg.levels, dim, tail_weight=cfg.fsq_tail)
+        return FiniteScalarQuantizer(cfg.fsq_shape, dim, tail_weight=cfg.fsq_tail)
     options = dict(
         beta=cfg.beta, ema=cfg.ema, decay=cfg.decay, kmeans_init=cfg.kmeans_init, restart_dead=cfg.restart_dead,
         dead_threshold=cfg.dead_threshold, restart_every=cfg.restart_every, restart_stop=cfg.restart_stop,
@@ -94,14 +88,74 @@ def make_quantizer(cfg: VQVAEConfig, dim: int | None = None) -> nn.Module:
     return VectorQuantizer(cfg.num_codes, dim, **options)
 
 
+class TopLevel(nn.Module):
+    """VQ-VAE-2's top level (Razavi et al. 2019): it encodes the bottom encoder's features 2x further down,
+    quantizes them with its own codebook, and decodes them back up to the bottom resolution, where they join
+    the bottom encoder's features at the bottom quantizer's input; the main decoder reads both levels, the
+    top one upsampled by a transposed conv."""
+
+    def __init__(self, cfg: VQVAEConfig, quantizer: nn.Module):
+        super().__init__()
+        c, d = cfg.latent_channels, cfg.code_dim
+        self.encoder = nn.Sequential(*down_layers(cfg, c, c, 1), nn.Conv2d(c, d, 1))
+        self.quantizer = quantizer
+        self.decoder = nn.Sequential(*up_layers(cfg, d, c, 1, d))
+        self.merge = nn.Conv2d(c + d, d, 1)
+        self.upsample = nn.ConvTranspose2d(d, d, 4, stride=2, padding=1)
+
+    def bottom_input(self, features: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        """The bottom quantizer's input: the bottom features beside the decoded top vectors."""
+        return self.merge(torch.cat([features, self.decoder(top)], dim=1))
+
+    def decoder_input(self, bottom: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        return torch.cat([bottom, self.upsample(top)], dim=1)
+
+
+@dataclass
+class TwoLevelOutput(QuantizerOutput):
+    """The bottom quantizer's output with both levels' losses summed; ``top`` is the top quantizer's own."""
+
+    top: QuantizerOutput | None = None
+
+
+def both_levels(bottom: QuantizerOutput, top: QuantizerOutput) -> TwoLevelOutput:
+    return TwoLevelOutput(
+        quantized=bottom.quantized, indices=bottom.indices, loss=bottom.loss + top.loss,
+        commitment=bottom.commitment + top.commitment, codebook_loss=bottom.codebook_loss + top.codebook_loss, top=top,
+    )
+
+
+Codes = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]  # one map (B, h, w), or (top, bottom) maps
+MAP_NAMES = {1: ("codes",), 2: ("codes_top", "codes")}  # the maps' names in code files, in the order of Codes
+
+
+def level_shapes(cfg: VQVAEConfig) -> dict[str, Any]:
+    """What files record of the levels: ``levels``, and with two ``latent_shape_top`` (``latent_shape``, the
+    bottom map's, they record anyway)."""
+    top = {"latent_shape_top": list(cfg.top_latent_shape)} if cfg.levels == 2 else {}
+    return {"levels": cfg.levels, **top}
+
+
 class VQVAE(nn.Module):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
-        self.quantizer = make_quantizer(cfg)
-        self.decoder = Decoder(cfg)
+        two = cfg.levels == 2
+        self.encoder = Encoder(cfg, out_channels=0 if two else None)
+        self.quantizer = make_quantizer(cfg)  # the bottom one with two levels
+        if two:
+            self.top = TopLevel(cfg, make_quantizer(cfg))
+        self.decoder = Decoder(cfg, in_channels=2 * cfg.code_dim if two else cfg.code_dim)
+
+    @property
+    def levels(self) -> int:
+        return self.cfg.levels
+
+    @property
+    def quantizers(self) -> dict[str, nn.Module]:
+        """Each level's quantizer by name: {"bottom"} (one level: the only one), and "top" with two levels."""
+        return {"bottom": self.quantizer, **({"top": self.top.quantizer} if self.levels == 2 else {})}
 
     @staticmethod
     def to_model(images: torch.Tensor) -> torch.Tensor:
@@ -112,16 +166,38 @@ class VQVAE(nn.Module):
         return ((x + 1) / 2).clamp(0, 1)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, QuantizerOutput]:
-        """Images in [0, 1] -> (reconstruction in model space [-1, 1], quantizer output)."""
-        q = self.quantizer(self.encoder(self.to_model(images)))
-        return self.decoder(q.quantized), q
+        """Images in [0, 1] -> (reconstruction in model space [-1, 1], quantizer output; with two levels a
+        ``TwoLevelOutput``: the bottom's, both levels' losses summed, and the top's in ``.top``)."""
+        if self.levels == 1:
+            q = self.quantizer(self.encoder(self.to_model(images)))
+            return self.decoder(q.quantized), q
+        features = self.encoder(self.to_model(images))
+        top = self.top.quantizer(self.top.encoder(features))
+        bottom = self.quantizer(self.top.bottom_input(features, top.quantized))
+        return self.decoder(self.top.decoder_input(bottom.quantized, top.quantized)), both_levels(bottom, top)
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] -> code indices (B, h, w); rvq: stacks (B, depth, h, w)."""
-        return self.quantizer.encode(self.encoder(self.to_model(images)))
+    def encode(self, images: torch.Tensor) -> Codes:
+        """Images (B, C, H, W) in [0, 1] -> code indices (B, h, w) (rvq: stacks (B, depth, h, w)); with two levels
+        (top, bottom) maps."""
+        return self.features_to_codes(self.encoder(self.to_model(images)))
 
     @torch.no_grad()
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        """Code indices (B, h, w) (rvq: (B, depth, h, w)) -> images (B, C, H, W) in [0, 1]."""
-        return self.from_model(self.decoder(self.quantizer.decode_indices(indices)))
+    def features_to_codes(self, features: torch.Tensor) -> Codes:
+        """The encoder's outputs -> code indices (as ``encode``)."""
+        if self.levels == 1:
+            return self.quantizer.encode(features)
+        top = self.top.quantizer.encode(self.top.encoder(features))
+        bottom_input = self.top.bottom_input(features, self.top.quantizer.decode_indices(top))
+        return top, self.quantizer.encode(bottom_input)
+
+    @torch.no_grad()
+    def decode(self, codes: Codes) -> torch.Tensor:
+        """Code indices (B, h, w) (rvq: (B, depth, h, w)), or (top, bottom) maps with two levels -> images
+        (B, C, H, W) in [0, 1]."""
+        if self.levels == 1:
+            return self.from_model(self.decoder(self.quantizer.decode_indices(codes)))
+        if not isinstance(codes, (tuple, list)) or len(codes) != 2:
+            raise VQGenError("this VQ-VAE has two levels: decode needs (top, bottom) code maps")
+        top, bottom = self.top.quantizer.decode_indices(codes[0]), self.quantizer.decode_indices(codes[1])
+        return self.from_model(self.decoder(self.top.decoder_input(bottom, top)))

@@ -3,12 +3,14 @@
 * ``draw``: Gumbel-max draws, temperature, top-k, classifier-free guidance, near-tie handling;
 * ``full``: the reference sampler (one whole forward pass per position), for any causal prior;
 * ``cached``: the cached sampler (identical codes, much faster), driving each architecture's cache:
-  ``pixelcnn`` (per-layer row caches of the gated PixelCNN), ``transformer`` (a key/value cache).
+  ``pixelcnn`` (per-layer row caches of the gated PixelCNN), ``transformer`` (a key/value cache);
+* ``levels``: ``sample_maps``, one map from a one-level prior, top then bottom from a two-level one.
 """
 
 from vqgen.sampling.cached import CACHES, cached_logits, sample_cached
 from vqgen.sampling.draw import TIE_TOLERANCE, Guidance, check_guidance, choose_guidance, draw_codes, exact_float32, is_decisive
 from vqgen.sampling.full import sample_full
+from vqgen.sampling.levels import sample_maps
 from vqgen.sampling.pixelcnn import CachedPixelCNN
 from vqgen.sampling.transformer import CachedTransformer
 
@@ -17,4 +19,5 @@ SAMPLERS = {"cached": sample_cached, "full": sample_full}
 __all__ = [
     "CACHES", "SAMPLERS", "TIE_TOLERANCE", "CachedPixelCNN", "CachedTransformer", "Guidance", "cached_logits",
     "check_guidance", "choose_guidance", "draw_codes", "exact_float32", "is_decisive", "sample_cached", "sample_full",
+    "sample_maps",
 ]

@@ -10,6 +10,9 @@ the same seed they produce identical codes. The cached logits equal the full one
 float rounding, which could flip a near-tied draw; so the cached sampler flags every draw that
 rounding of that size could change (a few in 10^5) and checks those against one full pass over
 the finished map, redrawing from the first wrong one (``vqgen.sampling.draw.correct_near_ties``).
+
+A prior with a conditioning map (the bottom PixelCNN of two levels) takes it as ``cond``: the
+samplers hand it to the cache (and to the full passes) beside the labels.
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ from vqgen.sampling.transformer import CachedTransformer
 CACHES = {"pixelcnn": CachedPixelCNN, "transformer": CachedTransformer}  # by the prior's cfg.arch
 
 
-def new_cache(model: torch.nn.Module, n: int, labels: torch.Tensor | None):
-    """An empty cache of ``model``'s architecture for ``n`` maps."""
-    return CACHES[model.cfg.arch](model, n, labels)
+def new_cache(model: torch.nn.Module, n: int, labels: torch.Tensor | None, **given: torch.Tensor):
+    """An empty cache of ``model``'s architecture for ``n`` maps (``given``: ``cond``, the conditioning maps)."""
+    return CACHES[model.cfg.arch](model, n, labels, **given)
 
 
 @exact_float32()
@@ -49,24 +52,27 @@ def sample_cached(
     device: torch.device | str = "cpu",
     tolerance: float = TIE_TOLERANCE,
     guidance: float = 1.0,
+    cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample ``n`` code maps with the prior's cache: the same codes as ``sample_full``, much faster.
 
     Draws that float rounding of the cached logits could change (near-ties, see ``is_decisive``;
     ``tolerance`` 0 trusts every draw) are checked once the map is done, against one full pass
     over it (see ``correct_near_ties``). ``guidance`` S != 1: classifier-free guidance, the
-    conditional and unconditional rows side by side in the cache.
+    conditional and unconditional rows side by side in the cache. ``cond``: the conditioning
+    map of each sample (the top codes, for the bottom prior of two levels).
     """
     h, w = model.cfg.latent_shape
     codes = torch.zeros(n, h, w, dtype=torch.long, device=device)
     guide = Guidance.for_model(model, labels, guidance, device)
+    given = guide.conditioning(cond, device)
     generator = generator if generator is not None else torch.default_generator
 
     def fast_pass(start: int) -> tuple[dict[int, torch.Tensor], NearTies]:
-        return _cached_pass(model, codes.view(n, h * w), guide, start, temperature, top_k, generator, tolerance)
+        return _cached_pass(model, codes.view(n, h * w), guide, given, start, temperature, top_k, generator, tolerance)
 
     def exact_logits() -> torch.Tensor:
-        return guide.combine(model(guide.rows(codes), guide.labels)).flatten(2)
+        return guide.combine(model(guide.rows(codes), guide.labels, **given)).flatten(2)
 
     correct_near_ties(codes.view(n, h * w), fast_pass, exact_logits, temperature, top_k, generator)
     return codes
@@ -76,6 +82,7 @@ def _cached_pass(
     model: torch.nn.Module,
     codes: torch.Tensor,
     guide: Guidance,
+    given: dict[str, torch.Tensor],
     start: int,
     temperature: float,
     top_k: int | None,
@@ -85,7 +92,7 @@ def _cached_pass(
     """Draw ``codes`` (n, T) from raster position ``start`` on (the earlier codes are given) with the
     cache. Returns the generator state before each draw and the near-ties as (position, noise)."""
     n, total = codes.shape
-    cache = new_cache(model, guide.batch_size(n), guide.labels)
+    cache = new_cache(model, guide.batch_size(n), guide.labels, **given)
     cache.prefill(guide.rows(codes[:, :start]))
     tolerance = guide.tolerance(tolerance)
     states, near_ties = {}, []
@@ -104,13 +111,14 @@ def _cached_pass(
 
 @exact_float32()
 @torch.no_grad()
-def cached_logits(model: torch.nn.Module, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+def cached_logits(model: torch.nn.Module, codes: torch.Tensor, labels: torch.Tensor | None = None,
+                  cond: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (B, K, H, W) of given code maps, computed position by position by the cache.
 
-    Equals ``model(codes, labels)`` up to float rounding; used to check the cached sampler.
+    Equals ``model(codes, labels, cond)`` up to float rounding; used to check the cached sampler.
     """
     n, h, w = codes.shape
-    cache = new_cache(model, n, labels)
+    cache = new_cache(model, n, labels, **({} if cond is None else {"cond": cond}))
     steps = []
     for code in codes.reshape(n, h * w).unbind(1):
         steps.append(cache.step_logits())

@@ -117,6 +117,10 @@ class Guidance:
         """The model's input for the n maps ``x``: twice over when guiding."""
         return torch.cat([x, x]) if self.active else x
 
+    def conditioning(self, cond: torch.Tensor | None, device: torch.device | str) -> dict[str, torch.Tensor]:
+        """The model's keyword arguments for a conditioning map ``cond`` (n, hc, wc) of each map: none without one."""
+        return {} if cond is None else {"cond": self.rows(cond.to(device))}
+
     def combine(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return logits

@@ -18,17 +18,20 @@ def sample_full(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     guidance: float = 1.0,
+    cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample ``n`` code maps by recomputing the whole map for every position.
 
     ``model(codes (B, H, W), labels) -> logits (B, K, H, W)`` with logits[..., i, j] causal.
-    ``guidance`` S != 1: classifier-free guidance, both halves in one batched pass.
+    ``guidance`` S != 1: classifier-free guidance, both halves in one batched pass. ``cond``: the
+    conditioning map of each sample (the top codes, for the bottom prior of two levels).
     """
     h, w = model.cfg.latent_shape
     codes = torch.zeros(n, h, w, dtype=torch.long, device=device)
     guide = Guidance.for_model(model, labels, guidance, device)
+    given = guide.conditioning(cond, device)
     for i in range(h):
         for j in range(w):
-            logits = guide.combine(model(guide.rows(codes), guide.labels)[:, :, i, j])
+            logits = guide.combine(model(guide.rows(codes), guide.labels, **given)[:, :, i, j])
             codes[:, i, j] = draw_codes(logits, temperature, top_k, generator)
     return codes

@@ -4,6 +4,9 @@
 Models") keeps per-layer caches and computes, per step, only the activations the new position
 changes: the vertical stacks once per row, the horizontal stacks and the head at one position.
 Its logits equal the full pass's up to float rounding (the same sums, added in another order).
+
+The bottom prior of two levels adds a per-position bias from the top map to every gated layer: a
+fixed input, computed once per sample, that the caches only need to add row by row.
 """
 
 from __future__ import annotations
@@ -27,29 +30,40 @@ class _LayerCache:
       as forward() pads it: exactly the vertical conv's window for one output row;
     * ``row_bias`` (B, W, 2C): everything the horizontal pre-activation of the current row gets
       besides its own conv: the vertical stack's term (previous row through v_to_h), the class
-      bias and the h_conv bias;
+      bias (and the spatial bias of that row) and the h_conv bias;
     * ``h_row`` (B, W+p, C): the current row of the horizontal stack's input (channel-last, p
       zero columns on the left); for the first layer, the code embeddings of the row.
     """
 
-    def __init__(self, layer: GatedLayer, labels: torch.Tensor | None, n: int, width: int, like: torch.Tensor):
+    def __init__(self, layer: GatedLayer, labels: torch.Tensor | None, n: int, width: int, like: torch.Tensor,
+                 features: torch.Tensor | None = None):
         self.first, self.p, self.c = layer.first, layer.pad, layer.skip.in_channels
         self.v_conv, self.v_to_h = layer.v_conv, layer.v_to_h
         self.h_weight, self.h_bias = _dense(layer.h_conv), layer.h_conv.bias
         if layer.h_out is not None:  # the last layer has none
             self.out_weight, self.out_bias = _dense(layer.h_out), layer.h_out.bias
         self.skip_weight, self.skip_bias = _dense(layer.skip), layer.skip.bias
-        class_v, class_h = layer.class_bias(labels)  # 0.0 each when unconditional
-        self.class_v = class_v
-        self.class_h = class_h[:, :, 0, :].transpose(1, 2) if isinstance(class_h, torch.Tensor) else 0.0
+        # 0.0 each when unconditional; (B, 2C, 1, 1) per class; (B, 2C, H, W) with a conditioning map
+        self.class_v, self.class_h = layer.class_bias(labels, features)
         self.v_rows = like.new_zeros(n, self.c, self.p + 1, width + 2 * self.p)
         self.h_row = like.new_zeros(n, width + self.p, self.c)
+        self.rows_done = 0  # rows pushed through the vertical stack
         # Row 0 of the horizontal stack sees the zero row that shift_down() inserts.
         self._set_row_bias(like.new_zeros(n, 2 * self.c, 1, width))
 
+    @staticmethod
+    def _bias_row(bias: torch.Tensor | float, i: int) -> torch.Tensor | float:
+        """Row i (B, 2C, 1, W or 1) of a bias; a per-class bias is the same in every row."""
+        if not isinstance(bias, torch.Tensor) or bias.shape[2] == 1:
+            return bias
+        return bias[:, :, i : i + 1]
+
     def _set_row_bias(self, v_pre: torch.Tensor) -> None:
+        """The horizontal stack's bias for row ``rows_done``, given the vertical pre-activations of the row above."""
         v_term = self.v_to_h(v_pre)[:, :, 0, :].transpose(1, 2)  # (B, W, 2C)
-        self.row_bias = (v_term + self.class_h).contiguous()
+        class_h = self._bias_row(self.class_h, self.rows_done)
+        class_h = class_h[:, :, 0, :].transpose(1, 2) if isinstance(class_h, torch.Tensor) else 0.0
+        self.row_bias = (v_term + class_h).contiguous()
         if self.first:  # shift_right() puts a zero, not the conv's bias, in column 0
             self.row_bias[:, 1:] += self.h_bias
         else:
@@ -62,7 +76,8 @@ class _LayerCache:
         """
         p = self.p
         self.v_rows = torch.cat([self.v_rows[:, :, 1:], F.pad(v_in, (p, p))], dim=2)
-        v_pre = self.v_conv(self.v_rows) + self.class_v
+        v_pre = self.v_conv(self.v_rows) + self._bias_row(self.class_v, self.rows_done)
+        self.rows_done += 1
         self._set_row_bias(v_pre)
         return gate(v_pre)
 
@@ -84,15 +99,18 @@ class CachedPixelCNN:
     Per row ``i``: ``begin_row(codes of row i-1)`` runs the vertical stacks over that row once.
     Per position ``(i, j)``: ``logits(j)`` runs the horizontal stacks and the head at that one
     position (small matmuls), then ``put(j, codes)`` stores the chosen codes in the row caches.
-    Dropout is skipped (sampling is eval-mode).
+    Dropout is skipped (sampling is eval-mode). ``cond``: the conditioning map of each of the n
+    maps, for a prior that has one (the bottom prior of two levels).
     """
 
-    def __init__(self, model: GatedPixelCNN, n: int, labels: torch.Tensor | None = None):
+    def __init__(self, model: GatedPixelCNN, n: int, labels: torch.Tensor | None = None,
+                 cond: torch.Tensor | None = None):
         labels = model.check_labels(labels)
+        features = model.condition(cond)
         self.embed = model.embed  # code (and, for stacks, depth) embeddings
         like = model.embedding.weight
         width, c = model.cfg.latent_shape[1], model.cfg.channels
-        self.layers = [_LayerCache(layer, labels, n, width, like) for layer in model.layers]
+        self.layers = [_LayerCache(layer, labels, n, width, like, features) for layer in model.layers]
         self.p = self.layers[0].p
         # Skips: the gated features of all layers side by side, mapped by one matmul.
         self.gated = like.new_zeros(n, len(self.layers) * c)

@@ -3,12 +3,17 @@
 Code file layout (readable with safetensors alone):
 
 * tensors ``<split>_codes``: (N, h, w) int16 (int32 when K > 32767), for residual VQ stacks
-  (N, depth, h, w) of codes 0..K-1 per codebook, and ``<split>_labels``: (N,) int64, -1 where unlabelled, for the splits ``train`` and ``val`` (what train-prior reads), plus
-  ``test`` where the data has an official test split, or the splits asked for (e.g. ``all``);
-* metadata key ``vqgen``: JSON with ``kind: "codes"``, ``num_codes`` (per codebook), ``code_depth``
-  (codes per position: 1, or the residual VQ's depth), ``quantizer``, ``latent_shape``,
+  (N, depth, h, w) of codes 0..K-1 per codebook, and ``<split>_labels``: (N,) int64, -1 where
+  unlabelled, for the splits ``train`` and ``val`` (what train-prior reads), plus ``test`` where the
+  data has an official test split, or the splits asked for (e.g. ``all``);
+* two-level VQ-VAEs (VQ-VAE-2) add ``<split>_codes_top``: (N, ht, wt), the top map; then
+  ``<split>_codes`` is the bottom map (N, hb, wb), at twice the top's size;
+* metadata key ``vqgen``: JSON with ``kind: "codes"``, ``levels`` (1 or 2; files without it: 1),
+  ``num_codes`` (per codebook), ``code_depth`` (codes per position: 1, or the residual VQ's depth),
+  ``quantizer``, ``latent_shape`` (the bottom map's), ``latent_shape_top`` (two levels),
   ``vqvae_sha256``, ``vqvae_path``, ``dataset``, ``label_names``, ``image``, and per split a count
-  ``num_<split>`` and a codebook audit (``usage``, ``perplexity``, ``top10_share``, ``dead_codes``).
+  ``num_<split>`` and a codebook audit (``usage``, ``perplexity``, ``top10_share``, ``dead_codes``) in
+  ``codebook_audit`` (of the top map: ``codebook_audit_top``).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from vqgen import __version__
 from vqgen.checkpoint import check_output_path, expect_kind, file_sha256, load_vqvae, read_metadata, save_vqgen_file
 from vqgen.data import ImageData, image_data_from_spec
 from vqgen.eval.metrics import CodeHistogram
-from vqgen.batches import make_loader
+from vqgen.data.batches import make_loader
 from vqgen.device import resolve_device
 from vqgen.logs import progress, say, warn
+from vqgen.models.vqvae import MAP_NAMES, level_shapes
 
 LOW_USAGE_WARNING = 0.25
 
@@ -34,19 +40,28 @@ def code_dtype(num_codes: int) -> torch.dtype:
     return torch.int16 if num_codes <= torch.iinfo(torch.int16).max + 1 else torch.int32
 
 
+AUDIT_KEYS = {"codes": "codebook_audit", "codes_top": "codebook_audit_top"}
+
+
 @torch.no_grad()
 def encode_split(model, dataset, batch_size: int, device: torch.device, desc: str):
-    """Stream a split through the encoder -> (codes (N, h, w) or (N, depth, h, w), labels (N,), histogram)."""
+    """Stream a split through the encoder -> (maps, labels (N,), histograms), the maps and their histograms
+    keyed by tensor name: ``codes`` (N, h, w) (residual VQ: (N, depth, h, w)), and with two levels
+    ``codes_top`` (N, ht, wt)."""
     loader = make_loader(dataset, batch_size, shuffle=False, seed=0)
     dtype = code_dtype(model.cfg.num_codes)
-    codes, labels = [], []
-    histogram = CodeHistogram(model.cfg.total_codes)
+    names = MAP_NAMES[model.cfg.levels]
+    maps: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    # all codebooks' codes (K x depth); two levels have one codebook per map (no residual VQ), so K each
+    histograms = {name: CodeHistogram(model.cfg.total_codes) for name in names}
+    labels = []
     for images, y in progress(loader, len(loader), desc):
-        indices = model.encode(images.to(device)).cpu()
-        histogram.add(indices)
-        codes.append(indices.to(dtype))
+        encoded = model.encode(images.to(device))
+        for name, indices in zip(names, encoded if isinstance(encoded, tuple) else (encoded,)):
+            histograms[name].add(indices.cpu())
+            maps[name].append(indices.cpu().to(dtype))
         labels.append(torch.as_tensor(y, dtype=torch.long))
-    return torch.cat(codes), torch.cat(labels), histogram
+    return {name: torch.cat(parts) for name, parts in maps.items()}, torch.cat(labels), histograms
 
 
 def default_splits(data: ImageData) -> list[str]:
@@ -69,15 +84,17 @@ def extract_codes(
     dev = resolve_device(device)
     model, vq_meta = load_vqvae(vqvae_path, dev)
     tensors: dict[str, torch.Tensor] = {}
-    audit: dict[str, dict[str, float]] = {}
+    audits: dict[str, dict[str, dict[str, float]]] = {AUDIT_KEYS[name]: {} for name in MAP_NAMES[model.cfg.levels]}
     for split, dataset in datasets.items():
-        codes, labels, histogram = encode_split(model, dataset, batch_size, dev, f"encoding {split}")
-        tensors[f"{split}_codes"] = codes
+        maps, labels, histograms = encode_split(model, dataset, batch_size, dev, f"encoding {split}")
+        for name, codes in maps.items():
+            tensors[f"{split}_{name}"] = codes
+            audits[AUDIT_KEYS[name]][split] = histograms[name].summary()
         tensors[f"{split}_labels"] = labels
-        audit[split] = histogram.summary()
     meta = {
         "kind": "codes",
         "vqgen_version": __version__,
+        **level_shapes(model.cfg),
         "num_codes": model.cfg.num_codes,
         "code_depth": model.cfg.code_depth,
         "quantizer": model.cfg.quantizer,
@@ -89,7 +106,7 @@ def extract_codes(
         "label_names": data.label_names,
         "image": vq_meta["image"],
         **{f"num_{split}": len(tensors[f"{split}_codes"]) for split in splits},
-        "codebook_audit": audit,
+        **audits,
     }
     save_vqgen_file(out, tensors, meta)
     return meta
@@ -108,8 +125,9 @@ def extract_codes_for(vqvae_path: Path, out: Path, data: str | None = None, data
     images = image_data_from_spec(spec, root=data_root)
     say(images.describe())
     result = extract_codes(vqvae_path, images, out, batch_size=batch_size, device=device)
-    usage = result["codebook_audit"]["train"]["usage"]
-    if usage < LOW_USAGE_WARNING:
-        warn(f"only {usage:.0%} of the codebook is used; the VQ-VAE has collapsed codes "
-             "(try the default EMA + k-means + dead-code restarts)")
+    for key, which in (("codebook_audit", "the codebook"), ("codebook_audit_top", "the top codebook")):
+        usage = result.get(key, {}).get("train", {}).get("usage", 1.0)
+        if usage < LOW_USAGE_WARNING:
+            warn(f"only {usage:.0%} of {which} is used; the VQ-VAE has collapsed codes "
+                 "(try the default EMA + k-means + dead-code restarts)")
     return result

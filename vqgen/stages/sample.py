@@ -2,6 +2,9 @@
 
 Residual VQ: the prior draws (h, w*depth) maps (``vqgen.models.rvq.flat_codes``), turned back into
 stacks (depth, h, w) for decoding and for the samples file.
+
+A two-level prior draws the top map, then the bottom map given it (both with the chosen sampler,
+labels and guidance); the VQ-VAE decodes both, and the samples file holds both maps.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from vqgen.errors import VQGenError
 from vqgen.images import save_grid, save_png
 from vqgen.device import resolve_device
 from vqgen.models.rvq import stacked_codes
-from vqgen.sampling import SAMPLERS, choose_guidance
+from vqgen.models.vqvae import MAP_NAMES
+from vqgen.sampling import SAMPLERS, choose_guidance, sample_maps
 
 
 def parse_labels(
@@ -101,21 +105,25 @@ def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path:
     depth = meta.get("code_depth") or 1
     if vqvae.cfg.code_depth != depth:
         raise VQGenError(f"{vq_path}: has {vqvae.cfg.code_depth} codes per position, but the prior models {depth}")
+    levels = meta.get("levels", 1)
+    if vqvae.cfg.levels != levels:
+        raise VQGenError(f"{vq_path}: a VQ-VAE of {vqvae.cfg.levels} level(s), but the prior {prior_path} has {levels}")
 
     generator = torch.Generator().manual_seed(opts.seed)
-    draw = SAMPLERS[opts.sampler]
-    codes, images = [], []
+    maps: list[tuple[torch.Tensor, ...]] = []  # per batch: (codes,), or (top, bottom)
+    images = []
     for start in range(0, n, opts.batch_size):
         size = min(opts.batch_size, n - start)
         y = torch.tensor(labels[start : start + size]) if labels is not None else None
-        batch = draw(
-            prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator, device=dev,
-            guidance=guidance,
+        batch = sample_maps(
+            SAMPLERS[opts.sampler], prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator,
+            device=dev, guidance=guidance,
         )
-        batch = stacked_codes(batch, depth)
-        codes.append(batch.cpu())
+        if not isinstance(batch, tuple):
+            batch = stacked_codes(batch, depth)  # residual VQ: the prior's (h, w*depth) maps back to stacks
+        maps.append(tuple(m.cpu() for m in batch) if isinstance(batch, tuple) else (batch.cpu(),))
         images.append(vqvae.decode(batch).cpu())
-    codes_t, images_t = torch.cat(codes), torch.cat(images)
+    images_t = torch.cat(images)
 
     make_output_folder(out_dir)
     width = max(4, len(str(n - 1)))
@@ -129,9 +137,11 @@ def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path:
         "prior_path": str(prior_path.resolve()),
         "prior_sha256": file_sha256(prior_path),
         "vqvae_path": str(vq_path.resolve()),
-        "num_codes": meta["num_codes"],
+        "num_codes": k,
         "code_depth": depth,
-        "latent_shape": list(meta["latent_shape"]),
+        "levels": levels,
+        "latent_shape": list(meta["latent_shape"]),  # the VQ-VAE's (bottom) map, not the prior's (h, w*depth)
+        **({"latent_shape_top": meta["latent_shape_top"]} if levels == 2 else {}),
         "label_names": meta.get("label_names"),
         "labels_requested": labels,
         "temperature": temperature,
@@ -142,7 +152,7 @@ def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path:
         "image": vq_meta["image"],
         "dataset": meta.get("dataset"),
     }
-    tensors = {"codes": codes_t.to(torch.int32)}
+    tensors = {name: torch.cat([m[i] for m in maps]).to(torch.int32) for i, name in enumerate(MAP_NAMES[levels])}
     if labels is not None:
         tensors["labels"] = torch.tensor(labels, dtype=torch.long)
     save_vqgen_file(out_dir / "codes.safetensors", tensors, record)

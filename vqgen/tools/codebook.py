@@ -14,7 +14,7 @@ from vqgen.errors import VQGenError
 from vqgen.images import to_pil
 from vqgen.eval.metrics import CodeHistogram
 from vqgen.models.vqvae import VQVAE
-from vqgen.batches import make_loader
+from vqgen.data.batches import make_loader
 from vqgen.device import resolve_device
 from vqgen.tools.common import data_for_vqvae, pick_split
 from vqgen.tools.draw import BACKGROUND, INK, bar_chart, font, save_image, stack
@@ -83,6 +83,8 @@ def codebook_picture(
     if model.cfg.code_depth > 1:
         raise VQGenError(f"{vqvae_path}: a residual VQ-VAE ({model.cfg.code_depth} codebooks); the codebook picture "
                          "is made for one codebook (see its use with `vqgen evaluate --vqvae`)")
+    if model.levels == 2:
+        raise VQGenError(f"{vqvae_path}: a two-level VQ-VAE; the codebook picture is drawn for one-level VQ-VAEs only")
     latent_h, latent_w = model.cfg.latent_shape
     map_size = map_size if map_size is not None else min(latent_h, latent_w, 8)
     if map_size < 1:

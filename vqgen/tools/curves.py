@@ -15,7 +15,8 @@ from vqgen.tools.draw import line_chart, save_image, stack
 VQVAE_PANELS = [
     ("training loss", [("total", "train_loss"), ("recon mse", "train_recon_mse"), ("commitment", "train_commitment")]),
     ("validation PSNR (dB)", [("val psnr", "val_psnr")]),
-    ("codebook: effective codes", [("perplexity", "val_perplexity"), ("codes used", "val_codes_used")]),
+    ("codebook: effective codes", [("perplexity", "val_perplexity"), ("codes used", "val_codes_used"),
+                                   ("top perplexity", "val_top_perplexity")]),
 ]
 PRIOR_PANELS = [
     ("NLL (bits per code)", [("train", "train_bits_per_code"), ("val", "val_bits_per_code"),

@@ -1,4 +1,8 @@
-"""Walk from one image to another: in the encoder's continuous space, and code by code."""
+"""Walk from one image to another: in the encoder's continuous space, and code by code.
+
+Two-level VQ-VAEs walk through the bottom encoder's features (the top map follows them), and swap
+the codes of both maps, top and bottom positions mixed in one random order.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ def latent_walk(model: VQVAE, a: torch.Tensor, b: torch.Tensor, steps: int) -> t
     z = model.encoder(model.to_model(torch.stack([a, b])))
     t = torch.linspace(0, 1, steps, device=z.device).view(-1, 1, 1, 1)
     blends = (1 - t) * z[:1] + t * z[1:]
-    return model.decode(model.quantizer.encode(blends))
+    return model.decode(model.features_to_codes(blends))
 
 
 @torch.no_grad()
@@ -35,16 +39,20 @@ def code_walk(model: VQVAE, a: torch.Tensor, b: torch.Tensor, steps: int, seed: 
 
     Returns (images (steps, C, H, W), how many positions hold different codes in a and b).
     """
-    codes = model.encode(torch.stack([a, b]))
-    code_a, code_b = codes[0].flatten(), codes[1].flatten()
+    encoded = model.encode(torch.stack([a, b]))
+    levels = encoded if isinstance(encoded, tuple) else (encoded,)
+    shapes = [m.shape[1:] for m in levels]
+    code_a, code_b = (torch.cat([m[i].flatten() for m in levels]) for i in (0, 1))  # every level's positions
     order = torch.randperm(code_a.numel(), generator=torch.Generator().manual_seed(seed)).to(code_a.device)
-    maps = []
+    stages = []
     for s in range(steps):
         swapped = round(s / (steps - 1) * code_a.numel())
         mixed = code_a.clone()
         mixed[order[:swapped]] = code_b[order[:swapped]]
-        maps.append(mixed.view(codes.shape[1:]))
-    return model.decode(torch.stack(maps)), int((code_a != code_b).sum())
+        stages.append(mixed)
+    mixed = torch.stack(stages).split([shape.numel() for shape in shapes], dim=1)
+    maps = tuple(part.view(steps, *shape) for part, shape in zip(mixed, shapes))
+    return model.decode(maps if len(maps) > 1 else maps[0]), int((code_a != code_b).sum())
 
 
 def interpolate(
@@ -75,6 +83,6 @@ def interpolate(
     for images, path in ((latent, out), (codes, codes_out)):
         strip = torch.cat([a[None], images.float(), b[None]]).cpu()
         save_grid(strip, path, nrow=len(strip))
-    h, w = model.cfg.latent_shape
+    shapes = [model.cfg.latent_shape] + ([model.cfg.top_latent_shape] if model.levels == 2 else [])
     return {"latent": str(out), "codes": str(codes_out), "steps": steps, "differing_codes": differing,
-            "num_positions": h * w}
+            "num_positions": sum(h * w for h, w in shapes)}

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from vqgen import __version__
-from vqgen.batches import make_loader
+from vqgen.data.batches import make_loader
 from vqgen.checkpoint import read_metadata, save_vqgen_file
 from vqgen.config import ClassifierTrainOptions, to_dict
 from vqgen.data import ImageData

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from vqgen import distributed as dist
-from vqgen.batches import Batches
+from vqgen.data.batches import Batches
 from vqgen.config import TrainOptions
 from vqgen.checkpoint import check_output_path
 from vqgen.device import autocast, grad_scaler, resolve_device, seed_everything

@@ -5,6 +5,10 @@ nats and bits per code over the whole split) and what it keeps (the best-validat
 ``vqgen.train.loop.fit`` does the training itself. Residual VQ stacks (N, depth, h, w) are read
 as (N, h, w*depth) maps (``vqgen.models.rvq.flat_codes``): the PixelCNN models them in raster order
 over (position, depth), with an embedding of each column's depth added to its codes'.
+
+The codes of a two-level VQ-VAE get a ``TwoLevelPrior`` (``vqgen.models.hierarchy``): the top and
+the bottom prior trained as one model, on the NLL per code of both maps together (also what picks
+the best epoch), with each level's NLL logged beside it; one file holds both.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from torch.utils.data import TensorDataset
 
 from vqgen import __version__
 from vqgen import distributed as dist
-from vqgen.batches import Batches, make_loader
+from vqgen.data.batches import Batches, make_loader
 from vqgen.checkpoint import check_output_path, load_vqgen_file, save_vqgen_file
-from vqgen.config import PriorConfig, PriorTrainOptions, to_dict
+from vqgen.config import PriorConfig, PriorTrainOptions, TwoLevelPriorConfig, to_dict
 from vqgen.device import memory_format
 from vqgen.errors import VQGenError
 from vqgen.logs import say
@@ -52,37 +56,62 @@ class CodeFile:
     def labelled(self) -> bool:
         return bool(self.meta.get("label_names")) and bool((self.train.tensors[1] >= 0).all())
 
+    @property
+    def levels(self) -> int:
+        return self.meta.get("levels", 1)
+
     def identity(self) -> dict[str, Any]:
         """What a resumed prior run must find unchanged in its code file."""
         keys = ("num_codes", "latent_shape", "vqvae_sha256", "label_names", "num_train", "num_val")
         return {k: self.meta.get(k) for k in keys}
 
 
-def load_codes(path: Path) -> CodeFile:
-    """Read and check a code file -> datasets of (code map long (h, w), or (h, w*depth) for stacks, label long)."""
-    tensors, meta = load_vqgen_file(path, "codes")
+def code_split(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], split: str) -> TensorDataset:
+    """One split of a code file, checked: (code map long (h, w), or (h, w*depth) for residual VQ stacks, label
+    long), and with two levels the top map (ht, wt) third."""
     k, depth = meta["num_codes"], meta.get("code_depth") or 1
-    shape = tuple(meta["latent_shape"]) if depth == 1 else (depth, *meta["latent_shape"])
-    splits = []
-    for split in ("train", "val"):
-        try:
-            codes, labels = tensors[f"{split}_codes"].long(), tensors[f"{split}_labels"].long()
-        except KeyError as e:
-            raise VQGenError(f"{path}: code file lacks the tensor {e.args[0]}") from e
+    names = [("codes", "latent_shape")] + ([("codes_top", "latent_shape_top")] if meta.get("levels", 1) == 2 else [])
+    try:
+        labels = tensors[f"{split}_labels"].long()
+        maps = [(tensors[f"{split}_{name}"].long(), meta[shape]) for name, shape in names]
+    except KeyError as e:
+        raise VQGenError(f"{path}: code file lacks the tensor or entry {e.args[0]}") from e
+    for codes, shape in maps:
+        shape = tuple(shape) if depth == 1 else (depth, *shape)
         if codes.numel() and (codes.min() < 0 or codes.max() >= k):
             raise VQGenError(f"{path}: {split} codes lie outside 0..{k - 1}")
         if codes.shape[1:] != shape or len(labels) != len(codes):
             raise VQGenError(f"{path}: {split} tensors do not match the recorded shape {list(shape)}")
-        splits.append(TensorDataset(flat_codes(codes), labels))
+    return TensorDataset(flat_codes(maps[0][0]), labels, *(flat_codes(codes) for codes, _ in maps[1:]))
+
+
+def load_codes(path: Path) -> CodeFile:
+    """Read and check a code file -> datasets of (code map long (h, w) or (h, w*depth), label long[, top codes
+    long (ht, wt)])."""
+    tensors, meta = load_vqgen_file(path, "codes")
+    splits = [code_split(path, tensors, meta, split) for split in ("train", "val")]
     if len(splits[0]) == 0:
         raise VQGenError(f"{path}: the code file holds no training codes")
     return CodeFile(path, meta, *splits)
 
 
+def histogram_bits(train: TensorDataset, val: TensorDataset, num_codes: int) -> tuple[float, dict[str, float]]:
+    """Bits per ``val`` code of the histogram-only model of the ``train`` codes (datasets of ``load_codes``):
+    (over every code, {}); with two levels one histogram per level, (averaged over every code of both
+    maps, {"top": ..., "bottom": ...})."""
+    if len(train.tensors) == 2:
+        return histogram_bits_per_code(train.tensors[0], val.tensors[0], num_codes), {}
+    levels = {name: (histogram_bits_per_code(train.tensors[i], val.tensors[i], num_codes), val.tensors[i].numel())
+              for name, i in (("top", 2), ("bottom", 0))}
+    overall = sum(bits * n for bits, n in levels.values()) / max(1, sum(n for _, n in levels.values()))
+    return overall, {name: bits for name, (bits, _) in levels.items()}
+
+
 class PriorTrainer(Trainer):
     stage, what = "prior", "the prior loss"
 
-    def __init__(self, codes: CodeFile, cfg: PriorConfig, opts: PriorTrainOptions, device: torch.device, out: Path):
+    def __init__(self, codes: CodeFile, cfg: PriorConfig | TwoLevelPriorConfig, opts: PriorTrainOptions,
+                 device: torch.device, out: Path):
         self.codes, self.cfg, self.opts, self.device, self.out = codes, cfg, opts, device, out
         self.model = build_prior(cfg).to(device, memory_format=memory_format(device, opts.amp))
         self.train_batches = make_loader(codes.train, opts.batch_size, shuffle=True, seed=opts.seed, drop_last=True)
@@ -90,7 +119,7 @@ class PriorTrainer(Trainer):
         self.hooks = {}
         self.improved = False
         # what a model that knows only how often each code occurs needs: the structure learned is the gap
-        self.histogram_bits = histogram_bits_per_code(codes.train.tensors[0], codes.val.tensors[0], cfg.num_codes)
+        self.histogram_bits = histogram_bits(codes.train, codes.val, cfg.num_codes)[0]
 
     def run_identity(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "codes": self.codes.identity(), "options": to_dict(self.opts)}
@@ -99,17 +128,25 @@ class PriorTrainer(Trainer):
         return y.to(self.device) if self.model.conditional else None
 
     def loss(self, net: torch.nn.Module, batch: Any, step: int) -> StepResult:
+        if len(batch) == 3:  # two levels
+            sums, counts = level_nll_sums(net, batch, self.device, self.model.conditional)
+            loss = sum(sums.values()) / sum(counts.values())
+            levels = {f"{level}_nll": (sums[level] / counts[level]).item() for level in sums}
+            return StepResult(loss, {"nll": loss.item(), **levels})
         x, y = batch
         x = x.to(self.device)
         loss = F.cross_entropy(net(x, self.labels(y)).float(), x)
         return StepResult(loss, {"nll": loss.item()})
 
     def evaluate(self) -> dict[str, float]:
-        return {"nll": evaluate_prior(self.model, self.val_batches, self.device)}
+        return evaluate_prior_levels(self.model, self.val_batches, self.device)
 
     def epoch_metrics(self, train: dict[str, float], val: dict[str, float], progress: Progress) -> dict[str, Any]:
         self.improved = progress.best is None or val["nll"] < progress.best
         progress.best = val["nll"] if self.improved else progress.best
+        levels = {f"{split}_{key.removesuffix('_nll')}_bits_per_code": nats_to_bits(value)
+                  for split, numbers in (("train", train), ("val", val))
+                  for key, value in numbers.items() if key != "nll"}
         return {
             "train_nll_nats": train["nll"],
             "train_bits_per_code": nats_to_bits(train["nll"]),
@@ -118,15 +155,18 @@ class PriorTrainer(Trainer):
             "best_val_bits_per_code": nats_to_bits(progress.best),
             "histogram_bits_per_code": self.histogram_bits,
             "learned_bits_per_code": self.histogram_bits - nats_to_bits(val["nll"]),
+            **levels,
         }
 
     def report(self, m: dict[str, Any]) -> None:
         mark = " [green](best, saved)[/green]" if self.improved else ""
+        levels = (f"; top {m['val_top_bits_per_code']:.3f}, bottom {m['val_bottom_bits_per_code']:.3f}"
+                  if "val_top_bits_per_code" in m else "")
         say(
             f"[bold]prior epoch {m['epoch']}[/bold]  train {m['train_nll_nats']:.4f} nats "
             f"({m['train_bits_per_code']:.3f} bits/code)  val {m['val_nll_nats']:.4f} nats "
-            f"([cyan]{m['val_bits_per_code']:.3f} bits/code[/cyan], histogram alone {m['histogram_bits_per_code']:.3f})"
-            f"{mark}  ({m['elapsed_s']:.0f}s)"
+            f"([cyan]{m['val_bits_per_code']:.3f} bits/code[/cyan]{levels}, histogram alone "
+            f"{m['histogram_bits_per_code']:.3f}){mark}  ({m['elapsed_s']:.0f}s)"
         )
 
     def save(self, metrics: dict[str, Any], last: bool) -> None:
@@ -163,26 +203,56 @@ def train_prior_on(codes_path: Path, cfg: PriorConfig, opts: PriorTrainOptions, 
     cfg = cfg.with_label_dropout_for(conditional)
     cfg.validate()
     kind = f"conditional on {cfg.num_classes} classes" if conditional else "unconditional"
-    say(f"prior: {len(codes.train)} train / {len(codes.val)} val code maps, {kind}")
+    levels = ", top and bottom priors" if codes.levels == 2 else ""
+    say(f"prior: {len(codes.train)} train / {len(codes.val)} val code maps, {kind}{levels}")
+    if codes.levels == 2:
+        if cfg.arch != "pixelcnn":
+            raise VQGenError(f"{codes_path}: the codes of a two-level VQ-VAE take --arch pixelcnn priors (its bottom "
+                             f"prior is conditioned on the top map), not --arch {cfg.arch}")
+        return train_prior(codes, TwoLevelPriorConfig.for_maps(cfg, codes.meta["latent_shape_top"]), opts, out, resume)
     return train_prior(codes, cfg, opts, out, resume)
 
 
+def level_nll_sums(net: torch.nn.Module, batch: Any, device: torch.device,
+                   conditional: bool) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Summed NLL (nats) and number of codes of each level of a batch: {"codes"} of one map (codes, labels),
+    {"top", "bottom"} of two levels (bottom codes, labels, top codes)."""
+    x, y = batch[0].to(device), batch[1].to(device) if conditional else None
+    if len(batch) == 2:
+        return {"codes": F.cross_entropy(net(x, y).float(), x, reduction="sum")}, {"codes": x.numel()}
+    top = batch[2].to(device)
+    top_logits, bottom_logits = net(top, x, y)
+    sums = {"top": F.cross_entropy(top_logits.float(), top, reduction="sum"),
+            "bottom": F.cross_entropy(bottom_logits.float(), x, reduction="sum")}
+    return sums, {"top": top.numel(), "bottom": x.numel()}
+
+
 @torch.no_grad()
-def evaluate_prior(model: CodePrior, batches: Batches, device: torch.device) -> float:
-    """Mean NLL in nats per code over a whole split (summed across ranks)."""
+def evaluate_prior_levels(model: torch.nn.Module, batches: Batches, device: torch.device) -> dict[str, float]:
+    """Mean NLL in nats per code over a whole split (summed across ranks): ``nll`` over every code, and with
+    two levels each level's too (``top_nll``, ``bottom_nll``)."""
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = torch.zeros((), dtype=torch.float64, device=device)
-    for x, y in batches:
-        x = x.to(device)
-        y = y.to(device) if model.conditional else None
-        total += F.cross_entropy(model(x, y).float(), x, reduction="sum").double()
-        count += x.numel()
-    total, count = dist.all_reduce_sum(total), dist.all_reduce_sum(count)
-    return float(total / count.clamp_min(1))
+    levels = ("top", "bottom") if getattr(model, "levels", 1) == 2 else ("codes",)
+    totals = {level: torch.zeros(2, dtype=torch.float64, device=device) for level in levels}  # (nats, codes)
+    for batch in batches:
+        sums, counts = level_nll_sums(model, batch, device, model.conditional)
+        for level in levels:
+            totals[level][0] += sums[level].double()
+            totals[level][1] += counts[level]
+    reduced = {level: dist.all_reduce_sum(t) for level, t in totals.items()}
+    overall = sum(reduced.values())
+    result = {"nll": float(overall[0] / overall[1].clamp_min(1))}
+    if len(reduced) > 1:
+        result.update({f"{level}_nll": float(t[0] / t[1].clamp_min(1)) for level, t in reduced.items()})
+    return result
 
 
-def save_prior(out: Path, model: CodePrior, codes: CodeFile, metrics: dict[str, Any],
+def evaluate_prior(model: torch.nn.Module, batches: Batches, device: torch.device) -> float:
+    """Mean NLL in nats per code over a whole split, every level's codes together."""
+    return evaluate_prior_levels(model, batches, device)["nll"]
+
+
+def save_prior(out: Path, model: torch.nn.Module, codes: CodeFile, metrics: dict[str, Any],
                opts: PriorTrainOptions) -> None:
     keep = ("vqvae_path", "vqvae_sha256", "dataset", "label_names", "image", "latent_shape", "num_codes", "code_depth")
     meta = {
@@ -190,6 +260,8 @@ def save_prior(out: Path, model: CodePrior, codes: CodeFile, metrics: dict[str, 
         "vqgen_version": __version__,
         "config": model.cfg.to_dict(),
         **{k: codes.meta.get(k) for k in keep},
+        "levels": codes.levels,
+        **({"latent_shape_top": codes.meta["latent_shape_top"]} if codes.levels == 2 else {}),
         "codes_path": str(codes.path.resolve()),
         "epoch": metrics["epoch"],
         "metrics": metrics,

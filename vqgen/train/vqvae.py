@@ -15,7 +15,7 @@ import torch
 
 from vqgen import __version__
 from vqgen import distributed as dist
-from vqgen.batches import Batches, make_loader
+from vqgen.data.batches import Batches, make_loader
 from vqgen.checkpoint import check_output_path, save_vqgen_file
 from vqgen.config import DataOptions, VQVAETrainOptions, to_dict
 from vqgen.data import ImageData, load_image_data, spread
@@ -23,7 +23,7 @@ from vqgen.device import memory_format, resolve_device
 from vqgen.images import interleave, save_grid
 from vqgen.logs import say
 from vqgen.eval.metrics import CodeHistogram, psnr_per_image
-from vqgen.models.vqvae import VQVAE, VQVAEConfig
+from vqgen.models.vqvae import VQVAE, VQVAEConfig, level_shapes
 from vqgen.train.gan import GanTrainer
 from vqgen.train.loop import StepResult, Trainer, artifact_path, fit, prepare_run, warmup_cosine
 
@@ -54,7 +54,8 @@ class VQVAETrainer(Trainer):
 
     def start(self, total_steps: int) -> None:
         # after restore: a new --epochs moves both
-        self.model.quantizer.set_restart_horizon(total_steps)
+        for quantizer in self.model.quantizers.values():
+            quantizer.set_restart_horizon(total_steps)
         self.gan.follow_schedule(warmup_cosine(total_steps, self.opts.warmup_steps))
 
     def loss(self, net: torch.nn.Module, batch: Any, step: int) -> StepResult:
@@ -64,7 +65,9 @@ class VQVAETrainer(Trainer):
         recon_loss, logs = self.gan.generator_loss(recon, target, step)
         loss = recon_loss + q.loss
         logged = {"loss": loss.item(), "recon_mse": logs["mse"], "commitment": q.commitment.item()}
-        return StepResult(loss, logged, outputs=(recon, target), shown={"dead": self.model.quantizer.dead_codes()})
+        shown = {f"{name}_dead" if name == "top" else "dead": quantizer.dead_codes()
+                 for name, quantizer in self.model.quantizers.items()}
+        return StepResult(loss, logged, outputs=(recon, target), shown=shown)
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_vqvae(self.model, self.val_batches, self.device)
@@ -74,7 +77,9 @@ class VQVAETrainer(Trainer):
             f"[bold]vqvae epoch {m['epoch']}[/bold]  train mse {m['train_recon_mse']:.5f}  "
             f"val psnr [green]{m['val_psnr']:.2f} dB[/green]  val mse {m['val_mse']:.5f}  "
             f"perplexity {m['val_perplexity']:.1f}  codes used {m['val_codes_used']}/{m['val_num_codes']}  "
-            f"({m['elapsed_s']:.0f}s)"
+            + (f"top: perplexity {m['val_top_perplexity']:.1f}  codes used {m['val_top_codes_used']}  "
+               if "val_top_perplexity" in m else "")
+            + f"({m['elapsed_s']:.0f}s)"
         )
         if "gan_d_loss" in m:
             say(
@@ -118,9 +123,11 @@ def train_vqvae_on(data_opts: DataOptions, cfg: VQVAEConfig, opts: VQVAETrainOpt
 
 @torch.no_grad()
 def evaluate_vqvae(model: VQVAE, batches: Batches, device: torch.device) -> dict[str, float]:
-    """Reconstruction MSE/PSNR (images in [0, 1]) and codebook usage over a whole split."""
+    """Reconstruction MSE/PSNR (images in [0, 1]) and codebook usage over a whole split (the top level's
+    as ``top_<key>`` with two levels)."""
     model.eval()
     histogram = CodeHistogram(model.cfg.total_codes, device)
+    top_histogram = CodeHistogram(model.cfg.num_codes, device)
     sq_err = torch.zeros((), device=device, dtype=torch.float64)
     psnr_sum = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.float64)
@@ -134,14 +141,21 @@ def evaluate_vqvae(model: VQVAE, batches: Batches, device: torch.device) -> dict
         count += images.shape[0]
         pixels = images[0].numel()
         histogram.add(q.indices)
+        if model.levels == 2:
+            top_histogram.add(q.top.indices)
     sq_err, psnr_sum, count = (dist.all_reduce_sum(t) for t in (sq_err, psnr_sum, count))
     histogram.reduce()
     mse = float(sq_err / (count * pixels))
+    top = {}
+    if model.levels == 2:
+        top_histogram.reduce()
+        top = {f"top_{key}": value for key, value in top_histogram.summary().items()}
     return {
         "mse": mse,
         "psnr": float(psnr_sum / count),
         "psnr_of_mean_mse": 10 * math.log10(1 / max(mse, 1e-12)),
         **histogram.summary(),
+        **top,
     }
 
 
@@ -155,6 +169,7 @@ def save_vqvae(out: Path, model: VQVAE, data: ImageData, metrics: dict[str, Any]
         "image": {"channels": data.channels, "size": list(data.image_size), "pixel_range": [0, 1]},
         "model_space": f"[-1, 1] (x * 2 - 1); reconstruction loss is {opts.gan.recon_loss.upper()} there",
         "latent_shape": list(model.cfg.latent_shape),
+        **level_shapes(model.cfg),
         "epoch": metrics["epoch"],
         "metrics": metrics,
         "train_options": to_dict(opts),

@@ -8,7 +8,7 @@ resample and blur the image, and the model then learns blurrier images than the 
 The border that the shift uncovers repeats the edge row or column (black stays black on MNIST).
 
 The shift of each image is a function of (seed, epoch, index) alone (``draw_shifts``); the
-batches of ``vqgen.batches`` apply it to a whole batch at once, so resuming, the batch size and
+batches of ``vqgen.data.batches`` apply it to a whole batch at once, so resuming, the batch size and
 the number of torchrun processes do not change what any image looks like.
 """
 

@@ -7,7 +7,7 @@ evaluation over a split is exact). ``set_epoch(epoch, skip)`` picks the epoch's 
 run resumed in the middle of an epoch, starts after the batches it has already trained on.
 
 Shift augmentation (``max_shift`` > 0) moves each training image by up to that many whole pixels
-(``vqgen.augment``). The shift of an image is a function of (seed, epoch, index) alone, applied to
+(``vqgen.data.augment``). The shift of an image is a function of (seed, epoch, index) alone, applied to
 the whole batch at once: resuming, the batch size and the number of processes do not change what
 any image looks like.
 """
@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vqgen import distributed as dist
-from vqgen.augment import draw_shifts, shift_images
+from vqgen.data.augment import draw_shifts, shift_images
 from vqgen.errors import VQGenError
 
 
