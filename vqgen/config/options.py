@@ -1,0 +1,230 @@
+"""The options of the stages: data, training (every trainer, the GAN), evaluation and sampling."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vqgen.config import check, option
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class DataOptions:
+    """Which images, at what size, and how they are split (``vqgen.data.load_image_data``)."""
+
+    data: str = option("mnist5k", "mnist5k (shipped), mnist, fashion-mnist, cifar10, or a folder of images.")
+    root: str = option("data", "Where torchvision datasets are downloaded.", flag="--data-root")
+    image_size: int | None = option(None, "Resize (shorter side) and centre-crop to this size.")
+    channels: int | None = option(None, "Force 1 (grey) or 3 (RGB); default: detect.")
+    val_fraction: float = option(0.1, "Share of images held out for validation.")
+    split_seed: int = option(0, "Seed of the train/validation split (kept apart from --seed, so seed sweeps share one split).")
+    skip_bad_images: bool = option(False, "Skip unreadable image files (with a warning) instead of failing.",
+                                   flag="--skip-bad-images")
+
+
+# ----------------------------------------------------------------------------- training (every trainer)
+
+
+@dataclass
+class TrainOptions:
+    """What every training run has: the schedule, seeding, device and precision, saving."""
+
+    epochs: int = option(100, "Passes over the training split.")
+    batch_size: int = option(16, "Batch size per process (global = this x processes).")
+    lr: float = option(2e-3, "Peak learning rate (warm-up, then cosine decay).")
+    warmup_steps: int = 100
+    seed: int = option(0, "Seed for initialisation and data order (CPU runs repeat exactly).")
+    device: str = option("auto", "auto, cpu or cuda.")
+    amp: str = option(
+        "auto", "Mixed precision: auto (bf16 where the GPU or CPU does it natively, else float32), off, bf16, "
+        "or fp16 (CUDA only)."
+    )
+    compile: bool = option(False, "torch.compile the model.")
+    num_workers: int = option(0, "DataLoader worker processes.", flag="--workers")
+    save_every: int = option(
+        1, "Epochs between resumable training states (OUT.resume.safetensors); also saved after the last epoch "
+        "and on Ctrl-C/SIGTERM."
+    )
+
+    def validate(self) -> None:
+        check(self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}")
+        check(self.lr > 0, f"--lr must be positive, not {self.lr}")
+        check(self.save_every >= 1, f"--save-every must be at least 1, not {self.save_every}")
+        check(self.num_workers >= 0, f"--workers must be 0 or more, not {self.num_workers}")
+        check(self.amp in ("auto", "off", "bf16", "fp16"), f"--amp must be auto, off, bf16 or fp16, not {self.amp!r}")
+
+
+@dataclass
+class GanOptions:
+    """Loss options of ``train-vqvae`` beyond the VQ-VAE's own; recorded as train_options["gan"]."""
+
+    gan: bool = option(False, "VQGAN-style training: add a PatchGAN discriminator (hinge loss, adaptive weight).")
+    gan_start: int = option(500, "Steps of plain reconstruction training before the discriminator joins.")
+    gan_weight: float = option(0.1, "Factor on the adaptive weight of the adversarial loss.")
+    disc_layers: int | None = option(
+        None, "Stride-2 layers of the discriminator (patch size grows with it); default: as many as the image size "
+        "allows, at most 3."
+    )
+    disc_channels: int = option(64, "Channels of the first discriminator layer.")
+    recon_loss: str = option(
+        "psnr", "Pixel reconstruction loss: psnr (mean per-image log-MSE, i.e. the mean PSNR), mse, l1 or l1+mse."
+    )
+    perceptual_weights: str | None = option(
+        None, "torchvision VGG16 weights file (.pth or .safetensors): adds an LPIPS-style perceptual loss."
+    )
+    perceptual_weight: float = option(1.0, "Weight of the perceptual loss (needs --perceptual-weights).")
+    max_adaptive_weight: float = 1e4  # VQGAN's clamp
+
+    def validate(self) -> None:
+        from pathlib import Path
+
+        from vqgen.losses import RECON_LOSSES
+
+        check(self.recon_loss in RECON_LOSSES,
+              f"--recon-loss must be one of {', '.join(RECON_LOSSES)}, not {self.recon_loss!r}")
+        check(self.gan_start >= 0, f"--gan-start must be 0 or more steps, not {self.gan_start}")
+        check(self.gan_weight >= 0, f"--gan-weight must be 0 or more, not {self.gan_weight}")
+        check(self.perceptual_weight >= 0, f"--perceptual-weight must be 0 or more, not {self.perceptual_weight}")
+        check(self.perceptual_weights is not None or self.perceptual_weight == 1.0,
+              "--perceptual-weight needs --perceptual-weights PATH (torchvision's VGG16 weights file); "
+              "vqgen downloads no pretrained networks")
+        check(self.perceptual_weights is None or Path(self.perceptual_weights).is_file(),
+              f"{self.perceptual_weights}: --perceptual-weights file not found (give torchvision's VGG16 weights file)")
+        if self.gan and self.disc_layers is not None:
+            self.disc_config(3).validate()
+
+    def for_image(self, image_size: tuple[int, int]) -> GanOptions:
+        """These options with ``disc_layers`` chosen for ``image_size`` when it was left open: the most stride-2
+        layers (up to 3, VQGAN's) that still leave the last two 4x4 convs a 4x4 map."""
+        if self.disc_layers is not None:
+            return self
+        fits = max(1, int(math.log2(max(1, min(image_size)) / 4))) if min(image_size) >= 8 else 1
+        return dataclasses.replace(self, disc_layers=min(3, fits))
+
+    def disc_config(self, in_channels: int):
+        from vqgen.models.discriminator import DiscriminatorConfig
+
+        return DiscriminatorConfig(in_channels=in_channels, channels=self.disc_channels, layers=self.disc_layers)
+
+
+@dataclass
+class VQVAETrainOptions(TrainOptions):
+    # the default recipe is the fast one (README command 1 in minutes on a laptop CPU); --preset best is the long one
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 4e-3
+    augment_shift: int = option(2, "Shift training images by up to this many whole pixels, at random each epoch (0: off).")
+    gan: GanOptions = option(factory=GanOptions)  # loss options: --recon-loss, perceptual, --gan
+
+    def validate(self) -> None:
+        super().validate()
+        self.gan.validate()  # --augment-shift is checked where the loader is made
+
+
+@dataclass
+class PriorTrainOptions(TrainOptions):
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+
+
+@dataclass
+class ClassifierTrainOptions(TrainOptions):
+    epochs: int = 8
+    batch_size: int = 128
+    min_steps: int = option(200, "Train at least this many steps (more epochs on small datasets).")
+    width: int = option(16, "Channels of the first conv layer (then 2x, 4x).")
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.min_steps >= 0, f"--min-steps must not be negative, not {self.min_steps}")
+        check(self.width >= 1, f"--width must be positive, not {self.width}")
+
+
+# --preset NAME of train-vqvae: values for the options not given on the command line
+VQVAE_PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"epochs": 40, "batch_size": 64, "lr": 4e-3},  # the defaults
+    "best": {"epochs": 100, "batch_size": 16, "lr": 2e-3},  # the last dB, at about 5x the time
+}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+SPLITS = ("train", "val", "test", "all")
+SPLIT_HELP = ("train, val, test (mnist/fashion-mnist/cifar10: the official test split) or all (every image, "
+              "unsplit; e.g. a folder kept for testing).")
+
+
+@dataclass
+class EvaluateRequest:
+    """Every option of `vqgen evaluate`, with its default."""
+
+    vqvae: Path | None = option(None, "VQ-VAE checkpoint (or mnist5k, shipped): reconstruction MSE/PSNR/SSIM, "
+                                "codebook use, FD/KID.")
+    codes: Path | None = option(None, "Code file: held-out codes for the prior, and its codebook audit.")
+    prior: Path | None = option(None, "Prior checkpoint (or mnist5k, shipped): NLL, bits per code and dimension, "
+                                "vs the code histogram.")
+    samples: Path | None = option(None, "Folder written by `vqgen sample`: FD/KID, precision/recall vs real images, "
+                                  "class scores.")
+    data: str | None = option(None, "Dataset of the real images; default: the one the given files record.")
+    data_root: Path = option(Path("data"), "Where torchvision datasets are downloaded.")
+    split: str = option("val", SPLIT_HELP)
+    classifier: Path | None = option(None, "Reference classifier; default: the cached "
+                                     "classifier-<data>-<C>x<H>x<W>.safetensors beside the checkpoints.")
+    train_classifier: bool = option(False, "Train the reference classifier when none fits, and cache it; default: "
+                                    "fail, saying how to train it.", flag="--train-classifier")
+    inception_weights: Path | None = option(None, "torchvision inception_v3 state dict (.safetensors) for the "
+                                            "standard FID; default: none (not computed).")
+    json_out: Path | None = option(None, "Also write the results as JSON here; default: table only.", flag="--json")
+    batch_size: int = option(256, "Batch size.")
+    device: str = option("auto", "auto, cpu or cuda.")
+    seed: int = option(0, "Seed of the real subsets and KID subsets.")
+    kid_subsets: int = option(100, "Random subsets KID is averaged over.")
+    kid_subset_size: int = 1000
+
+    def validate(self) -> None:
+        check(any((self.vqvae, self.codes, self.prior, self.samples)),
+              "nothing to evaluate: give at least one of --vqvae, --codes, --prior, --samples")
+        check(self.split in SPLITS, f"--split must be one of {', '.join(SPLITS)}, not {self.split!r}")
+        check(self.batch_size >= 1, f"--batch-size must be positive, not {self.batch_size}")
+        check(self.kid_subsets >= 1, f"--kid-subsets must be positive, not {self.kid_subsets}")
+        check(self.samples is None or self.samples.is_dir(), f"{self.samples}: no such folder of samples")
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+GUIDED_SCALE = 2.0  # the default guidance for priors trained with label dropout: bench/samples.py's best row
+
+
+@dataclass
+class SampleOptions:
+    """How `vqgen sample` (and ``vqgen.sample_codes``) draws; the defaults are the best row of bench/samples.py."""
+
+    n: int = option(64, "Number of images (--label all: spread over the classes).")
+    label: str | None = option(None, "Class index or name, a comma list, or 'all' (one row per class; the default).")
+    temperature: float = option(1.0, "Softmax temperature (> 0).")
+    top_k: int | None = option(None, "Sample only among the k most likely codes.")
+    guidance: float | None = option(
+        None, f"Classifier-free guidance scale S >= 0 (1: none; needs a prior trained with --label-dropout); "
+        f"default: {GUIDED_SCALE:g} for such a prior, else 1."
+    )
+    sampler: str = option("cached", "cached (fast) or full (recompute the whole map per code).")
+    batch_size: int = option(64, "Batch size.")
+    seed: int = option(0, "Seed (CPU runs repeat exactly).")
+    device: str = option("auto", "auto, cpu or cuda.")
+    allow_vqvae_mismatch: bool = option(
+        False, "Decode even if the VQ-VAE is not the one the prior was fit to.", flag="--allow-vqvae-mismatch"
+    )
+
+    def validate(self) -> None:
+        check(self.n >= 1, f"--n must be at least 1, not {self.n}")
+        check(self.temperature > 0, f"--temperature must be positive, not {self.temperature}")
+        check(self.batch_size >= 1, f"--batch-size must be positive, not {self.batch_size}")
+        check(self.guidance is None or self.guidance >= 0, f"--guidance must be >= 0, not {self.guidance}")
