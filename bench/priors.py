@@ -118,6 +118,7 @@ def sample_scores(row: dict[str, Any], classifier: Path, work: Path, args) -> No
     row["sample_s"] = time.perf_counter() - started
     scores = evaluate(EvaluateRequest(samples=folder, classifier=classifier, device=args.device, seed=args.seed))
     row["in_class"], row["fd"] = scores["samples"].get("class_agreement"), scores["samples"]["fd"]
+    row["fd_floor"] = scores["samples"]["floor_fd"]  # real against real images, at the same count
 
 
 def bench_dataset(name: str, data: str, vqvae: Path | None, args) -> tuple[list[dict[str, Any]], list[PriorConfig]]:
@@ -184,7 +185,7 @@ def tables(results: dict[str, list[dict[str, Any]]], speed: list[dict[str, Any]]
         for r in rows:
             in_class = "" if r["in_class"] is None else f"{r['in_class']:.1%}"
             lines.append(f"| {data} | {r['name']} | {r['params']:,} | {r['epochs']} | {r['train_s']:.0f} | "
-                         f"{r['val_bits_per_code']:.3f} | {in_class} | {r['fd']:.2f} | {r['sample_s']:.1f} |")
+                         f"{r['val_bits_per_code']:.3f} | {in_class} | {r['fd']:.2f} | {r['fd_floor']:.2f} | {r['sample_s']:.1f} |")
     lines += ["", "| latent | prior | cached s / 1,000 | full s / 1,000 | speed-up | codes = full | full timing |",
               "|---|---|---:|---:|---:|---|---|"]
     for s in speed:

@@ -10,6 +10,8 @@ from vqgen.losses import reconstruction_loss
 from vqgen.models.vqvae import VQVAE
 
 CPU = torch.device("cpu")
+# the CUDA cases join whenever a GPU is present (CI has none; the device machine does)
+DEVICES = [CPU, *([torch.device("cuda")] if torch.cuda.is_available() else [])]
 
 
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "off")])
@@ -34,23 +36,28 @@ def test_fp16_needs_a_gpu_and_bad_values_are_refused():
         dev.resolve_amp(CPU, "half")
 
 
-def one_step(amp: str) -> torch.Tensor:
+def one_step(amp: str, device: torch.device = CPU) -> torch.Tensor:
     torch.manual_seed(0)
     cfg = VQVAEConfig(hidden_channels=16, res_channels=8, num_res_blocks=1, num_codes=16, code_dim=8)
-    model = VQVAE(cfg).to(memory_format=dev.memory_format(CPU, amp))
+    model = VQVAE(cfg).to(device, memory_format=dev.memory_format(device, amp))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    images = torch.rand(8, 1, 28, 28)
-    with dev.autocast(CPU, amp):
+    scaler = dev.grad_scaler(device, amp)
+    images = torch.rand(8, 1, 28, 28).to(device)
+    with dev.autocast(device, amp):
         recon, q = model(images)
         loss = reconstruction_loss(recon.float(), model.to_model(images), "psnr") + q.loss
-    loss.backward()
-    optimizer.step()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
     assert torch.isfinite(loss)
-    return model.decoder.last_layer.weight.detach().clone()
+    return model.decoder.last_layer.weight.detach().cpu().clone()
 
 
-def test_float32_and_bf16_training_steps_both_work_and_differ():
-    fp32, bf16 = one_step("off"), one_step("bf16")
-    assert torch.isfinite(bf16).all()
-    assert not torch.equal(fp32, bf16)  # bf16 really ran: its rounding moved the weights differently
-    torch.testing.assert_close(fp32, bf16, atol=0.05, rtol=0)  # but it is the same step
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_float32_and_mixed_precision_training_steps_both_work_and_differ(device):
+    fp32 = one_step("off", device)
+    for amp in ["bf16", *(["fp16"] if device.type == "cuda" else [])]:
+        mixed = one_step(amp, device)
+        assert torch.isfinite(mixed).all()
+        assert not torch.equal(fp32, mixed), amp  # the low precision really ran: its rounding moved the weights
+        torch.testing.assert_close(fp32, mixed, atol=0.05, rtol=0)  # but it is the same step

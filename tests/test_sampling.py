@@ -204,6 +204,25 @@ def test_guided_samplers_draw_identical_codes(shape, kernel_size, temperature, t
     assert not torch.equal(full, plain), "guidance changed nothing"
 
 
+# the CUDA cases join whenever a GPU is present: there cuDNN's TF32 default would break the equality (issue 20)
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kernel_size", [3, None])
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_samplers_draw_identical_codes_on_every_device(device, kernel_size, guidance):
+    model = guided_prior((6, 5), kernel_size).to(device)
+    labels = torch.arange(8) % 3
+    generators = [torch.Generator().manual_seed(5) for _ in range(2)]
+    full = sample_full(model, 8, labels, 1.0, None, generators[0], device=device, guidance=guidance)
+    cached = sample_cached(model, 8, labels, 1.0, None, generators[1], device=device, guidance=guidance)
+    assert full.device.type == device and torch.equal(cached, full)
+    assert full.unique().numel() > 1, "degenerate case: every code the same"
+    cpu_codes = sample_full(model.cpu(), 8, labels, 1.0, None, torch.Generator().manual_seed(5), guidance=guidance)
+    assert (cpu_codes == full.cpu()).float().mean() > 0.9  # the same draws up to rare float near-ties
+
+
 def test_guidance_1_is_plain_conditional_sampling_without_the_unconditional_half(monkeypatch):
     model = guided_prior()
     labels = torch.tensor([0, 1, 2, 0])
