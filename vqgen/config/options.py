@@ -129,9 +129,11 @@ class VQVAETrainOptions(TrainOptions):
 
 @dataclass
 class PriorTrainOptions(TrainOptions):
-    epochs: int = 12
+    # 7 epochs at 4e-3 beat 12 at 1e-3 on the mnist5k demo codes: 6.489 against 6.717 val bits/code,
+    # 73 s against 146 s (see the README, "The four stages")
+    epochs: int = 7
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 4e-3
 
 
 @dataclass
