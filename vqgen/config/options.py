@@ -202,7 +202,7 @@ class EvaluateRequest:
 # ----------------------------------------------------------------------------- sampling
 
 
-GUIDED_SCALE = 2.0  # the default guidance for priors trained with label dropout: bench/samples.py's best row
+GUIDED_SCALE = 1.5  # the default guidance for priors trained with label dropout: bench/samples.py's best row
 
 
 @dataclass
