@@ -16,6 +16,10 @@ trained once per size on the same images.
 
     .venv/bin/python bench/hierarchy.py --quick    # a smoke run of everything on 400 images (a few minutes)
     .venv/bin/python bench/hierarchy.py            # the table (see the README for its run time)
+    .venv/bin/python bench/hierarchy.py --sample-speed --sizes 64   # seconds of `vqgen sample --n 64`
+
+--sample-speed trains each model for one epoch on 10 images per class (sampling time does not depend on
+the weights) and times `vqgen sample --n 64` with the default cached samplers, start-up included.
 
 The images come from /work/shared/data/cifar10_5k.npz (``--npz``: arrays ``images`` (N, 32, 32, 3)
 uint8 and ``labels`` (N,)), written once into a folder of PNGs per size (bicubic upsampling for 64);
@@ -147,7 +151,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work", type=Path, default=Path("bench-hierarchy"), help="data, checkpoints and samples")
     parser.add_argument("--quick", action="store_true", help="smoke run: 40 images per class, tiny networks")
+    parser.add_argument("--sample-speed", action="store_true", help="only time `vqgen sample --n 64` (see above)")
     args = parser.parse_args()
+    if args.sample_speed:
+        return sample_speed(args)
     if args.quick:
         args.per_class, args.minutes, args.prior_epochs, args.samples = 40, 0.05, 1, 20
         args.vqvae_args += " --hidden 16 --res-channels 8 -D 16 --batch-size 32"
@@ -170,6 +177,22 @@ def main() -> None:
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1))
     print("\n".join(rows))
+
+
+def sample_speed(args: argparse.Namespace) -> None:
+    """Wall seconds of `vqgen sample --n 64` (start-up included) for one and two levels at each size."""
+    from vqgen.checkpoint import read_metadata
+
+    args.per_class, args.epochs, args.prior_epochs, args.samples = 10, 1, 1, 64
+    lines = ["| px | model | maps | sample 64 images (s) |", "|---|---|---|---:|"]
+    for size in (int(s) for s in args.sizes.split(",")):
+        folder = write_folder(args.npz, args.work / f"cifar10_5k_{size}_speed", size, args.per_class)
+        for name, (levels, k) in RUNS.items():
+            done = run(name, levels, k, folder, args.work / f"speed-{size}px-{levels}-level", args)
+            maps = " + ".join(f"{h}x{w}" for h, w in map_shapes(read_metadata(done["paths"]["codes"])))
+            lines.append(f"| {size} | {name} | {maps} | {done['seconds']['sample']:.1f} |")
+            print(lines[-1], flush=True)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
