@@ -180,7 +180,7 @@ def sampler_seconds(cfg: PriorConfig, size: tuple[int, int], args) -> dict[str, 
 
 def tables(results: dict[str, list[dict[str, Any]]], speed: list[dict[str, Any]], args) -> list[str]:
     lines = [f"| data | prior | params | epochs | train s | val bits/code | in-class | FD ({args.samples} samples) | "
-             f"sample s ({args.samples}) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"FD floor | sample s ({args.samples}) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for data, rows in results.items():
         for r in rows:
             in_class = "" if r["in_class"] is None else f"{r['in_class']:.1%}"

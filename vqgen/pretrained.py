@@ -44,7 +44,7 @@ class Recipe:
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
     vqvae_train: VQVAETrainOptions = field(default_factory=lambda: VQVAETrainOptions(**VQVAE_PRESETS["best"]))
     prior: PixelCNNConfig = field(default_factory=lambda: PixelCNNConfig(label_dropout=0.1))
-    prior_train: PriorTrainOptions = field(default_factory=lambda: PriorTrainOptions(epochs=15))
+    prior_train: PriorTrainOptions = field(default_factory=lambda: PriorTrainOptions(epochs=30, lr=1e-3))
     classifier_train: ClassifierTrainOptions = field(default_factory=ClassifierTrainOptions)
 
 
