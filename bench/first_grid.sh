@@ -21,4 +21,4 @@ stage extract-codes extract-codes "$work/vqvae.safetensors" --data mnist5k --out
 stage train-prior train-prior "$work/codes.safetensors" --out "$work/prior.safetensors"
 stage sample sample "$work/prior.safetensors" --n 64 --out "$work/samples"
 printf '%-14s %7s s\n' total "$total"
-tail -n 1 "$work/vqvae.log" "$work/prior.log"
+echo "logs: $work/*.log; samples: $work/samples/grid.png"
