@@ -10,7 +10,10 @@ stage() {
   local name=$1; shift
   local start end seconds
   start=$(date +%s.%N)
-  "$vqgen" "$@" > "$work/$name.log" 2>&1
+  if ! "$vqgen" "$@" > "$work/$name.log" 2>&1; then
+    echo "$name failed: $(tail -n 1 "$work/$name.log") (log: $work/$name.log)" >&2
+    exit 1
+  fi
   end=$(date +%s.%N)
   seconds=$(python3 -c "print(f'{$end - $start:.1f}')")
   total=$(python3 -c "print(f'{$total + $seconds:.1f}')")

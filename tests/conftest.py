@@ -28,6 +28,12 @@ def run_cli(*args: str, ok: bool = True):
     return result
 
 
+def train_guided_prior(codes: Path, out: Path, *size: str) -> Path:
+    """A one-epoch prior of ``size`` (PixelCNN or transformer flags) with label dropout, so it can be guided."""
+    run_cli("train-prior", codes, "--out", out, "--epochs", "1", "--label-dropout", "0.3", "--device", "cpu", *size)
+    return out
+
+
 def write_image_folder(root: Path, n_per_class: int = 6, size: int = 16, classes=("a", "b"), rgb=False) -> Path:
     """Small labelled folder dataset of procedural images (bright squares at class-dependent spots)."""
     from PIL import Image

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.conftest import TINY_PRIOR, TINY_VQVAE, run_cli, write_image_folder
+from tests.conftest import TINY_PRIOR, TINY_VQVAE, run_cli, train_guided_prior, write_image_folder
 from vqgen.checkpoint import file_sha256, load_prior, load_vqvae
 from vqgen.errors import VQGenError
 
@@ -105,10 +105,8 @@ def test_fewer_images_than_classes():
 
 @pytest.fixture(scope="module")
 def guided_prior(tiny_pipeline, tmp_path_factory):
-    path = tmp_path_factory.mktemp("guided") / "prior.safetensors"
-    run_cli("train-prior", tiny_pipeline["codes"], "--out", path, "--epochs", "1", "--label-dropout", "0.3",
-            "--device", "cpu", *TINY_PRIOR)
-    return path
+    out = tmp_path_factory.mktemp("guided") / "prior.safetensors"
+    return train_guided_prior(tiny_pipeline["codes"], out, *TINY_PRIOR)
 
 
 def test_guided_sampling_through_the_cli_and_the_api(tiny_pipeline, guided_prior, tmp_path):

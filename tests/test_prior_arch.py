@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vqgen
-from tests.conftest import TINY_TRANSFORMER, run_cli
+from tests.conftest import TINY_TRANSFORMER, run_cli, train_guided_prior
 from vqgen.checkpoint import load_prior, load_vqgen_file, save_vqgen_file
 from vqgen.config import PixelCNNConfig, TransformerConfig
 from vqgen.errors import VQGenError
@@ -15,10 +15,8 @@ from vqgen.models import GatedPixelCNN, TransformerPrior
 
 @pytest.fixture(scope="module")
 def transformer_prior(tiny_pipeline, tmp_path_factory):
-    path = tmp_path_factory.mktemp("transformer") / "prior.safetensors"
-    run_cli("train-prior", tiny_pipeline["codes"], "--out", path, "--epochs", "1", "--label-dropout", "0.3",
-            "--device", "cpu", *TINY_TRANSFORMER)
-    return path
+    out = tmp_path_factory.mktemp("transformer") / "prior.safetensors"
+    return train_guided_prior(tiny_pipeline["codes"], out, *TINY_TRANSFORMER)
 
 
 @pytest.fixture(scope="module")
