@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from vqgen.checkpoint import save_vqgen_file
 from vqgen.cli import app
 
 # a VQ-VAE small enough to train for an epoch on mnist5k in a few seconds
@@ -65,3 +66,23 @@ def tiny_pipeline(tmp_path_factory) -> dict[str, Path]:
     run_cli("extract-codes", paths["vqvae"], "--out", paths["codes"], "--device", "cpu")
     run_cli("train-prior", paths["codes"], "--out", paths["prior"], "--epochs", "1", "--device", "cpu", *TINY_PRIOR)
     return paths
+
+
+@pytest.fixture(scope="module")
+def code_file(tmp_path_factory) -> Path:
+    """A labelled code file (40 train / 8 val maps of 4x4, K=16), written directly."""
+    path = tmp_path_factory.mktemp("codes") / "codes.safetensors"
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "train_codes": torch.randint(16, (40, 4, 4), generator=g, dtype=torch.int16),
+        "train_labels": torch.arange(40) % 2,
+        "val_codes": torch.randint(16, (8, 4, 4), generator=g, dtype=torch.int16),
+        "val_labels": torch.arange(8) % 2,
+    }
+    meta = {
+        "kind": "codes", "num_codes": 16, "latent_shape": [4, 4], "label_names": ["a", "b"],
+        "vqvae_sha256": "0" * 64, "vqvae_path": "vqvae.safetensors", "dataset": {"data": "test"},
+        "image": {"channels": 1, "size": [16, 16]}, "num_train": 40, "num_val": 8,
+    }
+    save_vqgen_file(path, tensors, meta)
+    return path

@@ -27,26 +27,6 @@ TRANSFORMER_ARGS = ("--arch transformer --layers 2 --channels 8 --heads 2 --drop
                     "--epochs 3 --batch-size 8 --device cpu").split()
 
 
-@pytest.fixture(scope="module")
-def code_file(tmp_path_factory) -> Path:
-    """A labelled code file (40 train / 8 val maps of 4x4, K=16), written directly."""
-    path = tmp_path_factory.mktemp("codes") / "codes.safetensors"
-    g = torch.Generator().manual_seed(0)
-    tensors = {
-        "train_codes": torch.randint(16, (40, 4, 4), generator=g, dtype=torch.int16),
-        "train_labels": torch.arange(40) % 2,
-        "val_codes": torch.randint(16, (8, 4, 4), generator=g, dtype=torch.int16),
-        "val_labels": torch.arange(8) % 2,
-    }
-    meta = {
-        "kind": "codes", "num_codes": 16, "latent_shape": [4, 4], "label_names": ["a", "b"],
-        "vqvae_sha256": "0" * 64, "vqvae_path": "vqvae.safetensors", "dataset": {"data": "test"},
-        "image": {"channels": 1, "size": [16, 16]}, "num_train": 40, "num_val": 8,
-    }
-    save_vqgen_file(path, tensors, meta)
-    return path
-
-
 def invoke(args: list[str]):
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -231,3 +211,19 @@ def test_resume_file_is_safetensors_with_json_and_round_trips_optimizer_state(tm
     fresh.load_state_dict(restored)
     for key, value in optimizer.state_dict()["state"][1].items():
         assert torch.equal(fresh.state_dict()["state"][1][key], value)
+
+
+def test_a_prior_with_a_weight_average_resumes_mid_epoch_to_the_same_average(tmp_path, code_file):
+    args = [*PRIOR_ARGS, "--ema-decay", "0.9"]
+    straight = tmp_path / "a" / "prior.safetensors"
+    assert invoke(["train-prior", code_file, "--out", straight, *args]).exit_code == 0
+
+    out = tmp_path / "b" / "prior.safetensors"
+    with AtStep(7, send_sigterm):  # epoch 2, batch 2 of 5
+        stopped = invoke(["train-prior", code_file, "--out", out, *args])
+    assert stopped.exit_code == 143, stopped.output
+    resumed = invoke(["train-prior", code_file, "--out", out, *args, "--resume", "auto"])
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_weights(straight, out)
+    assert_same_weights(resume_path(straight), resume_path(out))  # the average and its update count too
+    assert logged(out) == logged(straight)

@@ -134,6 +134,12 @@ class PriorTrainOptions(TrainOptions):
     epochs: int = 7
     batch_size: int = 64
     lr: float = 4e-3
+    ema_decay: float = option(0.0, "Validate and save an exponential moving average of the weights with this "
+                              "decay per step (e.g. 0.995); 0: the weights themselves.")
+
+    def validate(self) -> None:
+        super().validate()
+        check(0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), not {self.ema_decay}")
 
 
 @dataclass

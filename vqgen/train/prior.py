@@ -1,7 +1,8 @@
 """Stage 3: fit a prior (gated PixelCNN or transformer) to the code maps of a code file.
 
 The model, its loss (cross-entropy over the K codes at every position), its validation (NLL in
-nats and bits per code over the whole split) and what it keeps (the best-validation weights);
+nats and bits per code over the whole split) and what it keeps (the best-validation weights, or
+with ``--ema-decay`` the best-validation average of the weights, ``vqgen.train.ema``);
 ``vqgen.train.loop.fit`` does the training itself. Residual VQ stacks (N, depth, h, w) are read
 as (N, h, w*depth) maps (``vqgen.models.rvq.flat_codes``): the PixelCNN models them in raster order
 over (position, depth), with an embedding of each column's depth added to its codes'.
@@ -32,6 +33,7 @@ from vqgen.logs import say
 from vqgen.eval.metrics import histogram_bits_per_code, nats_to_bits
 from vqgen.models import CodePrior, build_prior
 from vqgen.models.rvq import flat_codes, prior_map_shape
+from vqgen.train.ema import WeightEMA
 from vqgen.train.loop import StepResult, Trainer, fit, prepare_run
 from vqgen.train.resume import Progress
 
@@ -116,7 +118,9 @@ class PriorTrainer(Trainer):
         self.model = build_prior(cfg).to(device, memory_format=memory_format(device, opts.amp))
         self.train_batches = make_loader(codes.train, opts.batch_size, shuffle=True, seed=opts.seed, drop_last=True)
         self.val_batches = make_loader(codes.val, opts.batch_size * 4, shuffle=False, seed=opts.seed)
-        self.hooks = {}
+        # with --ema-decay, validation and the saved file use the average of the weights
+        self.ema = WeightEMA(self.model, opts.ema_decay) if opts.ema_decay else None
+        self.hooks = {"ema": self.ema} if self.ema else {}
         self.improved = False
         # what a model that knows only how often each code occurs needs: the structure learned is the gap
         self.histogram_bits = histogram_bits(codes.train, codes.val, cfg.num_codes)[0]
@@ -138,8 +142,13 @@ class PriorTrainer(Trainer):
         loss = F.cross_entropy(net(x, self.labels(y)).float(), x)
         return StepResult(loss, {"nll": loss.item()})
 
+    @property
+    def kept_model(self) -> torch.nn.Module:
+        """What is validated and saved: the weights' average with --ema-decay, else the weights."""
+        return self.ema.average if self.ema else self.model
+
     def evaluate(self) -> dict[str, float]:
-        return evaluate_prior_levels(self.model, self.val_batches, self.device)
+        return evaluate_prior_levels(self.kept_model, self.val_batches, self.device)
 
     def epoch_metrics(self, train: dict[str, float], val: dict[str, float], progress: Progress) -> dict[str, Any]:
         self.improved = progress.best is None or val["nll"] < progress.best
@@ -171,7 +180,7 @@ class PriorTrainer(Trainer):
 
     def save(self, metrics: dict[str, Any], last: bool) -> None:
         if self.improved:
-            save_prior(self.out, self.model, self.codes, metrics, self.opts)
+            save_prior(self.out, self.kept_model, self.codes, metrics, self.opts)
 
 
 def train_prior(

@@ -1,0 +1,67 @@
+"""The weight average of ``train-prior --ema-decay``: its update rule, and that it is what is validated and saved."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vqgen.checkpoint import load_vqgen_file
+from vqgen.config import PixelCNNConfig, PriorTrainOptions
+from vqgen.errors import VQGenError
+from vqgen.train.ema import WeightEMA, warm_decay
+from vqgen.data.batches import make_loader
+from vqgen.models import build_prior
+from vqgen.train.prior import evaluate_prior, load_codes, train_prior
+from vqgen.train.resume import resume_path
+
+
+def test_the_decay_is_lowered_early_and_reaches_the_asked_value():
+    assert warm_decay(0.999, 1) == pytest.approx(2 / 11)
+    assert warm_decay(0.999, 10) == pytest.approx(11 / 20)
+    assert warm_decay(0.9, 1000) == 0.9
+    assert [warm_decay(0.99, n) for n in (1, 10, 100, 1000)] == sorted(warm_decay(0.99, n) for n in (1, 10, 100, 1000))
+
+
+def test_each_update_moves_the_average_towards_the_weights_and_copies_buffers():
+    model = nn.BatchNorm1d(3)
+    ema = WeightEMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(3.0)  # the average starts at the initial weights, 1
+        model.running_mean.fill_(7.0)
+    ema.after_step(None, 0, torch.device("cpu"))  # first update: decay 2/11
+    expected = 1 + (3 - 1) * (1 - 2 / 11)
+    assert torch.allclose(ema.average.weight, torch.full((3,), expected))
+    assert torch.equal(ema.average.running_mean, model.running_mean)
+    ema.after_step(None, 1, torch.device("cpu"))  # second: decay min(0.5, 3/12) = 0.25
+    assert torch.allclose(ema.average.weight, torch.full((3,), expected + (3 - expected) * 0.75))
+    assert not ema.average.weight.requires_grad and model.weight.requires_grad
+
+
+def evaluated_nll(codes, weights: dict[str, torch.Tensor], cfg: PixelCNNConfig) -> float:
+    model = build_prior(cfg)
+    model.load_state_dict(weights)
+    return evaluate_prior(model, make_loader(codes.val, 8, shuffle=False, seed=0), torch.device("cpu"))
+
+
+def test_the_prior_file_holds_the_average_and_the_resume_file_both(tmp_path, code_file):
+    codes = load_codes(code_file)
+    cfg = PixelCNNConfig(num_codes=codes.meta["num_codes"], latent_shape=codes.prior_latent_shape,
+                         channels=8, num_layers=2, head_channels=8, dropout=0.0)
+    out = tmp_path / "prior.safetensors"
+    opts = PriorTrainOptions(epochs=1, batch_size=8, lr=1e-2, device="cpu", ema_decay=0.9)  # 5 steps
+    metrics = train_prior(codes, cfg, opts, out)
+    saved, meta = load_vqgen_file(out, "prior")
+    resume, _ = load_vqgen_file(resume_path(out), "resume")
+    trained = {k.removeprefix("model."): v for k, v in resume.items() if k.startswith("model.")}
+    average = {k.removeprefix("ema.average."): v for k, v in resume.items() if k.startswith("ema.average.")}
+    assert set(saved) == set(trained) == set(average)
+    assert all(torch.equal(saved[k], average[k]) for k in saved)
+    assert any(not torch.equal(saved[k], trained[k]) for k in saved)
+    assert meta["train_options"]["ema_decay"] == 0.9 and int(resume["ema.updates"]) == 5
+    assert metrics["val_nll_nats"] == pytest.approx(evaluated_nll(codes, saved, cfg))
+
+
+def test_a_decay_outside_zero_to_one_is_refused():
+    with pytest.raises(VQGenError, match="--ema-decay must be in"):
+        PriorTrainOptions(ema_decay=1.0).validate()
