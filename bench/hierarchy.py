@@ -76,6 +76,12 @@ def last_record(checkpoint: Path) -> dict:
     return json.loads(checkpoint.with_name(f"{checkpoint.stem}.metrics.jsonl").read_text().splitlines()[-1])
 
 
+def picked_runs(levels: str) -> dict[str, tuple[int, int]]:
+    """The RUNS asked for by --levels ("1,2", "1" or "2")."""
+    wanted = {int(n) for n in levels.split(",")}
+    return {name: run for name, run in RUNS.items() if run[0] in wanted}
+
+
 def vqvae_epochs(name: str, flags: list[str], work: Path, args: argparse.Namespace) -> int:
     """--epochs N, or as many epochs as fit in --minutes, from a probe epoch's time."""
     if args.epochs is not None:
@@ -143,6 +149,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="32,64", help="image sizes, comma separated")
     parser.add_argument("--minutes", type=float, default=15.0, help="wall time of each VQ-VAE's training")
     parser.add_argument("--epochs", type=int, default=None, help="instead of --minutes: this many epochs for both")
+    parser.add_argument("--levels", default="1,2", help="which models: 1 (one level), 2 (two levels) or both")
     parser.add_argument("--prior-epochs", type=int, default=12)
     parser.add_argument("--samples", type=int, default=250, help="samples per model (the floor's size: half the val split)")
     parser.add_argument("--vqvae-args", default="", help='more train-vqvae flags for both, e.g. "--channel-mult 1,2,2 --norm group"')
@@ -166,7 +173,7 @@ def main() -> None:
         classifier = args.work / f"classifier-{size}.safetensors"
         if not classifier.is_file():
             vqgen("train-classifier", "--data", folder, "--out", classifier, "--device", args.device)
-        for name, (levels, k) in RUNS.items():
+        for name, (levels, k) in picked_runs(args.levels).items():
             done = run(name, levels, k, folder, args.work / f"{size}px-{levels}-level", args)
             rows.append(table_row(size, name, k, measure(done["paths"], classifier, args), done))
             print(rows[-1], flush=True)

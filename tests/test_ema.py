@@ -9,33 +9,42 @@ import torch.nn as nn
 from vqgen.checkpoint import load_vqgen_file
 from vqgen.config import PixelCNNConfig, PriorTrainOptions
 from vqgen.errors import VQGenError
-from vqgen.train.ema import WeightEMA, warm_decay
+from vqgen.train.ema import WeightEMA
 from vqgen.data.batches import make_loader
 from vqgen.models import build_prior
 from vqgen.train.prior import evaluate_prior, load_codes, train_prior
 from vqgen.train.resume import resume_path
 
 
-def test_the_decay_is_lowered_early_and_reaches_the_asked_value():
-    assert warm_decay(0.999, 1) == pytest.approx(2 / 11)
-    assert warm_decay(0.999, 10) == pytest.approx(11 / 20)
-    assert warm_decay(0.9, 1000) == 0.9
-    assert [warm_decay(0.99, n) for n in (1, 10, 100, 1000)] == sorted(warm_decay(0.99, n) for n in (1, 10, 100, 1000))
-
-
-def test_each_update_moves_the_average_towards_the_weights_and_copies_buffers():
+def test_the_average_weights_every_step_by_its_age_from_the_first_step_on():
     model = nn.BatchNorm1d(3)
-    ema = WeightEMA(model, decay=0.5)
+    ema = WeightEMA(model, decay=0.9)
+    cpu = torch.device("cpu")
     with torch.no_grad():
-        model.weight.fill_(3.0)  # the average starts at the initial weights, 1
+        model.weight.fill_(3.0)  # the model starts at 1: the average must not remember that
         model.running_mean.fill_(7.0)
-    ema.after_step(None, 0, torch.device("cpu"))  # first update: decay 2/11
-    expected = 1 + (3 - 1) * (1 - 2 / 11)
-    assert torch.allclose(ema.average.weight, torch.full((3,), expected))
+    ema.after_step(None, 0, cpu)
+    assert torch.allclose(ema.average.weight, torch.full((3,), 3.0))
     assert torch.equal(ema.average.running_mean, model.running_mean)
-    ema.after_step(None, 1, torch.device("cpu"))  # second: decay min(0.5, 3/12) = 0.25
-    assert torch.allclose(ema.average.weight, torch.full((3,), expected + (3 - expected) * 0.75))
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+    ema.after_step(None, 1, cpu)
+    assert torch.allclose(ema.average.weight, torch.full((3,), (0.9 * 3 + 5) / 1.9))
     assert not ema.average.weight.requires_grad and model.weight.requires_grad
+
+
+def test_a_constant_model_is_its_own_average_and_a_long_run_forgets_the_start():
+    model = nn.Linear(2, 2)
+    ema = WeightEMA(model, decay=0.5)
+    for step in range(3):
+        ema.after_step(None, step, torch.device("cpu"))
+    assert torch.allclose(ema.average.weight, model.weight)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    for step in range(3, 40):
+        ema.after_step(None, step, torch.device("cpu"))
+    assert torch.allclose(ema.average.weight, model.weight) and not torch.allclose(ema.average.weight, start)
 
 
 def evaluated_nll(codes, weights: dict[str, torch.Tensor], cfg: PixelCNNConfig) -> float:

@@ -1,10 +1,11 @@
 """An exponential moving average of a model's weights (Polyak averaging), kept beside the training.
 
-``WeightEMA`` is a hook of ``vqgen.train.loop.fit``: after every optimizer step it moves its copy
-of the model a step of ``1 - decay`` towards the trained weights (buffers are copied as they are).
-The trainer validates and saves the average instead of the raw weights; both go into the resume
-file. Early in a run the decay is lowered to (1 + n) / (10 + n) after n updates, so that the
-average is not dominated by the random initial weights of a short run.
+``WeightEMA`` is a hook of ``vqgen.train.loop.fit``: after every optimizer step it moves a running
+sum a step of ``1 - decay`` towards the trained weights and sets its copy of the model to that sum
+divided by ``1 - decay ** updates`` (the bias correction of Adam's moments): from the first step
+on the copy is the average of the weights so far, weighted by ``decay ** age``, with no pull
+towards the initial weights however short the run. Buffers are copied as they are. The trainer
+validates and saves the average instead of the raw weights; both go into the resume file.
 """
 
 from __future__ import annotations
@@ -16,23 +17,20 @@ import torch
 import torch.nn as nn
 
 
-def warm_decay(decay: float, updates: int) -> float:
-    """The decay of the ``updates``-th update (counted from 1): ``decay``, lowered while few updates are in."""
-    return min(decay, (1 + updates) / (10 + updates))
-
-
 class WeightEMA:
     def __init__(self, model: nn.Module, decay: float):
         self.model, self.decay = model, decay
         self.average = copy.deepcopy(model).requires_grad_(False).eval()
+        self.running = [torch.zeros_like(p, dtype=torch.float32) for p in model.parameters()]
         self.updates = 0
 
     @torch.no_grad()
     def after_step(self, result: Any, step: int, device: torch.device) -> None:
         self.updates += 1
-        weight = 1 - warm_decay(self.decay, self.updates)
-        for averaged, trained in zip(self.average.parameters(), self.model.parameters()):
-            averaged.lerp_(trained.detach(), weight)
+        correction = 1 - self.decay**self.updates
+        for running, averaged, trained in zip(self.running, self.average.parameters(), self.model.parameters()):
+            running.lerp_(trained.detach().float(), 1 - self.decay)
+            averaged.copy_(running / correction)
         for averaged, trained in zip(self.average.buffers(), self.model.buffers()):
             averaged.copy_(trained)
 
@@ -43,8 +41,11 @@ class WeightEMA:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"average": self.average.state_dict(), "updates": torch.tensor(self.updates)}
+        return {"average": self.average.state_dict(), "running": list(self.running),
+                "updates": torch.tensor(self.updates)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.average.load_state_dict(state["average"])
+        for running, saved in zip(self.running, state["running"]):
+            running.copy_(saved)
         self.updates = int(state["updates"])
