@@ -49,3 +49,15 @@ def test_a_preset_fills_the_options_not_given_and_given_ones_win(image_folder, t
 def test_an_unknown_preset_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(app, ["train-vqvae", "--preset", "turbo", "--out", str(tmp_path / "x.safetensors")])
     assert result.exit_code != 0 and "turbo" in result.output and not list(tmp_path.iterdir())
+
+
+def test_the_warm_up_option_reaches_the_schedule_and_the_vqvae_warms_up_longer_than_other_trainers(image_folder,
+                                                                                                     tmp_path):
+    assert VQVAETrainOptions().warmup_steps > PriorTrainOptions().warmup_steps
+    out = tmp_path / "vqvae.safetensors"
+    run_cli("train-vqvae", "--data", image_folder, "--epochs", "1", "--batch-size", "8", "--lr", "0.01",
+            "--warmup-steps", "40", "--out", out, "--device", "cpu", *TINY_VQVAE)
+    meta = read_metadata(out)
+    steps = meta["metrics"]["step"]
+    assert meta["train_options"]["warmup_steps"] == 40 and 0 < steps < 40
+    assert meta["metrics"]["lr"] == pytest.approx(0.01 * (steps + 1) / 40)  # still warming up after the epoch

@@ -42,7 +42,9 @@ class Recipe:
 
     data: DataOptions = field(default_factory=DataOptions)
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
-    vqvae_train: VQVAETrainOptions = field(default_factory=lambda: VQVAETrainOptions(**VQVAE_PRESETS["best"]))
+    # the shipped VQ-VAE was trained before the VQ-VAE's warm-up grew to 500 steps
+    vqvae_train: VQVAETrainOptions = field(
+        default_factory=lambda: VQVAETrainOptions(**VQVAE_PRESETS["best"], warmup_steps=100))
     prior: PixelCNNConfig = field(default_factory=lambda: PixelCNNConfig(label_dropout=0.1))
     prior_train: PriorTrainOptions = field(default_factory=lambda: PriorTrainOptions(epochs=30, lr=1e-3))
     classifier_train: ClassifierTrainOptions = field(default_factory=ClassifierTrainOptions)

@@ -38,7 +38,7 @@ class TrainOptions:
     epochs: int = option(100, "Passes over the training split.")
     batch_size: int = option(16, "Batch size per process (global = this x processes).")
     lr: float = option(2e-3, "Peak learning rate (warm-up, then cosine decay).")
-    warmup_steps: int = 100
+    warmup_steps: int = option(100, "Steps of linear LR warm-up from 0 to --lr.")
     seed: int = option(0, "Seed for initialisation and data order (CPU runs repeat exactly).")
     device: str = option("auto", "auto, cpu or cuda.")
     amp: str = option(
@@ -55,6 +55,7 @@ class TrainOptions:
     def validate(self) -> None:
         check(self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}")
         check(self.lr > 0, f"--lr must be positive, not {self.lr}")
+        check(self.warmup_steps >= 0, f"--warmup-steps must not be negative, not {self.warmup_steps}")
         check(self.save_every >= 1, f"--save-every must be at least 1, not {self.save_every}")
         check(self.num_workers >= 0, f"--workers must be 0 or more, not {self.num_workers}")
         check(self.amp in ("auto", "off", "bf16", "fp16"), f"--amp must be auto, off, bf16 or fp16, not {self.amp!r}")
@@ -119,6 +120,10 @@ class VQVAETrainOptions(TrainOptions):
     epochs: int = 40
     batch_size: int = 64
     lr: float = 4e-3
+    # 100 steps of warm-up let lr 4e-3 kill the decoder of a K=1024 model on CIFAR-10 in its first epoch
+    # (constant output, 12.7 dB for good); 500 train it (24.0 dB by epoch 20) and give mnist5k 29.41 dB
+    # against 29.04 in the same time (README, "The four stages")
+    warmup_steps: int = option(500, "Steps of linear LR warm-up from 0 to --lr.")
     augment_shift: int = option(2, "Shift training images by up to this many whole pixels, at random each epoch (0: off).")
     gan: GanOptions = option(factory=GanOptions)  # loss options: --recon-loss, perceptual, --gan
 

@@ -147,7 +147,7 @@ def train_classifier(data: ImageData, opts: ClassifierTrainOptions, out: Path,
     trainer = ClassifierTrainer(data, opts, device, Path(out))
     steps_per_epoch = len(trainer.train_batches)
     epochs = max(opts.epochs, math.ceil(opts.min_steps / max(1, steps_per_epoch)))
-    trainer.opts = opts = replace(opts, epochs=epochs, warmup_steps=min(100, max(1, epochs * steps_per_epoch // 10)))
+    trainer.opts = opts = replace(opts, epochs=epochs, warmup_steps=min(opts.warmup_steps, max(1, epochs * steps_per_epoch // 10)))
     fit(trainer, opts, Path(out), resume, curves=False)
     return read_metadata(out)
 
