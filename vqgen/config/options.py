@@ -31,6 +31,9 @@ class DataOptions:
 # ----------------------------------------------------------------------------- training (every trainer)
 
 
+WARMUP_HELP = "Steps of linear LR warm-up from 0 to --lr."
+
+
 @dataclass
 class TrainOptions:
     """What every training run has: the schedule, seeding, device and precision, saving."""
@@ -38,7 +41,7 @@ class TrainOptions:
     epochs: int = option(100, "Passes over the training split.")
     batch_size: int = option(16, "Batch size per process (global = this x processes).")
     lr: float = option(2e-3, "Peak learning rate (warm-up, then cosine decay).")
-    warmup_steps: int = option(100, "Steps of linear LR warm-up from 0 to --lr.")
+    warmup_steps: int = option(100, WARMUP_HELP)
     seed: int = option(0, "Seed for initialisation and data order (CPU runs repeat exactly).")
     device: str = option("auto", "auto, cpu or cuda.")
     amp: str = option(
@@ -123,7 +126,7 @@ class VQVAETrainOptions(TrainOptions):
     # 100 steps of warm-up let lr 4e-3 kill the decoder of a K=1024 model on CIFAR-10 in its first epoch
     # (constant output, 12.7 dB for good); 500 train it (24.0 dB by epoch 20) and give mnist5k 29.41 dB
     # against 29.04 in the same time (README, "The four stages")
-    warmup_steps: int = option(500, "Steps of linear LR warm-up from 0 to --lr.")
+    warmup_steps: int = option(500, WARMUP_HELP)
     augment_shift: int = option(2, "Shift training images by up to this many whole pixels, at random each epoch (0: off).")
     gan: GanOptions = option(factory=GanOptions)  # loss options: --recon-loss, perceptual, --gan
 

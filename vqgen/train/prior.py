@@ -145,7 +145,7 @@ class PriorTrainer(Trainer):
     @property
     def kept_model(self) -> torch.nn.Module:
         """What is validated and saved: the weights' average with --ema-decay, else the weights."""
-        return self.ema.average if self.ema else self.model
+        return self.ema.averaged() if self.ema else self.model
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_prior_levels(self.kept_model, self.val_batches, self.device)
