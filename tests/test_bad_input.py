@@ -161,7 +161,7 @@ def test_channels(ws, trained):
     assert result.exit_code == 0, result.output
     assert "converting 3-channel images to 1 channel" in result.stderr
     meta = read_metadata(codes)
-    assert meta["num_train"] + meta["num_val"] == 8 and meta["dataset"]["resolved_channels"] == 1
+    assert meta["augment"]["num_train_images"] + meta["num_val"] == 8 and meta["dataset"]["resolved_channels"] == 1
 
 
 # ----------------------------------------------------------------------------- wrong files
@@ -307,6 +307,9 @@ def test_an_output_under_a_folder_that_cannot_be_created_fails_before_any_work(w
         ("train-vqvae", ["--augment-shift", "-1"], "--augment-shift must be 0 or more pixels, not -1"),
         ("train-vqvae", ["--head-channels", "-1"], "--head-channels must be 0 (no head) or more, not -1"),
         ("train-vqvae", ["--codebook-dim", "-2"], "--codebook-dim must be at least 1, not -2"),
+        ("extract-codes", ["--augment-copies", "-1"], "--augment-copies must be 0 or more, not -1"),
+        ("extract-codes", ["--augment-shift", "0"], "--augment-shift must be at least 1 pixel, not 0"),
+        ("train-classifier", ["--augment-shift", "-1"], "--augment-shift must be 0 or more pixels, not -1"),
         ("train-prior", ["--epochs", "0"], "--epochs must be at least 1, not 0"),
         ("train-prior", ["--label-dropout", "1"], "--label-dropout must be in [0, 1), not 1.0"),
         ("train-prior", ["--ema-decay", "1"], "--ema-decay must be in [0, 1), not 1.0"),
@@ -328,6 +331,11 @@ def test_invalid_option_values(ws, trained, command, options, message):
         args = [command, "--data", trained["vqvae"].parent / "images", "--out", ws / "out" / "vq.safetensors", *TINY_VQVAE]
     elif command == "train-prior":
         args = [command, trained["codes"], "--out", ws / "out" / "p.safetensors", *TINY_PRIOR]
+    elif command == "extract-codes":
+        args = [command, trained["vqvae"], "--out", ws / "out" / "c.safetensors", "--device", "cpu"]
+    elif command == "train-classifier":
+        args = [command, "--data", trained["vqvae"].parent / "images", "--out", ws / "out" / "c.safetensors",
+                "--epochs", "1", "--device", "cpu"]
     else:
         prior = trained["uncond"] if command == "sample-uncond" else trained["prior"]
         args = ["sample", prior, "--out", ws / "out", "--device", "cpu"]

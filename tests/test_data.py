@@ -193,7 +193,8 @@ def test_codes_and_evaluation_of_the_test_and_all_splits(fake_mnist, tiny_pipeli
     codes = tmp_path / "codes.safetensors"
     meta = extract_codes(tiny_pipeline["vqvae"], data, codes, device="cpu")
     tensors, _ = load_vqgen_file(codes, "codes")
-    assert (meta["num_train"], meta["num_val"], meta["num_test"]) == (30, 10, 10)
+    assert (meta["augment"]["num_train_images"], meta["num_val"], meta["num_test"]) == (30, 10, 10)
+    assert meta["num_train"] == 30 * (1 + meta["augment"]["augment_copies"])  # and the shifted copies
     assert tensors["test_labels"].tolist() == list(range(10)) and set(meta["codebook_audit"]) == {"train", "val", "test"}
 
     on_test = evaluate(EvaluateRequest(codes=codes, prior=tiny_pipeline["prior"], split="test", device="cpu"))

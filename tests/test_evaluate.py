@@ -303,6 +303,40 @@ def test_train_classifier_records_its_data_and_accuracy(pipeline):
     assert meta["val_accuracy"] > 0.9  # stripes are easy
 
 
+def test_the_classifier_trains_on_shifted_images_and_records_the_shift(pipeline, tmp_path):
+    from vqgen.config import ClassifierTrainOptions
+    from vqgen.data import load_image_data
+    from vqgen.data.augment import draw_shifts, shift_images
+    from vqgen.train.classifier import ClassifierTrainer
+
+    data = load_image_data(str(pipeline["data"]), val_fraction=0.25)
+
+    def first_batch(shift: int):
+        opts = ClassifierTrainOptions(augment_shift=shift, batch_size=len(data.train), device="cpu")
+        batches = ClassifierTrainer(data, opts, torch.device("cpu"), tmp_path / "c.safetensors").train_batches
+        batches.set_epoch(3)
+        return next(iter(batches))
+
+    (plain, labels), (shifted, shifted_labels) = first_batch(0), first_batch(2)
+    assert torch.equal(labels, shifted_labels) and not torch.equal(plain, shifted)
+    # the same batch order, each image moved by its (seed, epoch, index) shift; the batch holds every image
+    order = torch.as_tensor([int(i) for i in batches_order(data, 3)])
+    assert torch.equal(shifted, shift_images(plain, draw_shifts(len(data.train), 2, 0, 3)[order]))
+    out = tmp_path / "shifted.safetensors"
+    invoke("train-classifier", "--data", pipeline["data"], "--val-fraction", "0.25", "--out", out, "--epochs", "1",
+           "--min-steps", "3", "--augment-shift", "1", "--device", "cpu")
+    assert read_metadata(out)["train_options"]["augment_shift"] == 1
+
+
+def batches_order(data, epoch: int) -> list[int]:
+    """The shuffled order of the training split in ``epoch`` (one batch of everything, seed 0)."""
+    from vqgen.data.batches import make_loader
+
+    batches = make_loader(data.train, len(data.train), shuffle=True, seed=0, drop_last=True)
+    batches.set_epoch(epoch)
+    return next(iter(batches.sampler))
+
+
 def test_unlabelled_data_trains_the_self_supervised_task(tmp_path):
     rng = np.random.default_rng(2)
     write_pngs(tmp_path / "flat", [stripes("hv"[i % 2], rng) for i in range(16)])

@@ -47,8 +47,10 @@ def test_extract_codes_writes_both_maps_which_are_the_encoders_codes(two_levels)
     assert set(meta["codebook_audit_top"]) == set(meta["codebook_audit"]) == {"train", "val"}
     vq = vqgen.load_vqvae(two_levels["vqvae"])
     images = torch.stack([image for image, _ in data_for_vqvae(vq.meta).train])
-    top, bottom = vqgen.encode(vq, images)
-    assert torch.equal(top, tensors["train_codes_top"].long()) and torch.equal(bottom, tensors["train_codes"].long())
+    top, bottom = vqgen.encode(vq, images)  # the images' own codes come first, then those of shifted copies
+    assert len(images) * (1 + meta["augment"]["augment_copies"]) == n
+    assert torch.equal(top, tensors["train_codes_top"][:len(images)].long())
+    assert torch.equal(bottom, tensors["train_codes"][:len(images)].long())
     assert torch.equal(vqgen.decode(vq, (top, bottom)), vqgen.reconstruct(vq, images))
 
 

@@ -37,9 +37,10 @@ def test_vqvae_checkpoint_records_everything_later_stages_need(tiny_pipeline):
 def test_code_file_is_readable_with_safetensors_alone(tiny_pipeline):
     meta, tensors = read_header(tiny_pipeline["codes"])
     assert meta["kind"] == "codes" and meta["num_codes"] == 32
-    assert tensors["train_codes"].shape == (4500, 7, 7) and tensors["val_codes"].shape == (500, 7, 7)
+    n = 4500 * (1 + meta["augment"]["augment_copies"])  # the training images' codes, then their shifted copies
+    assert tensors["train_codes"].shape == (n, 7, 7) and tensors["val_codes"].shape == (500, 7, 7)
     assert tensors["train_codes"].dtype == torch.int16
-    assert tensors["train_labels"].shape == (4500,) and set(tensors["val_labels"].tolist()) == set(range(10))
+    assert tensors["train_labels"].shape == (n,) and set(tensors["val_labels"].tolist()) == set(range(10))
     assert int(tensors["train_codes"].max()) < 32 and int(tensors["train_codes"].min()) >= 0
     assert meta["vqvae_sha256"] == file_sha256(tiny_pipeline["vqvae"])
     assert {"usage", "perplexity", "top10_share", "dead_codes"} <= set(meta["codebook_audit"]["train"])

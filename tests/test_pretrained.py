@@ -40,6 +40,11 @@ def test_the_shipped_metadata_is_what_the_retraining_recipe_writes():
     # the prior names its VQ-VAE by the shipped file, and by that file's checksum
     assert prior_meta["vqvae_sha256"] == file_sha256(pretrained_path("mnist5k", "vqvae"))
     assert prior_meta["vqvae_path"] == pretrained_path("mnist5k", "vqvae").name  # a bare name: found beside it
+    classifier_meta = read_metadata(pretrained_path("mnist5k", "classifier"))
+    # train_classifier records the warm-up it used: at most a tenth of the steps
+    warmup = min(RECIPE.classifier_train.warmup_steps, classifier_meta["steps"] // 10)
+    assert classifier_meta["train_options"] == to_dict(replace(RECIPE.classifier_train, warmup_steps=warmup))
+    assert classifier_meta["dataset"] == data.spec
 
 
 def test_sampling_the_shipped_prior_needs_no_training(tmp_path):

@@ -58,7 +58,8 @@ def test_every_stage_works_with_the_quantizer(kind, stripe_data, checkpoints, tm
     run_cli("extract-codes", paths["vqvae"], "--out", paths["codes"], "--device", "cpu")
     tensors, codes_meta = load_vqgen_file(paths["codes"], "codes")
     stack = (depth,) if depth > 1 else ()
-    assert tensors["train_codes"].shape == (60, *stack, 4, 4) and tensors["val_codes"].shape == (20, *stack, 4, 4)
+    n = 60 * (1 + codes_meta["augment"]["augment_copies"])  # the images' codes, then their shifted copies
+    assert tensors["train_codes"].shape == (n, *stack, 4, 4) and tensors["val_codes"].shape == (20, *stack, 4, 4)
     assert 0 <= int(tensors["train_codes"].min()) and int(tensors["train_codes"].max()) < k
     assert codes_meta["num_codes"] == k and codes_meta["code_depth"] == depth and codes_meta["quantizer"] == kind
     val_images = torch.stack([image for image, _ in data_for_vqvae(meta).val])

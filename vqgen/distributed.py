@@ -184,6 +184,9 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, broadcast_buffers=False, **kwargs)  # older torch
 
 
+VARIANT_SEED_OFFSET = 2_000_003  # keeps the variant draws apart from the shuffle's (seed + epoch) stream
+
+
 class ShardedBatchSampler(Sampler[list[int]]):
     """Batches of a per-epoch seeded shuffle, cut so that N processes together read what one process would.
 
@@ -193,6 +196,10 @@ class ShardedBatchSampler(Sampler[list[int]]):
     on the number of processes. Unlike torch's DistributedSampler no item is repeated to even out
     the shards, so sums over ranks are exact. A short last global batch is split as evenly as
     possible; with ``drop_last`` it is dropped, unless it is the only one.
+
+    ``variants`` V > 1: the dataset holds V versions of each of the ``num_items`` items (item i of version v
+    at index v * num_items + i, e.g. the codes of shifted copies of an image); an epoch reads each item
+    once, in a version drawn at random from (seed, epoch) like the shuffle.
     """
 
     def __init__(
@@ -205,8 +212,9 @@ class ShardedBatchSampler(Sampler[list[int]]):
         drop_last: bool,
         shard: int | None = None,
         num_shards: int | None = None,
+        variants: int = 1,
     ):
-        self.num_items, self.batch_size = num_items, batch_size
+        self.num_items, self.batch_size, self.variants = num_items, batch_size, variants
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.rank = rank() if shard is None else shard
         self.world_size = world_size() if num_shards is None else num_shards
@@ -254,5 +262,8 @@ class ShardedBatchSampler(Sampler[list[int]]):
             order = torch.randperm(self.num_items, generator=generator)
         else:
             order = torch.arange(self.num_items)
+        if self.variants > 1:  # item i of the dataset's variants * num_items is variant i // num_items
+            generator = torch.Generator().manual_seed(self.seed + epoch + VARIANT_SEED_OFFSET)
+            order = order + self.num_items * torch.randint(self.variants, (self.num_items,), generator=generator)[order]
         for first, last in self._my_batches():
             yield order[first:last].tolist()

@@ -23,6 +23,7 @@ from typing import Any
 from vqgen.config import (
     ClassifierTrainOptions,
     DataOptions,
+    ExtractOptions,
     PixelCNNConfig,
     PriorTrainOptions,
     VQVAEConfig,
@@ -45,6 +46,8 @@ class Recipe:
     # the shipped VQ-VAE was trained before the VQ-VAE's warm-up grew to 500 steps
     vqvae_train: VQVAETrainOptions = field(
         default_factory=lambda: VQVAETrainOptions(**VQVAE_PRESETS["best"], warmup_steps=100))
+    # the shipped prior was trained before extract-codes added the codes of shifted copies of the images
+    extract: ExtractOptions = field(default_factory=lambda: ExtractOptions(augment_copies=0))
     prior: PixelCNNConfig = field(default_factory=lambda: PixelCNNConfig(label_dropout=0.1))
     prior_train: PriorTrainOptions = field(default_factory=lambda: PriorTrainOptions(epochs=30, lr=1e-3))
     classifier_train: ClassifierTrainOptions = field(default_factory=ClassifierTrainOptions)
@@ -111,7 +114,7 @@ def build(name: str, out_dir: Path, work: Path) -> None:
     files = {kind: work / f"{kind}.safetensors" for kind in ("vqvae", "codes", "prior", "classifier")}
     steps = {  # a step whose file is already in ``work`` is not run again (an interrupted build goes on)
         "vqvae": lambda: train_vqvae_on(recipe.data, recipe.vqvae, recipe.vqvae_train, files["vqvae"]),
-        "codes": lambda: extract_codes_for(files["vqvae"], files["codes"]),
+        "codes": lambda: extract_codes_for(files["vqvae"], files["codes"], augment=recipe.extract),
         "prior": lambda: train_prior_on(files["codes"], recipe.prior, recipe.prior_train, files["prior"]),
         "classifier": lambda: train_classifier(load_image_data(**to_dict(recipe.data)), recipe.classifier_train,
                                                files["classifier"]),

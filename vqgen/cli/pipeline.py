@@ -17,6 +17,7 @@ from vqgen.config import (
     PRIOR_ARCHS,
     VQVAE_PRESETS,
     DataOptions,
+    ExtractOptions,
     GanOptions,
     PriorConfig,
     PriorTrainOptions,
@@ -56,6 +57,7 @@ def train_vqvae_cmd(
 
 @app.command("extract-codes")
 @friendly_errors
+@options_from(ExtractOptions)
 def extract_codes_cmd(
     vqvae: VQVAEArg,
     data: Annotated[
@@ -65,16 +67,22 @@ def extract_codes_cmd(
     data_root: DataRootOpt = Path("data"),
     batch_size: BatchOpt = 256,
     device: DeviceOpt = "auto",
+    *,
+    extract_options: ExtractOptions,
 ) -> None:
-    """Stage 2: encode a dataset into code maps (both splits, with labels) in one file."""
+    """Stage 2: encode a dataset into code maps (both splits, with labels; and shifted copies of the training
+    images) in one file."""
     single_process("extract-codes")
     from vqgen.stages.extract_codes import extract_codes_for
 
-    result = extract_codes_for(vqvae, out, data=data, data_root=data_root, batch_size=batch_size, device=device)
+    result = extract_codes_for(vqvae, out, data=data, data_root=data_root, batch_size=batch_size, device=device,
+                               augment=extract_options)
     print_codebook_audit(result)
     top = result.get("latent_shape_top")
+    copies = (result.get("augment") or {}).get("augment_copies", 0)
     out_console.print(
-        f"wrote {out}: {result['num_train']} train + {result['num_val']} val code maps of "
+        f"wrote {out}: {result['num_train']} train"
+        + (f" (the images and {copies} shifted copies)" if copies else "") + f" + {result['num_val']} val code maps of "
         f"{result['latent_shape'][0]}x{result['latent_shape'][1]}"
         + (f" (bottom) and {top[0]}x{top[1]} (top)" if top else "") + f", K={result['num_codes']}"
     )

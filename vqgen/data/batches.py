@@ -82,7 +82,7 @@ class Batches:
             return
         b = self.sampler.batches
         if self.shifts is None:
-            self.shifts = draw_shifts(b.num_items, self.max_shift, b.seed, b.epoch or 0)
+            self.shifts = draw_shifts(b.num_items * b.variants, self.max_shift, b.seed, b.epoch or 0)
         for images, labels, indices in self.loader:
             yield shift_images(images, self.shifts[indices]), labels
 
@@ -96,13 +96,20 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     max_shift: int = 0,
+    variants: int = 1,
 ) -> Batches:
-    """Seeded batches; ``batch_size`` is per process, and under torchrun each rank reads its own shard."""
+    """Seeded batches; ``batch_size`` is per process, and under torchrun each rank reads its own shard.
+
+    ``variants`` V: the dataset holds V versions of each item, one after another; each pass reads one of them
+    per item (``dist.ShardedBatchSampler``)."""
     if batch_size < 1:
         raise VQGenError(f"--batch-size must be positive, not {batch_size}")
     if max_shift < 0:
         raise VQGenError(f"--augment-shift must be 0 or more pixels, not {max_shift}")
-    sampler = dist.ShardedBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    if variants < 1 or len(dataset) % variants:
+        raise VQGenError(f"a dataset of {len(dataset)} items cannot hold {variants} versions of each")
+    sampler = dist.ShardedBatchSampler(len(dataset) // variants, batch_size, shuffle=shuffle, seed=seed,
+                                       drop_last=drop_last, variants=variants)
     loader_args = {
         "generator": torch.Generator().manual_seed(seed),  # worker seeds; keeps the global RNG untouched
         "num_workers": num_workers,

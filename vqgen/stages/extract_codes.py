@@ -5,15 +5,19 @@ Code file layout (readable with safetensors alone):
 * tensors ``<split>_codes``: (N, h, w) int16 (int32 when K > 32767), for residual VQ stacks
   (N, depth, h, w) of codes 0..K-1 per codebook, and ``<split>_labels``: (N,) int64, -1 where
   unlabelled, for the splits ``train`` and ``val`` (what train-prior reads), plus ``test`` where the
-  data has an official test split, or the splits asked for (e.g. ``all``);
+  data has an official test split, or the splits asked for (e.g. ``all``); ``train_codes`` holds the
+  codes of the training images, then those of each of ``augment.augment_copies`` shifted copies of
+  them (``vqgen.config.ExtractOptions``), in the same order, and ``train_labels`` repeats their labels;
 * two-level VQ-VAEs (VQ-VAE-2) add ``<split>_codes_top``: (N, ht, wt), the top map; then
   ``<split>_codes`` is the bottom map (N, hb, wb), at twice the top's size;
 * metadata key ``vqgen``: JSON with ``kind: "codes"``, ``levels`` (1 or 2; files without it: 1),
   ``num_codes`` (per codebook), ``code_depth`` (codes per position: 1, or the residual VQ's depth),
   ``quantizer``, ``latent_shape`` (the bottom map's), ``latent_shape_top`` (two levels),
   ``vqvae_sha256``, ``vqvae_path``, ``dataset``, ``label_names``, ``image``, and per split a count
-  ``num_<split>`` and a codebook audit (``usage``, ``perplexity``, ``top10_share``, ``dead_codes``) in
-  ``codebook_audit`` (of the top map: ``codebook_audit_top``).
+  ``num_<split>`` (for train: every map, copies included), ``augment`` (the options and
+  ``num_train_images``; files without it: no copies) and a codebook audit of the images themselves
+  (``usage``, ``perplexity``, ``top10_share``, ``dead_codes``) in ``codebook_audit`` (of the top map:
+  ``codebook_audit_top``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 
 from vqgen import __version__
 from vqgen.checkpoint import check_output_path, expect_kind, file_sha256, load_vqvae, read_metadata, save_vqgen_file
+from vqgen.config import ExtractOptions, to_dict
 from vqgen.data import ImageData, image_data_from_spec
 from vqgen.eval.metrics import CodeHistogram
 from vqgen.data.batches import make_loader
@@ -44,11 +49,14 @@ AUDIT_KEYS = {"codes": "codebook_audit", "codes_top": "codebook_audit_top"}
 
 
 @torch.no_grad()
-def encode_split(model, dataset, batch_size: int, device: torch.device, desc: str):
+def encode_split(model, dataset, batch_size: int, device: torch.device, desc: str, shift: int = 0, copy: int = 0,
+                 seed: int = 0):
     """Stream a split through the encoder -> (maps, labels (N,), histograms), the maps and their histograms
     keyed by tensor name: ``codes`` (N, h, w) (residual VQ: (N, depth, h, w)), and with two levels
-    ``codes_top`` (N, ht, wt)."""
-    loader = make_loader(dataset, batch_size, shuffle=False, seed=0)
+    ``codes_top`` (N, ht, wt). ``shift`` > 0: each image moved by up to that many pixels first, its shift
+    drawn from (``seed``, ``copy``, its index)."""
+    loader = make_loader(dataset, batch_size, shuffle=False, seed=seed, max_shift=shift)
+    loader.set_epoch(copy)
     dtype = code_dtype(model.cfg.num_codes)
     names = MAP_NAMES[model.cfg.levels]
     maps: dict[str, list[torch.Tensor]] = {name: [] for name in names}
@@ -68,6 +76,21 @@ def default_splits(data: ImageData) -> list[str]:
     return ["train", "val"] + (["test"] if data.test is not None else [])
 
 
+def encode_with_copies(model, dataset, batch_size: int, device: torch.device, split: str,
+                       augment: ExtractOptions) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, CodeHistogram]]:
+    """``encode_split`` of the images, then of ``augment.augment_copies`` shifted copies of them, one after
+    another: maps (N * (1 + copies), ...), labels repeated; the histograms are those of the images alone."""
+    maps, labels, histograms = encode_split(model, dataset, batch_size, device, f"encoding {split}")
+    parts, label_parts = [maps], [labels]
+    for copy in range(augment.augment_copies):
+        shifted, _, _ = encode_split(model, dataset, batch_size, device,
+                                     f"encoding {split}, shifted copy {copy + 1}/{augment.augment_copies}",
+                                     shift=augment.augment_shift, copy=copy, seed=augment.augment_seed)
+        parts.append(shifted)
+        label_parts.append(labels)
+    return {name: torch.cat([p[name] for p in parts]) for name in maps}, torch.cat(label_parts), histograms
+
+
 def extract_codes(
     vqvae_path: Path,
     data: ImageData,
@@ -75,9 +98,13 @@ def extract_codes(
     batch_size: int = 256,
     device: str = "auto",
     splits: Sequence[str] | None = None,
+    augment: ExtractOptions | None = None,
 ) -> dict[str, Any]:
     """Encode ``splits`` of ``data`` (default: train, val, and test where there is one) with the VQ-VAE at
-    ``vqvae_path`` into the code file ``out``."""
+    ``vqvae_path`` into the code file ``out``, and shifted copies of the training images as ``augment``
+    (default ``ExtractOptions()``) asks."""
+    augment = augment or ExtractOptions()
+    augment.validate()
     splits = list(splits or default_splits(data))
     datasets = {split: data.pick(split) for split in splits}  # an unknown or missing split fails before encoding
     check_output_path(out)
@@ -86,7 +113,8 @@ def extract_codes(
     tensors: dict[str, torch.Tensor] = {}
     audits: dict[str, dict[str, dict[str, float]]] = {AUDIT_KEYS[name]: {} for name in MAP_NAMES[model.cfg.levels]}
     for split, dataset in datasets.items():
-        maps, labels, histograms = encode_split(model, dataset, batch_size, dev, f"encoding {split}")
+        split_augment = augment if split == "train" else ExtractOptions(augment_copies=0)
+        maps, labels, histograms = encode_with_copies(model, dataset, batch_size, dev, split, split_augment)
         for name, codes in maps.items():
             tensors[f"{split}_{name}"] = codes
             audits[AUDIT_KEYS[name]][split] = histograms[name].summary()
@@ -106,6 +134,8 @@ def extract_codes(
         "label_names": data.label_names,
         "image": vq_meta["image"],
         **{f"num_{split}": len(tensors[f"{split}_codes"]) for split in splits},
+        # train_codes holds the images' codes, then those of each shifted copy: (1 + copies) x num_train_images
+        "augment": {**to_dict(augment), "num_train_images": len(datasets["train"])} if "train" in datasets else None,
         **audits,
     }
     save_vqgen_file(out, tensors, meta)
@@ -113,9 +143,11 @@ def extract_codes(
 
 
 def extract_codes_for(vqvae_path: Path, out: Path, data: str | None = None, data_root: str | Path = "data",
-                      batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
+                      batch_size: int = 256, device: str = "auto",
+                      augment: ExtractOptions | None = None) -> dict[str, Any]:
     """``vqgen extract-codes``: encode the VQ-VAE's own dataset and split (or ``data``, resized to the
-    VQ-VAE's image size and channels) and warn when the codebook is barely used."""
+    VQ-VAE's image size and channels), with the shifted copies ``augment`` asks for, and warn when the codebook
+    is barely used."""
     meta = read_metadata(vqvae_path)
     expect_kind(vqvae_path, meta, "vqvae")
     check_output_path(out)
@@ -124,7 +156,7 @@ def extract_codes_for(vqvae_path: Path, out: Path, data: str | None = None, data
         spec["data"] = data
     images = image_data_from_spec(spec, root=data_root)
     say(images.describe())
-    result = extract_codes(vqvae_path, images, out, batch_size=batch_size, device=device)
+    result = extract_codes(vqvae_path, images, out, batch_size=batch_size, device=device, augment=augment)
     for key, which in (("codebook_audit", "the codebook"), ("codebook_audit_top", "the top codebook")):
         usage = result.get(key, {}).get("train", {}).get("usage", 1.0)
         if usage < LOW_USAGE_WARNING:

@@ -93,7 +93,7 @@ class ClassifierTrainer(Trainer):
                                     num_classes=len(self.class_names), width=opts.width)
         self.model = Classifier(self.cfg).to(device)
         self.train_batches = make_loader(data.train, opts.batch_size, shuffle=True, seed=opts.seed,
-                                         num_workers=opts.num_workers, drop_last=True)
+                                         num_workers=opts.num_workers, drop_last=True, max_shift=opts.augment_shift)
         self.hooks = {}
         self.started = time.time()
 

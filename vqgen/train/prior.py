@@ -62,6 +62,11 @@ class CodeFile:
     def levels(self) -> int:
         return self.meta.get("levels", 1)
 
+    @property
+    def variants(self) -> int:
+        """Encodings of each training image: the image's own and those of its shifted copies (``ExtractOptions``)."""
+        return 1 + int((self.meta.get("augment") or {}).get("augment_copies", 0))
+
     def identity(self) -> dict[str, Any]:
         """What a resumed prior run must find unchanged in its code file."""
         keys = ("num_codes", "latent_shape", "vqvae_sha256", "label_names", "num_train", "num_val")
@@ -94,7 +99,10 @@ def load_codes(path: Path) -> CodeFile:
     splits = [code_split(path, tensors, meta, split) for split in ("train", "val")]
     if len(splits[0]) == 0:
         raise VQGenError(f"{path}: the code file holds no training codes")
-    return CodeFile(path, meta, *splits)
+    codes = CodeFile(path, meta, *splits)
+    if len(codes.train) % codes.variants:
+        raise VQGenError(f"{path}: {len(codes.train)} training maps are not {codes.variants} encodings of each image")
+    return codes
 
 
 def histogram_bits(train: TensorDataset, val: TensorDataset, num_codes: int) -> tuple[float, dict[str, float]]:
@@ -116,7 +124,9 @@ class PriorTrainer(Trainer):
                  device: torch.device, out: Path):
         self.codes, self.cfg, self.opts, self.device, self.out = codes, cfg, opts, device, out
         self.model = build_prior(cfg).to(device, memory_format=memory_format(device, opts.amp))
-        self.train_batches = make_loader(codes.train, opts.batch_size, shuffle=True, seed=opts.seed, drop_last=True)
+        # each epoch reads one encoding of every training image (of the image itself or of a shifted copy)
+        self.train_batches = make_loader(codes.train, opts.batch_size, shuffle=True, seed=opts.seed, drop_last=True,
+                                         variants=codes.variants)
         self.val_batches = make_loader(codes.val, opts.batch_size * 4, shuffle=False, seed=opts.seed)
         # with --ema-decay, validation and the saved file use the average of the weights
         self.ema = WeightEMA(self.model, opts.ema_decay) if opts.ema_decay else None
@@ -213,7 +223,9 @@ def train_prior_on(codes_path: Path, cfg: PriorConfig, opts: PriorTrainOptions, 
     cfg.validate()
     kind = f"conditional on {cfg.num_classes} classes" if conditional else "unconditional"
     levels = ", top and bottom priors" if codes.levels == 2 else ""
-    say(f"prior: {len(codes.train)} train / {len(codes.val)} val code maps, {kind}{levels}")
+    images = len(codes.train) // codes.variants
+    copies = f" (each of {images} images and {codes.variants - 1} shifted copies)" if codes.variants > 1 else ""
+    say(f"prior: {len(codes.train)} train{copies} / {len(codes.val)} val code maps, {kind}{levels}")
     if codes.levels == 2:
         if cfg.arch != "pixelcnn":
             raise VQGenError(f"{codes_path}: the codes of a two-level VQ-VAE take --arch pixelcnn priors (its bottom "
