@@ -2,19 +2,21 @@
 training time, on the codes of mnist5k and of a 5,000-image CIFAR-10 subset.
 
 For each dataset: a VQ-VAE (the defaults, a few epochs; or --vqvae-mnist / --vqvae-cifar PATH), its codes,
-a reference classifier (for `vqgen evaluate`), then three class-conditional priors:
+a reference classifier (for `vqgen evaluate`), then four class-conditional priors:
 
 * pixelcnn: the PixelCNN (default size) for --prior-epochs;
 * transformer (params): the transformer with --transformer-layers blocks and the width whose parameter
   count is closest to the PixelCNN's, for --prior-epochs;
-* transformer (time): the same transformer for the number of epochs that takes about as long as the
+* transformer (default): the transformer of `train-prior --arch transformer` (its default size) for
+  --prior-epochs (left out when that is the row above);
+* transformer (time): the default transformer for the number of epochs that takes about as long as the
   PixelCNN's training (measured from the run above; the same run when that is --prior-epochs).
 
 Each prior's row: parameters, epochs, training seconds, best validation bits per code, and for --samples
 samples (`--label all`, cached sampler) the share classified as the asked class and the Fréchet distance
 in the reference classifier's features to the validation images (vqgen.eval), and the seconds they took.
 A second table times the samplers (cached vs full, batch --speed-batch) of randomly initialised priors of
-the two sizes at --speed-sizes, per 1,000 samples; the full sampler on maps of more than 64 positions
+the two default sizes at --speed-sizes, per 1,000 samples; the full sampler on maps of more than 64 positions
 is timed on its first --full-positions positions and extrapolated (one whole pass per position).
 
 CIFAR-10 comes from --cifar-npz (images (N, 32, 32, 3) uint8, labels (N,)), written out as an image
@@ -142,18 +144,23 @@ def bench_dataset(name: str, data: str, vqvae: Path | None, args) -> tuple[list[
     train_classifier(image_data_from_spec(meta["dataset"]), clf_opts, classifier)
 
     pixelcnn = sized(PixelCNNConfig(num_layers=args.pixelcnn_layers, channels=args.pixelcnn_channels), meta)
-    transformer = matched_transformer(pixelcnn, args.transformer_layers, args.transformer_heads)
+    matched = matched_transformer(pixelcnn, args.transformer_layers, args.transformer_heads)
+    default = sized(TransformerConfig(label_dropout=pixelcnn.label_dropout), meta)  # train-prior's own size
+    if args.tiny:
+        default = dataclasses.replace(default, channels=16, num_layers=1, num_heads=2)
     rows = [train_one("pixelcnn", pixelcnn, args.prior_epochs, codes, work, args),
-            train_one("transformer-params", transformer, args.prior_epochs, codes, work, args)]
+            train_one("transformer-params", matched, args.prior_epochs, codes, work, args)]
+    if default != matched:
+        rows.append(train_one("transformer-default", default, args.prior_epochs, codes, work, args))
     for row in rows:
         sample_scores(row, classifier, work, args)
-    epochs = max(1, round(args.prior_epochs * rows[0]["train_s"] / rows[1]["train_s"]))
+    epochs = max(1, round(args.prior_epochs * rows[0]["train_s"] / rows[-1]["train_s"]))
     if epochs == args.prior_epochs:  # the run above took about as long already
-        rows.append({**rows[1], "name": "transformer-time"})
+        rows.append({**rows[-1], "name": "transformer-time"})
     else:
-        rows.append(train_one("transformer-time", transformer, epochs, codes, work, args))
+        rows.append(train_one("transformer-time", default, epochs, codes, work, args))
         sample_scores(rows[-1], classifier, work, args)
-    return rows, [pixelcnn, transformer]
+    return rows, [pixelcnn, default]
 
 
 def sampler_seconds(cfg: PriorConfig, size: tuple[int, int], args) -> dict[str, Any]:
