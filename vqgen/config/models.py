@@ -259,11 +259,13 @@ class PixelCNNConfig(PriorConfig):
 @dataclass
 class TransformerConfig(PriorConfig):
     arch: str = dataclasses.field(default="transformer", init=False)
-    channels: int = option(128, "Width: channels of the embeddings, attention and residual stream.")
-    num_layers: int = option(8, "Transformer blocks.", flag="--layers")
+    # 3 blocks of width 160 with dropout 0.1: 6.553 val bits/code in 68 s on the mnist5k demo codes (10 epochs),
+    # where 8 blocks of 128 without dropout reached 7.086 in 77 s (4 epochs) (README, "A transformer prior")
+    channels: int = option(160, "Width: channels of the embeddings, attention and residual stream.")
+    num_layers: int = option(3, "Transformer blocks.", flag="--layers")
     num_heads: int = option(4, "Attention heads (must divide --channels).", flag="--heads")
     mlp_ratio: int = 4  # hidden width of the MLP, in multiples of the channels
-    dropout: float = option(0.0, "Dropout on the input embeddings, attention weights and residual branches.")
+    dropout: float = option(0.1, "Dropout on the input embeddings, attention weights and residual branches.")
 
     def validate(self) -> None:
         super().validate()
