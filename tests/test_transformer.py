@@ -11,11 +11,12 @@ K = 32
 
 
 def make_prior(shape=(5, 6), num_classes: int = 0, logit_scale: float = 1.0, seed: int = 0, label_dropout: float = 0.0,
-               layers: int = 3) -> TransformerPrior:
-    """A small random prior; ``logit_scale`` sharpens its output like training does."""
+               layers: int = 3, dropout: float = 0.0) -> TransformerPrior:
+    """A small random prior; ``logit_scale`` sharpens its output like training does. No dropout by default, so
+    that the train-mode forward of the label-dropout test is deterministic."""
     torch.manual_seed(seed)
     cfg = TransformerConfig(num_codes=K, latent_shape=shape, channels=32, num_layers=layers, num_heads=4,
-                            num_classes=num_classes, label_dropout=label_dropout)
+                            num_classes=num_classes, label_dropout=label_dropout, dropout=dropout)
     model = TransformerPrior(cfg).eval()
     with torch.no_grad():
         model.head.weight.mul_(20 * logit_scale)  # the 0.02 initialisation gives nearly uniform logits
