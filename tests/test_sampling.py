@@ -357,3 +357,19 @@ def test_the_default_guidance_is_used_only_where_the_prior_can_be_guided():
     assert choose_guidance(guided, 1.0) == 1.0  # given: kept
     with pytest.raises(VQGenError, match="label-dropout"):
         choose_guidance(plain, 3.0)
+
+
+def test_the_default_temperature_goes_with_guidance_and_sample_records_it(tmp_path):
+    from vqgen.config import GUIDED_SCALE, GUIDED_TEMPERATURE
+    from vqgen.sampling import choose_temperature
+
+    assert choose_temperature(None, GUIDED_SCALE) == GUIDED_TEMPERATURE != 1
+    assert choose_temperature(None, 1.0) == 1.0 and choose_temperature(0.7, 2.0) == 0.7
+    from conftest import run_cli
+    from vqgen.checkpoint import read_metadata
+
+    run_cli("sample", "mnist5k", "--n", "4", "--out", tmp_path / "guided", "--device", "cpu")
+    run_cli("sample", "mnist5k", "--n", "4", "--guidance", "1", "--out", tmp_path / "plain", "--device", "cpu")
+    guided, plain = (read_metadata(tmp_path / name / "codes.safetensors") for name in ("guided", "plain"))
+    assert (guided["guidance"], guided["temperature"]) == (GUIDED_SCALE, GUIDED_TEMPERATURE)
+    assert (plain["guidance"], plain["temperature"]) == (1.0, 1.0)

@@ -118,7 +118,7 @@ def sample_codes(
     n: int,
     labels: int | str | Sequence[int | str] | None = None,
     *,
-    temperature: float = DEFAULTS.temperature,
+    temperature: float | None = DEFAULTS.temperature,
     top_k: int | None = DEFAULTS.top_k,
     seed: int = 0,
     sampler: str | None = None,
@@ -131,17 +131,19 @@ def sample_codes(
     sample. ``sampler``: a name from ``vqgen.sampling.SAMPLERS``, ``cached`` (the default, for either
     architecture) or ``full``. ``guidance`` S: classifier-free guidance scale (1: plain conditional
     sampling; S != 1 needs a prior trained with label dropout; None: the `vqgen sample` default).
+    ``temperature`` None: the `vqgen sample` default (0.9 with guidance, else 1).
     """
-    from vqgen.sampling import SAMPLERS, choose_guidance, sample_maps
+    from vqgen.sampling import SAMPLERS, choose_guidance, choose_temperature, sample_maps
 
     if n < 1:
         raise VQGenError(f"n must be at least 1, not {n}")
-    if not temperature > 0:
+    if temperature is not None and not temperature > 0:
         raise VQGenError(f"temperature must be positive, not {temperature}")
     name = sampler or "cached"
     if name not in SAMPLERS:
         raise VQGenError(f"sampler must be one of {', '.join(SAMPLERS)}, not {name!r}")
     guidance = choose_guidance(prior, guidance)
+    temperature = choose_temperature(temperature, guidance)
     y = _label_tensor(prior, labels, n)
     generator = torch.Generator().manual_seed(seed)
     codes = sample_maps(SAMPLERS[name], prior, n, labels=y, temperature=temperature, top_k=top_k,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from vqgen.config import GUIDED_SCALE
+from vqgen.config import GUIDED_SCALE, GUIDED_TEMPERATURE
 from vqgen.errors import VQGenError
 
 # Bound on |fast - reference| logits, relative to 1 + max |logit| of the row (measured: < 1.5e-6).
@@ -73,6 +73,13 @@ def choose_guidance(model, scale: float | None, option: str = "guidance") -> flo
         scale = GUIDED_SCALE if model.conditional and model.null_label is not None else 1.0
     check_guidance(model, scale, option)
     return scale
+
+
+def choose_temperature(temperature: float | None, guidance: float) -> float:
+    """The temperature to sample with: ``temperature``; None: GUIDED_TEMPERATURE with guidance (S != 1), else 1."""
+    if temperature is None:
+        return GUIDED_TEMPERATURE if guidance != 1 else 1.0
+    return temperature
 
 
 def check_guidance(model, scale: float, option: str = "guidance") -> None:

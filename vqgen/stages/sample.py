@@ -23,7 +23,7 @@ from vqgen.images import save_grid, save_png
 from vqgen.device import resolve_device
 from vqgen.models.rvq import stacked_codes
 from vqgen.models.vqvae import MAP_NAMES
-from vqgen.sampling import SAMPLERS, choose_guidance, sample_maps
+from vqgen.sampling import SAMPLERS, choose_guidance, choose_temperature, sample_maps
 
 
 def parse_labels(
@@ -95,6 +95,7 @@ def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path:
     dev = resolve_device(opts.device)
     prior, meta = load_prior(prior_path, dev)
     guidance = choose_guidance(prior, guidance, f"{prior_path}: --guidance")
+    temperature = choose_temperature(temperature, guidance)
     k = prior.cfg.num_codes
     if top_k is not None and not 1 <= top_k <= k:
         raise VQGenError(f"--top-k must be between 1 and K={k}, not {top_k}")
