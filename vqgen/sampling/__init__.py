@@ -8,7 +8,9 @@
 """
 
 from vqgen.sampling.cached import CACHES, cached_logits, sample_cached
-from vqgen.sampling.draw import TIE_TOLERANCE, Guidance, check_guidance, choose_guidance, choose_temperature, draw_codes, exact_float32, is_decisive
+from vqgen.sampling.draw import (
+    TIE_TOLERANCE, Guidance, check_guidance, choose_guidance, choose_temperature, draw_codes, exact_float32, is_decisive,
+)
 from vqgen.sampling.full import sample_full
 from vqgen.sampling.levels import sample_maps
 from vqgen.sampling.pixelcnn import CachedPixelCNN
@@ -18,6 +20,6 @@ SAMPLERS = {"cached": sample_cached, "full": sample_full}
 
 __all__ = [
     "CACHES", "SAMPLERS", "TIE_TOLERANCE", "CachedPixelCNN", "CachedTransformer", "Guidance", "cached_logits",
-    "check_guidance", "choose_guidance", "choose_temperature", "draw_codes", "exact_float32", "is_decisive", "sample_cached", "sample_full",
-    "sample_maps",
+    "check_guidance", "choose_guidance", "choose_temperature", "draw_codes", "exact_float32", "is_decisive",
+    "sample_cached", "sample_full", "sample_maps",
 ]

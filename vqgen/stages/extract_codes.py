@@ -76,8 +76,11 @@ def default_splits(data: ImageData) -> list[str]:
     return ["train", "val"] + (["test"] if data.test is not None else [])
 
 
+Encoded = tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, CodeHistogram]]  # maps, labels, histograms
+
+
 def encode_with_copies(model, dataset, batch_size: int, device: torch.device, split: str,
-                       augment: ExtractOptions) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, CodeHistogram]]:
+                       augment: ExtractOptions) -> Encoded:
     """``encode_split`` of the images, then of ``augment.augment_copies`` shifted copies of them, one after
     another: maps (N * (1 + copies), ...), labels repeated; the histograms are those of the images alone."""
     maps, labels, histograms = encode_split(model, dataset, batch_size, device, f"encoding {split}")
