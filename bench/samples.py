@@ -35,7 +35,9 @@ def parse_list(text: str, cast) -> list:
     return [None if item == "none" else cast(item) for item in text.split(",")]
 
 
-def score_row(prior: Path, guidance: float, top_k: int | None, temperature: float, args, scratch: Path) -> list[str]:
+def score_row(prior: Path, guidance: float, top_k: int | None, temperature: float, args,
+              scratch: Path) -> tuple[list[str], float]:
+    """One row of the table, and the reference classifier's accuracy on real validation images."""
     folder = scratch / f"g{guidance}-k{top_k}-t{temperature}"
     started = time.perf_counter()
     sample(prior, folder, args.n, label="all", temperature=temperature, top_k=top_k, guidance=guidance,
@@ -43,13 +45,14 @@ def score_row(prior: Path, guidance: float, top_k: int | None, temperature: floa
     seconds = (time.perf_counter() - started) * 1000 / args.n
     results = evaluate(EvaluateRequest(samples=folder, prior=prior, split=args.split, device="cpu",
                                        train_classifier=True))
-    s, args.classifier_accuracy = results["samples"], results["classifier"]["val_accuracy"]
-    return [
+    s = results["samples"]
+    row = [
         f"{guidance:g}", str(top_k or "none"), f"{temperature:g}", f"{s['class_agreement']:.1%}",
         f"{s['confidence']:.3f}", f"{s['fd']:.2f}", f"{s['floor_fd']:.2f}", f"{s['kid_mean']:.3f}",
         f"{s['floor_kid_mean']:.3f}", f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['floor_recall']:.3f}",
         f"{s['class_entropy']:.3f}", f"{seconds:.1f}",
     ]
+    return row, results["classifier"]["val_accuracy"]
 
 
 def main() -> None:
@@ -69,9 +72,9 @@ def main() -> None:
     print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * 3 + "---:|" * (len(COLUMNS) - 3), flush=True)
     with tempfile.TemporaryDirectory(prefix="vqgen-bench-samples-") as scratch:
         for guidance, top_k, temperature in grid:
-            row = score_row(prior, guidance, top_k, temperature, args, Path(scratch))
+            row, accuracy = score_row(prior, guidance, top_k, temperature, args, Path(scratch))
             print("| " + " | ".join(row) + " |", flush=True)
-    print(f"reference classifier: {args.classifier_accuracy:.1%} of the real validation images in their class")
+    print(f"reference classifier: {accuracy:.1%} of the real validation images in their class")
 
 
 if __name__ == "__main__":

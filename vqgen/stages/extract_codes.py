@@ -33,6 +33,7 @@ from vqgen.checkpoint import check_output_path, expect_kind, file_sha256, load_v
 from vqgen.config import ExtractOptions, to_dict
 from vqgen.data import ImageData, image_data_from_spec
 from vqgen.eval.metrics import CodeHistogram
+from vqgen.data.augment import draw_shifts, shift_images
 from vqgen.data.batches import make_loader
 from vqgen.device import resolve_device
 from vqgen.logs import progress, say, warn
@@ -49,49 +50,43 @@ AUDIT_KEYS = {"codes": "codebook_audit", "codes_top": "codebook_audit_top"}
 
 
 @torch.no_grad()
-def encode_split(model, dataset, batch_size: int, device: torch.device, desc: str, shift: int = 0, copy: int = 0,
-                 seed: int = 0):
+def encode_split(model, dataset, batch_size: int, device: torch.device, desc: str,
+                 augment: ExtractOptions | None = None):
     """Stream a split through the encoder -> (maps, labels (N,), histograms), the maps and their histograms
     keyed by tensor name: ``codes`` (N, h, w) (residual VQ: (N, depth, h, w)), and with two levels
-    ``codes_top`` (N, ht, wt). ``shift`` > 0: each image moved by up to that many pixels first, its shift
-    drawn from (``seed``, ``copy``, its index)."""
-    loader = make_loader(dataset, batch_size, shuffle=False, seed=seed, max_shift=shift)
-    loader.set_epoch(copy)
+    ``codes_top`` (N, ht, wt).
+
+    With ``augment``, each batch is also encoded ``augment.augment_copies`` times more, shifted (the shift
+    of copy c of image i drawn from (seed, c, i)), in the same pass over the images: the maps are then those
+    of the N images followed by those of each copy, (N * (1 + copies), ...), the labels repeat, and the
+    histograms count the images' own codes only.
+    """
+    copies = augment.augment_copies if augment else 0
+    shifts = [draw_shifts(len(dataset), augment.augment_shift, augment.augment_seed, c) for c in range(copies)]
+    loader = make_loader(dataset, batch_size, shuffle=False, seed=0)
     dtype = code_dtype(model.cfg.num_codes)
     names = MAP_NAMES[model.cfg.levels]
-    maps: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    maps: list[dict[str, list[torch.Tensor]]] = [{name: [] for name in names} for _ in range(1 + copies)]
     # all codebooks' codes (K x depth); two levels have one codebook per map (no residual VQ), so K each
     histograms = {name: CodeHistogram(model.cfg.total_codes) for name in names}
-    labels = []
+    labels, start = [], 0
     for images, y in progress(loader, len(loader), desc):
-        encoded = model.encode(images.to(device))
-        for name, indices in zip(names, encoded if isinstance(encoded, tuple) else (encoded,)):
-            histograms[name].add(indices.cpu())
-            maps[name].append(indices.cpu().to(dtype))
+        stop = start + len(images)
+        versions = [images] + [shift_images(images, shift[start:stop]) for shift in shifts]
+        for copy, (version, batch) in enumerate(zip(maps, versions)):
+            encoded = model.encode(batch.to(device))
+            for name, indices in zip(names, encoded if isinstance(encoded, tuple) else (encoded,)):
+                if copy == 0:
+                    histograms[name].add(indices.cpu())
+                version[name].append(indices.cpu().to(dtype))
         labels.append(torch.as_tensor(y, dtype=torch.long))
-    return {name: torch.cat(parts) for name, parts in maps.items()}, torch.cat(labels), histograms
+        start = stop
+    joined = {name: torch.cat([part for version in maps for part in version[name]]) for name in names}
+    return joined, torch.cat(labels).repeat(1 + copies), histograms
 
 
 def default_splits(data: ImageData) -> list[str]:
     return ["train", "val"] + (["test"] if data.test is not None else [])
-
-
-Encoded = tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, CodeHistogram]]  # maps, labels, histograms
-
-
-def encode_with_copies(model, dataset, batch_size: int, device: torch.device, split: str,
-                       augment: ExtractOptions) -> Encoded:
-    """``encode_split`` of the images, then of ``augment.augment_copies`` shifted copies of them, one after
-    another: maps (N * (1 + copies), ...), labels repeated; the histograms are those of the images alone."""
-    maps, labels, histograms = encode_split(model, dataset, batch_size, device, f"encoding {split}")
-    parts, label_parts = [maps], [labels]
-    for copy in range(augment.augment_copies):
-        shifted, _, _ = encode_split(model, dataset, batch_size, device,
-                                     f"encoding {split}, shifted copy {copy + 1}/{augment.augment_copies}",
-                                     shift=augment.augment_shift, copy=copy, seed=augment.augment_seed)
-        parts.append(shifted)
-        label_parts.append(labels)
-    return {name: torch.cat([p[name] for p in parts]) for name in maps}, torch.cat(label_parts), histograms
 
 
 def extract_codes(
@@ -116,8 +111,9 @@ def extract_codes(
     tensors: dict[str, torch.Tensor] = {}
     audits: dict[str, dict[str, dict[str, float]]] = {AUDIT_KEYS[name]: {} for name in MAP_NAMES[model.cfg.levels]}
     for split, dataset in datasets.items():
-        split_augment = augment if split == "train" else ExtractOptions(augment_copies=0)
-        maps, labels, histograms = encode_with_copies(model, dataset, batch_size, dev, split, split_augment)
+        copies = f" and {augment.augment_copies} shifted copies" if split == "train" and augment.augment_copies else ""
+        maps, labels, histograms = encode_split(model, dataset, batch_size, dev, f"encoding {split}{copies}",
+                                                augment if split == "train" else None)
         for name, codes in maps.items():
             tensors[f"{split}_{name}"] = codes
             audits[AUDIT_KEYS[name]][split] = histograms[name].summary()
@@ -151,6 +147,7 @@ def extract_codes_for(vqvae_path: Path, out: Path, data: str | None = None, data
     """``vqgen extract-codes``: encode the VQ-VAE's own dataset and split (or ``data``, resized to the
     VQ-VAE's image size and channels), with the shifted copies ``augment`` asks for, and warn when the codebook
     is barely used."""
+    (augment or ExtractOptions()).validate()  # before the data is opened
     meta = read_metadata(vqvae_path)
     expect_kind(vqvae_path, meta, "vqvae")
     check_output_path(out)
