@@ -1,8 +1,7 @@
-"""Prior recipes against sample quality: train PixelCNN variants on one code file, score each at the default
-sampling settings.
+"""PixelCNN recipes against sample quality: priors trained on one code file, scored at the default settings.
 
-    python bench/prior_sweep.py --codes checkpoints/codes.safetensors --out bench-out/sweep \\
-        --variant "default=" --variant "10x80=--layers 10 --channels 80" --variant "16 epochs=--epochs 16"
+    python bench/prior_sweep.py --codes checkpoints/codes.safetensors     # the README table (about 45 minutes)
+    python bench/prior_sweep.py --out bench-out/wide --variant "default=" --variant "10x80=--layers 10 --channels 80"
     python bench/prior_sweep.py --codes checkpoints/codes.safetensors --out bench-out/half \\
         --fraction 0.5 --variant "half, 24 epochs=--epochs 24"
 
@@ -36,6 +35,12 @@ from vqgen.eval import EvaluateRequest, evaluate
 from vqgen.stages.sample import sample
 from vqgen.train.classifier import train_classifier
 
+# the rows of the README table that use every training image of the given codes
+DEFAULT_VARIANTS = (
+    "default=", "default, --seed 1=--seed 1", "10x80=--layers 10 --channels 80",
+    "8x96, 10 epochs=--layers 8 --channels 96 --epochs 10", "kernel 5, 8 layers=--kernel-size 5 --layers 8",
+    "dropout 0.2=--dropout 0.2", "label dropout 0.2=--label-dropout 0.2", "16 epochs=--epochs 16",
+)
 COLUMNS = ("variant", "train s", "val bits/code", "learned bits", "in class", "FD", "FD floor", "recall",
            "recall floor", "seeds")
 
@@ -80,17 +85,20 @@ def row(name: str, trained: dict[str, float], scores: list[dict[str, float]]) ->
     def mean(key: str) -> float:
         return statistics.mean(s[key] for s in scores)
 
-    cells = [name, f"{trained['train_s']:.0f}", f"{trained['bits']:.3f}", f"{trained['histogram'] - trained['bits']:.2f}",
-             f"{mean('class_agreement'):.1%}", f"{mean('fd'):.2f}", f"{mean('floor_fd'):.2f}", f"{mean('recall'):.3f}",
-             f"{mean('floor_recall'):.3f}", str(len(scores))]
+    learned = trained["histogram"] - trained["bits"]
+    cells = [name, f"{trained['train_s']:.0f}", f"{trained['bits']:.3f}", f"{learned:.2f}",
+             f"{mean('class_agreement'):.1%}", f"{mean('fd'):.2f}", f"{mean('floor_fd'):.2f}",
+             f"{mean('recall'):.3f}", f"{mean('floor_recall'):.3f}", str(len(scores))]
     return "| " + " | ".join(cells) + " |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--codes", type=Path, default=Path("checkpoints/codes.safetensors"))
-    parser.add_argument("--out", type=Path, required=True, help="work folder (priors, samples, classifier)")
-    parser.add_argument("--variant", action="append", required=True, help='"NAME=train-prior flags"')
+    parser.add_argument("--out", type=Path, default=Path("bench-out/prior-sweep"),
+                        help="work folder (priors, samples, classifier)")
+    parser.add_argument("--variant", action="append", help='"NAME=train-prior flags" (repeatable); default: the '
+                        "README table's rows on all the images")
     parser.add_argument("--fraction", type=float, default=1.0, help="share of the training images to keep")
     parser.add_argument("--seeds", default="0,1", help="sampling seeds, comma-separated")
     parser.add_argument("--classifier", type=Path, help="reference classifier to score with; default: train one "
@@ -106,7 +114,7 @@ def main() -> None:
         train_classifier(image_data_from_spec(meta["dataset"]), ClassifierTrainOptions(device="cpu"), classifier)
     seeds = [int(s) for s in args.seeds.split(",")]
     print("| " + " | ".join(COLUMNS) + " |\n|---|" + "---:|" * (len(COLUMNS) - 1), flush=True)
-    for spec in args.variant:
+    for spec in args.variant or DEFAULT_VARIANTS:
         name, _, flags = spec.partition("=")
         folder = args.out / name.replace(" ", "_").replace(",", "")
         trained = train(codes, flags, folder)

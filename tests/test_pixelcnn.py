@@ -5,13 +5,17 @@ import torch.nn.functional as F
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 
 
-def tiny_prior(kernel_size: int, num_classes: int = 0, shape=(5, 6), layers: int = 6) -> GatedPixelCNN:
+def tiny_prior(kernel_size: int, num_classes: int = 0, shape=(5, 6), layers: int = 6,
+               attention_heads: int = 0) -> GatedPixelCNN:
     torch.manual_seed(kernel_size + num_classes)
     cfg = PixelCNNConfig(
         num_codes=7, latent_shape=shape, channels=8, num_layers=layers, kernel_size=kernel_size,
-        num_classes=num_classes, head_channels=16,
+        num_classes=num_classes, head_channels=16, attention_heads=attention_heads,
     )
-    return GatedPixelCNN(cfg).eval()
+    model = GatedPixelCNN(cfg).eval()
+    if model.attention is not None:  # past its zero start, so that the block changes the logits
+        torch.nn.init.normal_(model.attention.out.weight, std=0.5)
+    return model
 
 
 def input_gradient(model: GatedPixelCNN, codes, labels, i: int, j: int) -> torch.Tensor:
@@ -26,8 +30,9 @@ def input_gradient(model: GatedPixelCNN, codes, labels, i: int, j: int) -> torch
 
 @pytest.mark.parametrize("kernel_size", [3, 5])
 @pytest.mark.parametrize("num_classes", [0, 4])
-def test_logits_depend_exactly_on_the_codes_before_them(kernel_size, num_classes):
-    model = tiny_prior(kernel_size, num_classes)
+@pytest.mark.parametrize("attention_heads", [0, 2])
+def test_logits_depend_exactly_on_the_codes_before_them(kernel_size, num_classes, attention_heads):
+    model = tiny_prior(kernel_size, num_classes, attention_heads=attention_heads)
     h, w = model.cfg.latent_shape
     codes = torch.randint(0, 7, (2, h, w))
     labels = torch.tensor([1, 3]) if num_classes else None
@@ -42,8 +47,9 @@ def test_logits_depend_exactly_on_the_codes_before_them(kernel_size, num_classes
 
 
 @pytest.mark.parametrize("kernel_size", [3, 5])
-def test_changing_a_code_leaves_earlier_logits_untouched(kernel_size):
-    model = tiny_prior(kernel_size, num_classes=3)
+@pytest.mark.parametrize("attention_heads", [0, 4])
+def test_changing_a_code_leaves_earlier_logits_untouched(kernel_size, attention_heads):
+    model = tiny_prior(kernel_size, num_classes=3, attention_heads=attention_heads)
     h, w = model.cfg.latent_shape
     codes = torch.randint(0, 7, (3, h, w))
     labels = torch.tensor([0, 1, 2])
@@ -174,3 +180,18 @@ def test_without_label_dropout_the_model_is_unchanged():
     assert model.state_dict().keys() == old.state_dict().keys()
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, old.state_dict()[name]), name
+
+
+def test_the_attention_block_starts_as_the_identity_and_needs_heads_that_divide_the_channels():
+    from vqgen.errors import VQGenError
+
+    torch.manual_seed(0)
+    cfg = dict(num_codes=7, latent_shape=(4, 5), channels=8, num_layers=3, head_channels=16)
+    plain = GatedPixelCNN(PixelCNNConfig(**cfg)).eval()
+    torch.manual_seed(0)
+    with_attention = GatedPixelCNN(PixelCNNConfig(**cfg, attention_heads=2)).eval()
+    codes = torch.randint(0, 7, (2, 4, 5))
+    assert torch.equal(with_attention(codes), plain(codes))  # same weights, zero output projection
+    for heads in (3, -1):
+        with pytest.raises(VQGenError, match="--attention-heads"):
+            PixelCNNConfig(**cfg, attention_heads=heads).validate()

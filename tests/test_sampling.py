@@ -23,10 +23,11 @@ K = 32
 
 
 def make_prior(
-    shape, kernel_size: int, num_classes: int = 0, logit_scale: float = 1.0, seed: int = 0, label_dropout: float = 0.0
+    shape, kernel_size: int, num_classes: int = 0, logit_scale: float = 1.0, seed: int = 0, label_dropout: float = 0.0,
+    attention_heads: int = 0,
 ) -> GatedPixelCNN:
     """A small random prior (``kernel_size`` None: a transformer); ``logit_scale`` sharpens its output like
-    training does."""
+    training does; ``attention_heads``: a PixelCNN with its attention block, past its zero start."""
     if kernel_size is None:
         from tests.test_transformer import make_prior as make_transformer
 
@@ -34,11 +35,13 @@ def make_prior(
     torch.manual_seed(seed)
     cfg = PixelCNNConfig(
         num_codes=K, latent_shape=shape, channels=32, num_layers=4, kernel_size=kernel_size,
-        num_classes=num_classes, head_channels=32, label_dropout=label_dropout,
+        num_classes=num_classes, head_channels=32, label_dropout=label_dropout, attention_heads=attention_heads,
     )
     model = GatedPixelCNN(cfg).eval()
     with torch.no_grad():
         model.head[3].weight.mul_(logit_scale)
+        if model.attention is not None:
+            torch.nn.init.normal_(model.attention.out.weight, std=0.3)
     return model
 
 
@@ -104,6 +107,30 @@ def test_cached_sampler_draws_exactly_the_codes_of_the_full_sampler(
     assert torch.equal(torch.rand(4, generator=generators[0]), torch.rand(4, generator=generators[1]))
 
 
+# (latent shape, classes, temperature, top-k, guidance) of a PixelCNN with 4 attention heads
+ATTENTION_CASES = [((4, 4), 0, 1.0, None, 1.0), ((7, 7), 3, 0.8, 5, 1.0), ((5, 9), 3, 1.0, None, 2.0),
+                   ((3, 1), 2, 1.3, None, 1.0)]
+
+
+@pytest.mark.parametrize("shape,num_classes,temperature,top_k,guidance", ATTENTION_CASES)
+@pytest.mark.parametrize("logit_scale", [1.0, 30.0])
+def test_the_attention_block_caches_and_samples_like_the_full_pass(shape, num_classes, temperature, top_k, guidance,
+                                                                   logit_scale):
+    model = make_prior(shape, 3, num_classes, logit_scale, label_dropout=0.2 if guidance != 1 else 0.0,
+                       attention_heads=4)
+    codes = torch.randint(0, K, (6, *shape))
+    labels = labels_for(model, 6)
+    with torch.no_grad():
+        full_logits = model(codes, labels)
+    error = (cached_logits(model, codes, labels) - full_logits).abs()
+    assert (error <= TIE_TOLERANCE / 10 * (1 + full_logits.abs().amax(dim=1, keepdim=True))).all()
+    generators = [torch.Generator().manual_seed(9) for _ in range(2)]
+    full = sample_full(model, 6, labels, temperature, top_k, generators[0], guidance=guidance)
+    cached = sample_cached(model, 6, labels, temperature, top_k, generators[1], guidance=guidance)
+    assert torch.equal(cached, full) and full.unique().numel() > 1
+    assert torch.equal(torch.rand(4, generator=generators[0]), torch.rand(4, generator=generators[1]))
+
+
 def test_top_1_sampling_is_the_argmax_of_the_full_pass():
     model = make_prior((4, 5), 5, logit_scale=30.0)
     codes = sample_cached(model, 3, top_k=1, generator=torch.Generator().manual_seed(0))
@@ -111,12 +138,13 @@ def test_top_1_sampling_is_the_argmax_of_the_full_pass():
         assert torch.equal(model(codes).argmax(dim=1), codes)
 
 
-@pytest.mark.parametrize("shape,kernel_size,num_classes",
-                         [((5, 6), 5, 0), ((4, 7), 3, 3), ((6, 4), 7, 0), ((5, 6), None, 0), ((4, 7), None, 3)])
-def test_full_pass_is_causal_in_floating_point(shape, kernel_size, num_classes):
+@pytest.mark.parametrize("shape,kernel_size,num_classes,attention_heads",
+                         [((5, 6), 5, 0, 0), ((4, 7), 3, 3, 0), ((6, 4), 7, 0, 0), ((5, 6), None, 0, 0),
+                          ((4, 7), None, 3, 0), ((5, 6), 3, 3, 4)])
+def test_full_pass_is_causal_in_floating_point(shape, kernel_size, num_classes, attention_heads):
     """What the near-tie check relies on: the logits at (i, j) of a full pass over the finished map
     are bit for bit those of a pass over the map with zeros from (i, j) on (as sample_full has it)."""
-    model = make_prior(shape, kernel_size, num_classes, logit_scale=10.0)
+    model = make_prior(shape, kernel_size, num_classes, logit_scale=10.0, attention_heads=attention_heads)
     codes = torch.randint(0, K, (6, *shape))
     labels = labels_for(model, 6)
     h, w = shape
@@ -255,13 +283,15 @@ def near_tie_case(case: str):
     labels = torch.arange(8) % 3
     if case == "guided pixelcnn":
         return guided_prior((6, 6), 5, logit_scale=3.0), labels, CachedPixelCNN, "logits"
+    if case == "pixelcnn with attention":  # a redraw refills the attention's keys from the map's start
+        return make_prior((6, 6), 3, logit_scale=10.0, attention_heads=4), None, CachedPixelCNN, "logits"
     model = make_transformer((6, 6), num_classes=3, logit_scale=0.5, label_dropout=0.2)
     return model, labels, CachedTransformer, "step_logits"
 
 
 # (case, top-k, guidance)
 NEAR_TIE_CASES = [("pixelcnn", None, 1.0), ("pixelcnn", 3, 1.0), ("guided pixelcnn", None, 2.5),
-                  ("guided transformer", None, 2.0)]
+                  ("guided transformer", None, 2.0), ("pixelcnn with attention", None, 1.0)]
 
 
 @pytest.mark.parametrize("case,top_k,guidance", NEAR_TIE_CASES)

@@ -242,6 +242,8 @@ class PixelCNNConfig(PriorConfig):
     head_channels: int = 256
     dropout: float = option(0.1, "Dropout on the gated horizontal features (0.1: 0.06 bits/code better on "
                                  "mnist5k codes, where 4,500 maps are little data).")
+    attention_heads: int = option(0, "Heads of one causal self-attention block over the whole map between the "
+                                     "skips and the head (PixelSNAIL-style); 0: none.")
     # the bottom prior of a two-level model: conditioned on the top code map (cond_codes codes of cond_shape)
     cond_codes: int = 0  # 0: no conditioning map
     cond_shape: tuple[int, int] = (0, 0)
@@ -249,6 +251,8 @@ class PixelCNNConfig(PriorConfig):
     def validate(self) -> None:
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
+        check(self.attention_heads >= 0 and (self.attention_heads == 0 or self.channels % self.attention_heads == 0),
+              f"--attention-heads must be 0 or a divisor of --channels {self.channels}, not {self.attention_heads}")
         super().validate()
         if self.cond_codes:
             (h, w), (ch, cw) = self.latent_shape, self.cond_shape

@@ -17,6 +17,10 @@ Causality is built from padding and shifts rather than masks:
   codes only, anywhere in the map, so causality over the modelled codes is untouched;
 * the horizontal stack has a 1x1 residual connection from layer 2 on and a 1x1 skip output
   from every layer; the skips are summed and mapped to K logits;
+* optionally (``attention_heads`` > 0) one causal self-attention block over raster positions between
+  the skip sum and the head, as PixelSNAIL (Chen et al. 2018) adds to reach the whole map at once:
+  the features at position t have seen the codes before t only, so they may attend to every
+  position <= t, t itself included;
 * residual VQ stacks (``code_depth`` N > 1) come as (h, w*N) maps, depth d of position (i, j) at
   column j*N + d (``vqgen.models.rvq.flat_codes``): each code's embedding gets a learned embedding
   of its column's depth added, so the prior knows from the code to its left (or the row's start)
@@ -117,6 +121,37 @@ class ConditioningStack(nn.Module):
         return F.relu(self.after(F.interpolate(x, scale_factor=self.scale, mode="nearest")))
 
 
+class CausalSelfAttention(nn.Module):
+    """Pre-norm multi-head self-attention over the raster positions of (B, C, H, W) features, each position
+    attending to itself and the ones before it, added to its input. The output projection starts at zero,
+    so a new block starts as the identity."""
+
+    def __init__(self, channels: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features (B, T, C) -> queries, keys, values (B, heads, T, C / heads) each."""
+        b, t, c = x.shape
+        return self.qkv(self.norm(x)).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def merge(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The block's output (B, T, C) from its input and the attention's (B, heads, T, C / heads)."""
+        b, _, t, _ = attended.shape
+        return x + self.out(attended.transpose(1, 2).reshape(b, t, -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        seq = x.flatten(2).transpose(1, 2)
+        attended = F.scaled_dot_product_attention(*self.split(seq), is_causal=True)
+        return self.merge(seq, attended).transpose(1, 2).reshape(b, c, h, w)
+
+
 class GatedPixelCNN(CodePrior):
     def __init__(self, cfg: PixelCNNConfig):
         super().__init__()
@@ -137,6 +172,7 @@ class GatedPixelCNN(CodePrior):
             nn.Conv2d(cfg.head_channels, cfg.num_codes, 1),
         )
         self.cond_stack = ConditioningStack(cfg) if spatial else None
+        self.attention = CausalSelfAttention(cfg.channels, cfg.attention_heads) if cfg.attention_heads else None
 
     def embed(self, codes: torch.Tensor, column: int | None = None) -> torch.Tensor:
         """Code embeddings (..., C) of whole rows (..., W), or of one column's codes (B,) at ``column``."""
@@ -171,4 +207,6 @@ class GatedPixelCNN(CodePrior):
         for layer in self.layers:
             v, h, skip = layer(v, h, labels, features)
             skips = skips + skip
+        if self.attention is not None:
+            skips = self.attention(skips)
         return self.head(skips)

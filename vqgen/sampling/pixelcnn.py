@@ -119,6 +119,11 @@ class CachedPixelCNN:
         _, conv1, _, conv2 = model.head  # ReLU, 1x1 conv, ReLU, 1x1 conv
         self.head1_weight, self.head1_bias = _dense(conv1), conv1.bias
         self.head2_weight, self.head2_bias = _dense(conv2), conv2.bias
+        self.attention = model.attention
+        if self.attention is not None:  # keys and values (B, heads, T, C / heads) of the positions so far
+            heads, total = self.attention.heads, width * model.cfg.latent_shape[0]
+            self.keys = like.new_zeros(n, heads, total, c // heads)
+            self.values = torch.zeros_like(self.keys)
         # where the raster-order interface (prefill, step_logits, append) stands
         self.width, self.total = width, width * model.cfg.latent_shape[0]
         self.t = 0
@@ -144,9 +149,20 @@ class CachedPixelCNN:
                 if not layer.first:
                     h_new += layer.h_row[:, j + p]
                 layers[index + 1].h_row[:, j + p] = h_new
-        skips = torch.addmm(self.skip_bias, self.gated, self.skip_weight).relu_()
-        hidden = torch.addmm(self.head1_bias, skips, self.head1_weight).relu_()
+        skips = torch.addmm(self.skip_bias, self.gated, self.skip_weight)
+        if self.attention is not None:
+            skips = self.attend(skips)
+        hidden = torch.addmm(self.head1_bias, skips.relu_(), self.head1_weight).relu_()
         return torch.addmm(self.head2_bias, hidden, self.head2_weight)
+
+    def attend(self, skips: torch.Tensor) -> torch.Tensor:
+        """The attention block at raster position ``t`` for the skip sums (B, C) there: its key and value are
+        stored, its query attends to positions 0 .. t."""
+        t = self.t
+        query, key, value = self.attention.split(skips[:, None])
+        self.keys[:, :, t : t + 1], self.values[:, :, t : t + 1] = key, value
+        attended = F.scaled_dot_product_attention(query, self.keys[:, :, : t + 1], self.values[:, :, : t + 1])
+        return self.attention.merge(skips[:, None], attended)[:, 0]
 
     def put(self, j: int, codes: torch.Tensor) -> None:
         """Store the codes (B,) chosen at column j of the current row."""
@@ -157,9 +173,11 @@ class CachedPixelCNN:
     def prefill(self, codes: torch.Tensor) -> None:
         """Take the first ``t`` codes (B, t) of the maps, in raster order, as given."""
         w, start = self.width, codes.shape[1]
-        for i in range(start // w):  # rows above the start only feed the vertical stacks
+        # rows above the start only feed the vertical stacks, unless the attention needs their keys
+        rows = 0 if self.attention is not None else start // w
+        for i in range(rows):
             self.begin_row(codes[:, i * w : (i + 1) * w])
-        self.t = start // w * w
+        self.t = rows * w
         for t in range(self.t, start):
             self.step_logits()
             self.append(codes[:, t])
