@@ -1,6 +1,6 @@
 """PixelCNN recipes against sample quality: priors trained on one code file, scored at the default settings.
 
-    python bench/prior_sweep.py --codes checkpoints/codes.safetensors     # the README table (about 45 minutes)
+    python bench/prior_sweep.py --codes checkpoints/codes.safetensors     # the README table (about 75 minutes)
     python bench/prior_sweep.py --out bench-out/wide --variant "default=" --variant "10x80=--layers 10 --channels 80"
     python bench/prior_sweep.py --codes checkpoints/codes.safetensors --out bench-out/half \\
         --fraction 0.5 --variant "half, 24 epochs=--epochs 24"
@@ -37,9 +37,11 @@ from vqgen.train.classifier import train_classifier
 
 # the rows of the README table that use every training image of the given codes
 DEFAULT_VARIANTS = (
-    "default=", "default, --seed 1=--seed 1", "10x80=--layers 10 --channels 80",
+    "default=", "default, --seed 1=--seed 1", "default, --seed 2=--seed 2", "10x80=--layers 10 --channels 80",
     "8x96, 10 epochs=--layers 8 --channels 96 --epochs 10", "kernel 5, 8 layers=--kernel-size 5 --layers 8",
-    "dropout 0.2=--dropout 0.2", "label dropout 0.2=--label-dropout 0.2", "16 epochs=--epochs 16",
+    "dropout 0.2=--dropout 0.2", "label dropout 0.05=--label-dropout 0.05", "label dropout 0.2=--label-dropout 0.2",
+    "16 epochs=--epochs 16", "attention=--attention-heads 4", "attention, --seed 1=--attention-heads 4 --seed 1",
+    "96 channels, 24 epochs=--channels 96 --epochs 24",
 )
 COLUMNS = ("variant", "train s", "val bits/code", "learned bits", "in class", "FD", "FD floor", "recall",
            "recall floor", "seeds")

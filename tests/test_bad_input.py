@@ -313,6 +313,7 @@ def test_an_output_under_a_folder_that_cannot_be_created_fails_before_any_work(w
         ("train-prior", ["--epochs", "0"], "--epochs must be at least 1, not 0"),
         ("train-prior", ["--label-dropout", "1"], "--label-dropout must be in [0, 1), not 1.0"),
         ("train-prior", ["--ema-decay", "1"], "--ema-decay must be in [0, 1), not 1.0"),
+        ("train-prior", ["--attention-heads", "3"], "--attention-heads must be 0 or a divisor of --channels 8, not 3"),
         ("train-prior", ["--label-dropout", "-0.1"], "--label-dropout must be in [0, 1), not -0.1"),
         ("train-prior", ["--label-dropout", "0.1", "--unconditional"], "--label-dropout needs a class-conditional prior"),
         ("sample", ["--temperature", "0"], "--temperature must be positive, not 0.0"),

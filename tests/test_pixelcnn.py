@@ -195,3 +195,18 @@ def test_the_attention_block_starts_as_the_identity_and_needs_heads_that_divide_
     for heads in (3, -1):
         with pytest.raises(VQGenError, match="--attention-heads"):
             PixelCNNConfig(**cfg, attention_heads=heads).validate()
+
+
+def test_a_prior_with_attention_trains_saves_and_loads_with_its_block(tmp_path, code_file):
+    from vqgen.checkpoint import load_prior
+    from vqgen.config import PriorTrainOptions
+    from vqgen.train.prior import load_codes, train_prior
+
+    codes = load_codes(code_file)
+    cfg = PixelCNNConfig(num_codes=16, latent_shape=(4, 4), channels=8, num_layers=2, head_channels=8,
+                         attention_heads=2)
+    out = tmp_path / "prior.safetensors"
+    train_prior(codes, cfg, PriorTrainOptions(epochs=1, batch_size=8, lr=1e-2, device="cpu"), out)
+    model, meta = load_prior(out, "cpu")
+    assert meta["config"]["attention_heads"] == 2 and model.attention is not None
+    assert model.attention.out.weight.abs().sum() > 0  # trained past its zero start
