@@ -99,6 +99,7 @@ class CachedPixelCNN:
     Per row ``i``: ``begin_row(codes of row i-1)`` runs the vertical stacks over that row once.
     Per position ``(i, j)``: ``logits(j)`` runs the horizontal stacks and the head at that one
     position (small matmuls), then ``put(j, codes)`` stores the chosen codes in the row caches.
+    The attention block, if any, runs per position too, over the keys and values cached so far.
     Dropout is skipped (sampling is eval-mode). ``cond``: the conditioning map of each of the n
     maps, for a prior that has one (the bottom prior of two levels).
     """
@@ -119,14 +120,14 @@ class CachedPixelCNN:
         _, conv1, _, conv2 = model.head  # ReLU, 1x1 conv, ReLU, 1x1 conv
         self.head1_weight, self.head1_bias = _dense(conv1), conv1.bias
         self.head2_weight, self.head2_bias = _dense(conv2), conv2.bias
-        self.attention = model.attention
-        if self.attention is not None:  # keys and values (B, heads, T, C / heads) of the positions so far
-            heads, total = self.attention.heads, width * model.cfg.latent_shape[0]
-            self.keys = like.new_zeros(n, heads, total, c // heads)
-            self.values = torch.zeros_like(self.keys)
         # where the raster-order interface (prefill, step_logits, append) stands
         self.width, self.total = width, width * model.cfg.latent_shape[0]
         self.t = 0
+        self.attention = model.attention
+        if self.attention is not None:  # keys and values (B, heads, T, C / heads) of the positions so far
+            heads = self.attention.heads
+            self.keys = like.new_zeros(n, heads, self.total, c // heads)
+            self.values = torch.zeros_like(self.keys)
         self.row = torch.zeros(n, width, dtype=torch.long, device=like.device)  # codes of the current row
 
     def begin_row(self, previous_codes: torch.Tensor | None) -> None:
@@ -138,7 +139,8 @@ class CachedPixelCNN:
             v = layer.vertical_row(v)
 
     def logits(self, j: int) -> torch.Tensor:
-        """Logits (B, K) at column j of the current row, given the codes before it."""
+        """Logits (B, K) at column j of the current row, given the codes before it (with an attention block,
+        j must be the column of raster position ``t``, as ``step_logits`` has it)."""
         layers, c, p = self.layers, self.layers[0].c, self.p
         for index, layer in enumerate(layers):
             pre = layer.horizontal_pre(j)
