@@ -14,7 +14,7 @@ def tiny_prior(kernel_size: int, num_classes: int = 0, shape=(5, 6), layers: int
     )
     model = GatedPixelCNN(cfg).eval()
     if model.attention is not None:  # past its zero start, so that the block changes the logits
-        torch.nn.init.normal_(model.attention.out.weight, std=0.5)
+        torch.nn.init.normal_(model.attention.attention.out.weight, std=0.5)
     return model
 
 
@@ -209,4 +209,4 @@ def test_a_prior_with_attention_trains_saves_and_loads_with_its_block(tmp_path, 
     train_prior(codes, cfg, PriorTrainOptions(epochs=1, batch_size=8, lr=1e-2, device="cpu"), out)
     model, meta = load_prior(out, "cpu")
     assert meta["config"]["attention_heads"] == 2 and model.attention is not None
-    assert model.attention.out.weight.abs().sum() > 0  # trained past its zero start
+    assert model.attention.attention.out.weight.abs().sum() > 0  # trained past its zero start

@@ -41,7 +41,7 @@ def make_prior(
     with torch.no_grad():
         model.head[3].weight.mul_(logit_scale)
         if model.attention is not None:
-            torch.nn.init.normal_(model.attention.out.weight, std=0.3)
+            torch.nn.init.normal_(model.attention.attention.out.weight, std=0.3)
     return model
 
 

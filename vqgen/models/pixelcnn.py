@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from vqgen.config import PixelCNNConfig
 from vqgen.errors import VQGenError
+from vqgen.models.attention import CausalSelfAttention
 from vqgen.models.prior import CodePrior
 
 
@@ -121,35 +122,27 @@ class ConditioningStack(nn.Module):
         return F.relu(self.after(F.interpolate(x, scale_factor=self.scale, mode="nearest")))
 
 
-class CausalSelfAttention(nn.Module):
-    """Pre-norm multi-head self-attention over the raster positions of (B, C, H, W) features, each position
-    attending to itself and the ones before it, added to its input. The output projection starts at zero,
-    so a new block starts as the identity."""
+class MapAttention(nn.Module):
+    """x + attention(LayerNorm(x)) over the raster positions of (B, C, H, W) features, each position
+    attending to itself and the ones before it. The output projection starts at zero, so a new block
+    starts as the identity."""
 
     def __init__(self, channels: int, heads: int):
         super().__init__()
-        self.heads = heads
         self.norm = nn.LayerNorm(channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.out = nn.Linear(channels, channels)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Features (B, T, C) -> queries, keys, values (B, heads, T, C / heads) each."""
-        b, t, c = x.shape
-        return self.qkv(self.norm(x)).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-
-    def merge(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        """The block's output (B, T, C) from its input and the attention's (B, heads, T, C / heads)."""
-        b, _, t, _ = attended.shape
-        return x + self.out(attended.transpose(1, 2).reshape(b, t, -1))
+        self.attention = CausalSelfAttention(channels, heads)
+        nn.init.zeros_(self.attention.out.weight)
+        nn.init.zeros_(self.attention.out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         seq = x.flatten(2).transpose(1, 2)
-        attended = F.scaled_dot_product_attention(*self.split(seq), is_causal=True)
-        return self.merge(seq, attended).transpose(1, 2).reshape(b, c, h, w)
+        return (seq + self.attention(self.norm(seq))).transpose(1, 2).reshape(b, c, h, w)
+
+    def step(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, t: int) -> torch.Tensor:
+        """Raster position t alone: its features (B, C) -> the block's output (B, C), with the keys and values
+        of the positions before it (see ``CausalSelfAttention.step``)."""
+        return x + self.attention.step(self.norm(x[:, None]), keys, values, t)[:, 0]
 
 
 class GatedPixelCNN(CodePrior):
@@ -172,7 +165,7 @@ class GatedPixelCNN(CodePrior):
             nn.Conv2d(cfg.head_channels, cfg.num_codes, 1),
         )
         self.cond_stack = ConditioningStack(cfg) if spatial else None
-        self.attention = CausalSelfAttention(cfg.channels, cfg.attention_heads) if cfg.attention_heads else None
+        self.attention = MapAttention(cfg.channels, cfg.attention_heads) if cfg.attention_heads else None
 
     def embed(self, codes: torch.Tensor, column: int | None = None) -> torch.Tensor:
         """Code embeddings (..., C) of whole rows (..., W), or of one column's codes (B,) at ``column``."""

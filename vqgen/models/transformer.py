@@ -23,36 +23,10 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from vqgen.config import TransformerConfig
+from vqgen.models.attention import CausalSelfAttention
 from vqgen.models.prior import CodePrior
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
-        super().__init__()
-        self.heads = cfg.num_heads
-        self.qkv = nn.Linear(cfg.channels, 3 * cfg.channels)
-        self.out = nn.Linear(cfg.channels, cfg.channels)
-        self.attention_dropout = cfg.dropout
-        self.out_dropout = nn.Dropout(cfg.dropout)
-
-    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, T, C) -> queries, keys and values, each (B, heads, T, C / heads)."""
-        b, t, c = x.shape
-        return self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-
-    def merge_heads(self, y: torch.Tensor) -> torch.Tensor:
-        """(B, heads, T, C / heads) -> the output projection of (B, T, C)."""
-        b, _, t, _ = y.shape
-        return self.out(y.transpose(1, 2).reshape(b, t, -1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.split_heads(x)
-        dropout = self.attention_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        return self.out_dropout(self.merge_heads(y))
 
 
 class MLP(nn.Module):
@@ -71,7 +45,7 @@ class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.channels)
-        self.attention = CausalSelfAttention(cfg)
+        self.attention = CausalSelfAttention(cfg.channels, cfg.num_heads, cfg.dropout)
         self.norm2 = nn.LayerNorm(cfg.channels)
         self.mlp = MLP(cfg)
 

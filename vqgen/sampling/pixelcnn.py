@@ -125,7 +125,7 @@ class CachedPixelCNN:
         self.t = 0
         self.attention = model.attention
         if self.attention is not None:  # keys and values (B, heads, T, C / heads) of the positions so far
-            heads = self.attention.heads
+            heads = self.attention.attention.heads
             self.keys = like.new_zeros(n, heads, self.total, c // heads)
             self.values = torch.zeros_like(self.keys)
         self.row = torch.zeros(n, width, dtype=torch.long, device=like.device)  # codes of the current row
@@ -153,18 +153,9 @@ class CachedPixelCNN:
                 layers[index + 1].h_row[:, j + p] = h_new
         skips = torch.addmm(self.skip_bias, self.gated, self.skip_weight)
         if self.attention is not None:
-            skips = self.attend(skips)
+            skips = self.attention.step(skips, self.keys, self.values, self.t)
         hidden = torch.addmm(self.head1_bias, skips.relu_(), self.head1_weight).relu_()
         return torch.addmm(self.head2_bias, hidden, self.head2_weight)
-
-    def attend(self, skips: torch.Tensor) -> torch.Tensor:
-        """The attention block at raster position ``t`` for the skip sums (B, C) there: its key and value are
-        stored, its query attends to positions 0 .. t."""
-        t = self.t
-        query, key, value = self.attention.split(skips[:, None])
-        self.keys[:, :, t : t + 1], self.values[:, :, t : t + 1] = key, value
-        attended = F.scaled_dot_product_attention(query, self.keys[:, :, : t + 1], self.values[:, :, : t + 1])
-        return self.attention.merge(skips[:, None], attended)[:, 0]
 
     def put(self, j: int, codes: torch.Tensor) -> None:
         """Store the codes (B,) chosen at column j of the current row."""

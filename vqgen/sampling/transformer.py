@@ -11,7 +11,6 @@ eval-mode).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from vqgen.models.transformer import TransformerPrior
 
@@ -44,11 +43,7 @@ class CachedTransformer:
         """Logits (n, K) at position t, given the codes before it; caches its keys and values."""
         t, x = self.t, self.x[:, None]  # (n, 1, C)
         for block, keys, values in zip(self.model.blocks, self.keys, self.values):
-            attention = block.attention
-            q, k, v = attention.split_heads(block.norm1(x))
-            keys[:, :, t : t + 1], values[:, :, t : t + 1] = k, v
-            y = F.scaled_dot_product_attention(q, keys[:, :, : t + 1], values[:, :, : t + 1])
-            x = x + attention.merge_heads(y)
+            x = x + block.attention.step(block.norm1(x), keys, values, t)
             x = x + block.mlp(block.norm2(x))
         return self.model.head(self.model.norm(x[:, 0]))
 

@@ -32,10 +32,10 @@ from vqgen import __version__
 from vqgen.checkpoint import check_output_path, expect_kind, file_sha256, load_vqvae, read_metadata, save_vqgen_file
 from vqgen.config import ExtractOptions, to_dict
 from vqgen.data import ImageData, image_data_from_spec
-from vqgen.eval.metrics import CodeHistogram
 from vqgen.data.augment import draw_shifts, shift_images
 from vqgen.data.batches import make_loader
 from vqgen.device import resolve_device
+from vqgen.eval.metrics import CodeHistogram
 from vqgen.logs import progress, say, warn
 from vqgen.models.vqvae import MAP_NAMES, level_shapes
 
