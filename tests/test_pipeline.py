@@ -23,7 +23,8 @@ def test_vqvae_checkpoint_records_everything_later_stages_need(tiny_pipeline):
     meta, tensors = read_header(tiny_pipeline["vqvae"])
     assert meta["kind"] == "vqvae" and meta["format_version"] == 1
     assert meta["config"]["num_codes"] == 32 and meta["latent_shape"] == [7, 7]
-    assert meta["config"]["codebook_dim"] == 6 and meta["config"]["head_channels"] == 32  # the defaults
+    # the defaults, head sized for 28x28 grey images (vqgen.config.VQVAEConfig.sized): recorded as used
+    assert meta["config"]["codebook_dim"] == 6 and meta["config"]["head_channels"] == 16
     assert meta["train_options"]["augment_shift"] == 2 and meta["train_options"]["gan"]["recon_loss"] == "psnr"
     assert meta["dataset"]["data"] == "mnist5k" and meta["label_names"] == [str(d) for d in range(10)]
     assert meta["dataset"]["num_train"] == 4500 and meta["dataset"]["num_val"] == 500

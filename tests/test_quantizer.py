@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vqgen.models.quantizer import VectorQuantizer, kmeans, perplexity, squared_distances
+from vqgen.models.quantizer import VectorQuantizer, code_distances, kmeans, perplexity
 
 
 def quantizer(**kwargs) -> VectorQuantizer:
@@ -14,9 +14,9 @@ def as_map(vectors: torch.Tensor) -> torch.Tensor:
     return vectors.t()[None, :, None, :].contiguous()
 
 
-def test_squared_distances_match_cdist():
+def test_code_distances_are_squared_distances_less_the_row_norm():
     x, e = torch.randn(50, 6), torch.randn(9, 6)
-    assert torch.allclose(squared_distances(x, e), torch.cdist(x, e) ** 2, atol=1e-4)
+    assert torch.allclose(code_distances(x, e) + x.pow(2).sum(1, keepdim=True), torch.cdist(x, e) ** 2, atol=1e-4)
 
 
 def test_nearest_code_is_chosen():
@@ -250,7 +250,7 @@ def test_blocked_nearest_codes_and_kmeans_match_the_whole_matrix():
 
     torch.manual_seed(15)
     x, codes = torch.randn(203, 3), torch.randn(16, 3)
-    assert torch.equal(nearest_codes(x, codes, block_rows=7), squared_distances(x, codes).argmin(1))
+    assert torch.equal(nearest_codes(x, codes, block_rows=7), code_distances(x, codes).argmin(1))
     whole = kmeans(x, 16, iters=5, generator=torch.Generator().manual_seed(0))
     blocked = kmeans(x, 16, iters=5, generator=torch.Generator().manual_seed(0), block_rows=7)
     assert torch.equal(whole, blocked)

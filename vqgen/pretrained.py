@@ -42,13 +42,15 @@ class Recipe:
     """Everything the shipped models were trained with (``python -m vqgen.pretrained`` runs it)."""
 
     data: DataOptions = field(default_factory=DataOptions)
-    vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    # the shipped models were trained before the network sizes followed the data (VQVAEConfig.sized)
+    vqvae: VQVAEConfig = field(
+        default_factory=lambda: VQVAEConfig(hidden_channels=128, res_channels=64, head_channels=32))
     # the shipped VQ-VAE was trained before the VQ-VAE's warm-up grew to 500 steps
     vqvae_train: VQVAETrainOptions = field(
         default_factory=lambda: VQVAETrainOptions(**VQVAE_PRESETS["best"], warmup_steps=100))
     # the shipped prior was trained before extract-codes added the codes of shifted copies of the images
     extract: ExtractOptions = field(default_factory=lambda: ExtractOptions(augment_copies=0))
-    prior: PixelCNNConfig = field(default_factory=lambda: PixelCNNConfig(label_dropout=0.1))
+    prior: PixelCNNConfig = field(default_factory=lambda: PixelCNNConfig(num_layers=15, label_dropout=0.1))
     prior_train: PriorTrainOptions = field(default_factory=lambda: PriorTrainOptions(epochs=30, lr=1e-3))
     classifier_train: ClassifierTrainOptions = field(default_factory=ClassifierTrainOptions)
 

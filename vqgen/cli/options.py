@@ -103,7 +103,7 @@ class OneOf:
         for f, meta, kind, defaults in self.merged().values():
             values = set(map(repr, defaults.values()))
             shown = str(next(iter(defaults.values()))) if len(values) == 1 else ", ".join(
-                f"{choice} {value}" for choice, value in defaults.items()
+                f"{choice} {'auto' if value is None else value}" for choice, value in defaults.items()
             )
             params.append(typer_parameter(f, meta, Optional[kind], default=None, shown_default=shown))
         return params

@@ -29,14 +29,17 @@ NORMS = ("none", "group")
 class VQVAEConfig:
     in_channels: int = 1
     image_size: tuple[int, int] = (28, 28)
-    hidden_channels: int = option(128, "Channels of the encoder/decoder trunk.", flag="--hidden")
-    res_channels: int = option(64, "Bottleneck channels of residual blocks.")
+    hidden_channels: int | None = option(
+        None, "Channels of the encoder/decoder trunk; default: 64 for grey images up to 32 px (digits), else 128.",
+        flag="--hidden")
+    res_channels: int | None = option(None, "Bottleneck channels of residual blocks; default: half of --hidden.")
     num_res_blocks: int = option(2, "Residual blocks in encoder and decoder.", flag="--res-blocks")
     num_downsamples: int = option(
         2, "Stride-2 stages n; downsampling factor 2^n (2: 28x28 -> 7x7).", flag="--downsamples"
     )
-    head_channels: int = option(
-        32, "Decoder head: the last upsampling gives this many channels, then a 3x3 conv draws the image (0: none)."
+    head_channels: int | None = option(
+        None, "Decoder head: the last upsampling gives this many channels, then a 3x3 conv draws the image (0: none); "
+        "default: 16 for grey images up to 32 px, else 32."
     )
     quantizer: str = option(
         "vq", "vq (nearest code), fsq (finite scalar quantization, --fsq-levels) or rvq (residual VQ: "
@@ -90,6 +93,16 @@ class VQVAEConfig:
             self.codebook_dim = None
         if self.quantizer == "fsq" and self.fsq_shape and min(self.fsq_shape) >= 2:
             self.num_codes = math.prod(self.fsq_shape)
+
+    def sized(self) -> VQVAEConfig:
+        """This config with the network sizes left open (None) chosen for its images: small grey images (one
+        channel, at most 32 px a side, e.g. digits) get the light trunk, everything else the wider one.
+        Models are built from sized configs, so checkpoints record the sizes used."""
+        light = self.in_channels == 1 and max(self.image_size) <= 32
+        hidden = self.hidden_channels or (64 if light else 128)
+        head = self.head_channels if self.head_channels is not None else (16 if light else 32)
+        return dataclasses.replace(self, hidden_channels=hidden, res_channels=self.res_channels or hidden // 2,
+                                   head_channels=head)
 
     @property
     def fsq_shape(self) -> tuple[int, ...]:
@@ -154,7 +167,9 @@ class VQVAEConfig:
               f"{self.num_downsamples} --downsamples stages), not {len(mult)}")
         check(all(m >= 1 for m in mult), f"--channel-mult multipliers must be at least 1, not {self.channel_mult!r}")
         check(self.norm in NORMS, f"--norm must be one of {', '.join(NORMS)}, not {self.norm!r}")
-        if self.head_channels < 0:
+        for flag, value in (("--hidden", self.hidden_channels), ("--res-channels", self.res_channels)):
+            check(value is None or value >= 1, f"{flag} must be at least 1, not {value}")
+        if self.head_channels is not None and self.head_channels < 0:
             raise VQGenError(f"--head-channels must be 0 (no head) or more, not {self.head_channels}")
         if self.codebook_dim is not None and self.codebook_dim < 1:
             raise VQGenError(f"--codebook-dim must be at least 1, not {self.codebook_dim}")
@@ -214,8 +229,8 @@ class PriorConfig:
         return dataclasses.replace(self, label_dropout=DEFAULT_LABEL_DROPOUT if conditional else 0.0)
 
     def validate(self) -> None:
-        # every architecture has num_layers and channels (with its own defaults and help)
-        if self.num_layers < 1 or self.channels < 1:
+        # every architecture has num_layers and channels (with its own defaults and help; None: sized to the map)
+        if (self.num_layers is not None and self.num_layers < 1) or self.channels < 1:
             raise VQGenError("--layers and --channels must be positive")
         if self.label_dropout is not None and not 0 <= self.label_dropout < 1:
             raise VQGenError(f"--label-dropout must be in [0, 1), not {self.label_dropout}")
@@ -233,11 +248,16 @@ class PriorConfig:
         return from_dict(cls, d, {"label_dropout": 0.0})  # files from before label dropout: none
 
 
+MAX_DEFAULT_LAYERS = 15  # what --layers was for every map; from 14x14 maps on the default stays there
+
+
 @dataclass
 class PixelCNNConfig(PriorConfig):
     arch: str = dataclasses.field(default="pixelcnn", init=False)
     channels: int = option(64, "Channels of the vertical/horizontal stacks.")
-    num_layers: int = option(15, "Gated layers.", flag="--layers")
+    num_layers: int | None = option(
+        None, f"Gated layers; default: enough to see the whole code map (its longer side + 1, at most "
+        f"{MAX_DEFAULT_LAYERS}: 8 for 7x7 maps).", flag="--layers")
     kernel_size: int = option(3, "Odd kernel size k of the stacks.")
     head_channels: int = 256
     dropout: float = option(0.1, "Dropout on the gated horizontal features (0.1: 0.06 bits/code better on "
@@ -247,6 +267,14 @@ class PixelCNNConfig(PriorConfig):
     # the bottom prior of a two-level model: conditioned on the top code map (cond_codes codes of cond_shape)
     cond_codes: int = 0  # 0: no conditioning map
     cond_shape: tuple[int, int] = (0, 0)
+
+    def sized(self) -> PixelCNNConfig:
+        """This config with ``num_layers`` chosen for its map when left open: with 3x3 kernels a stack of
+        max(h, w) - 1 layers is the shallowest whose every position sees all the codes before it; two more
+        give the last positions some depth beyond that. Models are built from sized configs."""
+        if self.num_layers is not None:
+            return self
+        return dataclasses.replace(self, num_layers=min(MAX_DEFAULT_LAYERS, max(self.latent_shape) + 1))
 
     def validate(self) -> None:
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:

@@ -25,9 +25,9 @@ class TwoLevelPrior(nn.Module):
     def __init__(self, cfg: TwoLevelPriorConfig):
         super().__init__()
         cfg.validate()
-        self.cfg = cfg
         self.top = GatedPixelCNN(cfg.top)
         self.bottom = GatedPixelCNN(cfg.bottom)
+        self.cfg = TwoLevelPriorConfig(self.top.cfg, self.bottom.cfg)  # each sized to its own map
 
     @property
     def conditional(self) -> bool:

@@ -148,6 +148,7 @@ class MapAttention(nn.Module):
 class GatedPixelCNN(CodePrior):
     def __init__(self, cfg: PixelCNNConfig):
         super().__init__()
+        cfg = cfg.sized()
         cfg.validate()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.num_codes, cfg.channels)

@@ -139,6 +139,7 @@ def level_shapes(cfg: VQVAEConfig) -> dict[str, Any]:
 class VQVAE(nn.Module):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
+        cfg = cfg.sized()
         cfg.validate()
         self.cfg = cfg
         two = cfg.levels == 2
