@@ -194,7 +194,7 @@ def test_python_dash_m_and_help_describe_every_option():
     for command in ("train-vqvae", "extract-codes", "train-prior", "sample"):
         assert command in out
     help_text = run_cli("train-vqvae", "--help").output
-    assert "--num-codes" in help_text and "default: 512" in help_text
+    assert "--num-codes" in help_text and "default: 1024" in help_text
 
 
 def test_the_prior_log_shows_the_histogram_only_baseline(tiny_pipeline):

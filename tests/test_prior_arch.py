@@ -117,6 +117,7 @@ def test_train_prior_refuses_options_of_the_other_architecture(tiny_pipeline, tm
 def test_help_shows_each_architectures_defaults_from_its_config():
     help_text = " ".join(run_cli("train-prior", "--help").output.replace("│", " ").split())  # rich boxes
     for field, flag in [("num_layers", "--layers"), ("channels", "--channels")]:
-        shown = f"pixelcnn {getattr(PixelCNNConfig, field)}, transformer {getattr(TransformerConfig, field)}"
+        pixelcnn = getattr(PixelCNNConfig, field)  # None: sized to the map, shown as auto
+        shown = f"pixelcnn {'auto' if pixelcnn is None else pixelcnn}, transformer {getattr(TransformerConfig, field)}"
         assert flag in help_text and shown in help_text
     assert "(transformer only)" in help_text and "(pixelcnn only)" in help_text

@@ -44,7 +44,7 @@ class Recipe:
     data: DataOptions = field(default_factory=DataOptions)
     # the shipped models were trained before the network sizes followed the data (VQVAEConfig.sized)
     vqvae: VQVAEConfig = field(
-        default_factory=lambda: VQVAEConfig(hidden_channels=128, res_channels=64, head_channels=32))
+        default_factory=lambda: VQVAEConfig(hidden_channels=128, res_channels=64, head_channels=32, num_codes=512))
     # the shipped VQ-VAE was trained before the VQ-VAE's warm-up grew to 500 steps
     vqvae_train: VQVAETrainOptions = field(
         default_factory=lambda: VQVAETrainOptions(**VQVAE_PRESETS["best"], warmup_steps=100))

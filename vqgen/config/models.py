@@ -45,7 +45,7 @@ class VQVAEConfig:
         "vq", "vq (nearest code), fsq (finite scalar quantization, --fsq-levels) or rvq (residual VQ: "
         "--rvq-depth codebooks of K codes each)."
     )
-    num_codes: int = option(512, "Codebook size K (rvq: per codebook; fsq: set to the product of --fsq-levels).",
+    num_codes: int = option(1024, "Codebook size K (rvq: per codebook; fsq: set to the product of --fsq-levels).",
                             short="-K")
     code_dim: int = option(64, "Dimension D of the encoder output / codes.", short="-D")
     beta: float = option(0.25, "Weight of the commitment loss.")

@@ -120,10 +120,11 @@ class GanOptions:
 
 @dataclass
 class VQVAETrainOptions(TrainOptions):
-    # the default recipe is the fast one (README command 1 in minutes on a laptop CPU); --preset best is the long one.
-    # 35 epochs, not 40: the five saved go to the prior, whose samples gain more from them (README, "The four stages")
-    epochs: int = 35
-    batch_size: int = 64
+    # the default recipe is the fast one (README command 1 in minutes on any CPU); --preset best is the long one.
+    # Batches of 32: more steps per epoch reach a given PSNR in less time (docs/benchmarks.md, "Speed of the
+    # default recipe")
+    epochs: int = 26
+    batch_size: int = 32
     lr: float = 4e-3
     # 100 steps of warm-up let lr 4e-3 kill the decoder of a K=1024 model on CIFAR-10 in its first epoch
     # (constant output, 12.7 dB for good); 500 train it (24.0 dB by epoch 20) and give mnist5k 29.41 dB
@@ -172,7 +173,7 @@ class ClassifierTrainOptions(TrainOptions):
 
 # --preset NAME of train-vqvae: values for the options not given on the command line
 VQVAE_PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"epochs": 35, "batch_size": 64, "lr": 4e-3},  # the defaults
+    "fast": {"epochs": 26, "batch_size": 32, "lr": 4e-3},  # the defaults
     "best": {"epochs": 100, "batch_size": 16, "lr": 2e-3},  # the last dB, at about 5x the time
 }
 
@@ -250,8 +251,8 @@ class EvaluateRequest:
 
 
 # the default guidance and temperature for priors trained with label dropout: bench/samples.py's best row on the
-# models of README command 1 (98.4% in class, FD 0.92x its floor, recall 0.036 below its floor; 3 seeds)
-GUIDED_SCALE = 1.5
+# models of README command 1, 3 seeds (docs/benchmarks.md, "Speed of the default recipe")
+GUIDED_SCALE = 1.75
 GUIDED_TEMPERATURE = 0.9
 
 
