@@ -1,8 +1,11 @@
 """One prepared GPU check: every part in its own process with its own time limit; results as Markdown and JSON.
 
-    bash bench/gpu_check.sh OUT_DIR              # the full check, about 8 minutes on one H100
-    bash bench/gpu_check.sh OUT_DIR --quick      # about 2 minutes
+    bash bench/gpu_check.sh OUT_DIR                # the full check: no part starts after 8 minutes
+    bash bench/gpu_check.sh OUT_DIR --quick        # fewer sizes and steps: no part starts after 3 minutes
     bash bench/gpu_check.sh OUT_DIR --cpu --quick  # tiny sizes on the CPU: the script itself works
+    bash bench/gpu_check.sh OUT_DIR --only sampling,env   # some parts (--help: every option)
+
+The sizes are estimates for one H100 (8 and about 2 minutes), not yet measured on one.
 
 OUT_DIR receives results.md (the tables), results.json (the raw numbers), logs/PART.log (each
 part's output) and work/ (the files the parts write). A part that fails, hangs past its limit or
@@ -231,19 +234,22 @@ def last_metrics(out: Path, metric: str) -> dict:
     return {"epochs logged": ", ".join(str(r["epoch"]) for r in records), metric: records[-1].get(metric)}
 
 
-def image_folder(root: Path, per_class: int = 24, size: int = 28) -> Path:
-    """A small labelled folder of 28x28 grey images (bright squares at class-dependent spots): quick CPU epochs."""
+def image_folder(root: Path, per_class: int = 24) -> Path:
+    """48 labelled 28x28 grey images, a bar across (class "rows") or down (class "columns") at a random place."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for c, name in enumerate(("a", "b")):
-        (root / name).mkdir(parents=True, exist_ok=True)
+    for label in ("rows", "columns"):
+        (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            image = rng.integers(0, 40, (size, size), dtype=np.uint8)
-            top = 2 + (7 * c + i) % (size - 8)
-            image[top : top + 6, 4 + 10 * c : 10 + 10 * c] = 230
-            Image.fromarray(image).save(root / name / f"{i:02d}.png")
+            pixels = rng.integers(0, 50, (28, 28), dtype=np.uint8)
+            bar = slice(*sorted(rng.choice(28, 2, replace=False)))
+            if label == "rows":
+                pixels[bar] = 220
+            else:
+                pixels[:, bar] = 220
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
     return root
 
 
@@ -253,8 +259,8 @@ def data_args(mode: Mode, work: Path) -> list:
 
 
 def torchrun_vqvae(record: PartRecord, mode: Mode, work: Path) -> None:
-    size = [*TINY_VQVAE, "--batch-size", "8"] if mode.cpu else ["--workers", "2"]
-    args = [*data_args(mode, work), *size, "--device", mode.device, "--amp", "bf16"]
+    size = [*TINY_VQVAE, "--batch-size", "8"] if mode.cpu else []
+    args = [*data_args(mode, work), *size, "--device", mode.device, "--amp", "bf16", "--workers", "2"]
     train_then_resume(record, "train-vqvae", work / "vqvae.safetensors", args, "val_psnr")
 
 

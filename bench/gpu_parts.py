@@ -100,6 +100,8 @@ def cuda_items(device: torch.device) -> dict:
         f"{free / 2**30:.1f} / {total / 2**30:.1f}", "CUDA (torch built with)": torch.version.cuda,
         "cuDNN": described(torch.backends.cudnn.version), "NCCL": described(torch.cuda.nccl.version),
         "bf16 supported": torch.cuda.is_bf16_supported(), "nvidia-smi": described(nvidia_smi),
+        # the float32 training rows run with these (PyTorch's defaults); the samplers turn both off
+        "TF32 cuDNN / matmul": f"{torch.backends.cudnn.allow_tf32} / {torch.backends.cuda.matmul.allow_tf32}",
     }
 
 
