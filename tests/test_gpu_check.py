@@ -13,7 +13,7 @@ PARTS = ["env", "device-tests", "sampling", "torchrun-vqvae", "torchrun-prior", 
 
 def gpu_check(out: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, dict]:
     result = subprocess.run(["bash", SCRIPT, out, "--cpu", "--quick", *args], capture_output=True, text=True,
-                            env={**os.environ, "PYTHON": sys.executable, **env}, timeout=1800)
+                            env={**os.environ, "PYTHON": sys.executable, **env}, timeout=3600)
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else None
     return result, results
 
