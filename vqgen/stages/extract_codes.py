@@ -32,7 +32,7 @@ from vqgen import __version__
 from vqgen.checkpoint import check_output_path, expect_kind, file_sha256, load_vqvae, read_metadata, save_vqgen_file
 from vqgen.config import ExtractOptions, to_dict
 from vqgen.data import ImageData, image_data_from_spec
-from vqgen.data.augment import draw_shifts, shift_images
+from vqgen.data.augment import draw_copy_shifts, shift_images
 from vqgen.data.batches import make_loader
 from vqgen.device import resolve_device
 from vqgen.eval.metrics import CodeHistogram
@@ -62,7 +62,7 @@ def encode_split(model, dataset, batch_size: int, device: torch.device, desc: st
     histograms count the images' own codes only.
     """
     copies = augment.augment_copies if augment else 0
-    shifts = [draw_shifts(len(dataset), augment.augment_shift, augment.augment_seed, c) for c in range(copies)]
+    shifts = [draw_copy_shifts(len(dataset), augment.augment_shift, augment.augment_seed, c) for c in range(copies)]
     loader = make_loader(dataset, batch_size, shuffle=False, seed=0)
     dtype = code_dtype(model.cfg.num_codes)
     names = MAP_NAMES[model.cfg.levels]
