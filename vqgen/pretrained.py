@@ -139,9 +139,12 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="vqgen-pretrained-"))
     build(args.name, args.out, work)
-    print(f"wrote {args.out}/ (full-precision files and logs in {work})")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
+        print(f"wrote {args.out}/ (the full-precision files were in a temporary folder, now removed; "
+              "pass --work DIR to keep them)")
+    else:
+        print(f"wrote {args.out}/ (full-precision files and logs in {work})")
 
 
 if __name__ == "__main__":

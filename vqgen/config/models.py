@@ -175,7 +175,8 @@ class VQVAEConfig:
                   f"fsq: K is the product of --fsq-levels {self.fsq_levels} ({math.prod(self.fsq_shape)}), not {self.num_codes}")
             check(not self.rotation_trick, "--rotation-trick needs a codebook (vq or rvq); fsq rounds instead")
             check(self.fsq_tail >= 0, f"--fsq-tail must be 0 or more, not {self.fsq_tail}")
-        check(self.rvq_depth >= 2, f"--rvq-depth must be at least 2 (depth 1 is --quantizer vq), not {self.rvq_depth}")
+        if self.quantizer == "rvq":  # the other quantizers ignore it
+            check(self.rvq_depth >= 2, f"--rvq-depth must be at least 2 (depth 1 is --quantizer vq), not {self.rvq_depth}")
         check(self.quantizer != "rvq" or self.levels == 1,
               "--quantizer rvq takes --levels 1 (two-level residual VQ stacks are not supported); use vq or fsq")
 

@@ -160,6 +160,9 @@ class ClassifierTrainOptions(TrainOptions):
     # no shifts and 8 epochs; its errors would count as wrong-class samples in `evaluate` (README, "Sampling")
     epochs: int = 16
     batch_size: int = 128
+    # the same default as every trainer's; only the help differs: the cap is applied by train_classifier
+    warmup_steps: int = option(TrainOptions.warmup_steps, WARMUP_HELP + " Capped at a tenth of all steps, so "
+                                                         "that short runs on small datasets still decay.")
     min_steps: int = option(200, "Train at least this many steps (more epochs on small datasets).")
     width: int = option(32, "Channels of the first conv layer (then 2x, 4x).")
     augment_shift: int = option(2, SHIFT_HELP)

@@ -147,7 +147,10 @@ def train_classifier(data: ImageData, opts: ClassifierTrainOptions, out: Path,
     trainer = ClassifierTrainer(data, opts, device, Path(out))
     steps_per_epoch = len(trainer.train_batches)
     epochs = max(opts.epochs, math.ceil(opts.min_steps / max(1, steps_per_epoch)))
-    trainer.opts = opts = replace(opts, epochs=epochs, warmup_steps=min(opts.warmup_steps, max(1, epochs * steps_per_epoch // 10)))
+    warmup = min(opts.warmup_steps, max(1, epochs * steps_per_epoch // 10))
+    if warmup < opts.warmup_steps:
+        say(f"--warmup-steps {opts.warmup_steps} capped at {warmup}, a tenth of the {epochs * steps_per_epoch} steps")
+    trainer.opts = opts = replace(opts, epochs=epochs, warmup_steps=warmup)
     fit(trainer, opts, Path(out), resume, curves=False)
     return read_metadata(out)
 

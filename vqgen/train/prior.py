@@ -126,8 +126,9 @@ class PriorTrainer(Trainer):
         self.model = build_prior(cfg).to(device, memory_format=memory_format(device, opts.amp))
         # each epoch reads one encoding of every training image (of the image itself or of a shifted copy)
         self.train_batches = make_loader(codes.train, opts.batch_size, shuffle=True, seed=opts.seed, drop_last=True,
-                                         variants=codes.variants)
-        self.val_batches = make_loader(codes.val, opts.batch_size * 4, shuffle=False, seed=opts.seed)
+                                         variants=codes.variants, num_workers=opts.num_workers)
+        self.val_batches = make_loader(codes.val, opts.batch_size * 4, shuffle=False, seed=opts.seed,
+                                       num_workers=opts.num_workers)
         # with --ema-decay, validation and the saved file use the average of the weights
         self.ema = WeightEMA(self.model, opts.ema_decay) if opts.ema_decay else None
         self.hooks = {"ema": self.ema} if self.ema else {}
