@@ -198,9 +198,9 @@ def evaluate_cmd(*, evaluate_request: EvaluateRequest) -> None:
         check_output(request.json_out)
     results = evaluate(request, log=lambda text: info_console.print(text, highlight=False))
     out_console.print(results_table(results))
-    fid = results.get("standard_fid")
-    if fid and not fid["computed"]:
-        info_console.print(fid["reason"], highlight=False)
+    inception = results.get("torchvision_inception")
+    if inception and not inception["computed"]:
+        info_console.print(inception["reason"], highlight=False)
     if request.json_out is not None:
         write_json(results, request.json_out)
         out_console.print(f"wrote {request.json_out}")

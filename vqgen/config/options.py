@@ -231,8 +231,10 @@ class EvaluateRequest:
                                      "classifier-<data>-<C>x<H>x<W>.safetensors beside the checkpoints.")
     train_classifier: bool = option(False, "Train the reference classifier when none fits, and cache it; default: "
                                     "fail, saying how to train it.", flag="--train-classifier")
-    inception_weights: Path | None = option(None, "torchvision inception_v3 state dict (.safetensors) for the "
-                                            "standard FID; default: none (not computed).")
+    inception_weights: Path | None = option(None, "torchvision inception_v3 state dict (.safetensors): Fréchet "
+                                            "distance and KID in its features (bilinear resize to 299x299). Not the "
+                                            "reference FID network: not comparable with published FIDs. Default: "
+                                            "none (not computed).")
     json_out: Path | None = option(None, "Also write the results as JSON here; default: table only.", flag="--json")
     batch_size: int = option(256, "Batch size.")
     device: str = option("auto", "auto, cpu or cuda.")

@@ -39,11 +39,12 @@ def distances(
 ) -> dict[str, float]:
     """Fréchet distance and KID per feature network.
 
-    Keys: classifier -> fd, kid_mean, kid_std; inception -> fid_inception, kid_inception_mean, kid_inception_std.
+    Keys: classifier -> fd, kid_mean, kid_std; inception -> fd_torchvision_inception, kid_torchvision_inception_mean,
+    kid_torchvision_inception_std.
     """
     out: dict[str, float] = {}
     for name, f in fake.items():
-        fd_key, kid_key = ("fd", "kid") if name == "classifier" else ("fid_inception", "kid_inception")
+        fd_key, kid_key = ("fd", "kid") if name == "classifier" else ("fd_torchvision_inception", "kid_torchvision_inception")
         out[fd_key] = frechet_distance_features(f, real[name])
         mean, std = kernel_inception_distance(f, real[name], req.kid_subsets, req.kid_subset_size, generator)
         out[f"{kid_key}_mean"], out[f"{kid_key}_std"] = mean, std

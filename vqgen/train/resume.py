@@ -163,11 +163,12 @@ class TrainingState:
             f"(saved run: --epochs {saved['epochs']} --lr {saved['lr']:g}); the LR schedule follows the new values")
         for part in self.parts.values():
             if isinstance(part, torch.optim.lr_scheduler.LambdaLR):
-                part.base_lrs = [base * scale for base in part.base_lrs]
-                lrs = [base * f(part.last_epoch) for base, f in zip(part.base_lrs, part.lr_lambdas)]
-                for group, base, lr in zip(part.optimizer.param_groups, part.base_lrs, lrs):
+                state = part.state_dict()  # the scheduler's public state: base and last LRs included
+                bases = [base * scale for base in state["base_lrs"]]
+                lrs = [base * f(part.last_epoch) for base, f in zip(bases, part.lr_lambdas)]
+                part.load_state_dict({**state, "base_lrs": bases, "_last_lr": lrs})
+                for group, base, lr in zip(part.optimizer.param_groups, bases, lrs):
                     group["lr"], group["initial_lr"] = lr, base
-                part._last_lr = lrs
 
     # ------------------------------------------------------------------------- saving
 
