@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import TINY_VQVAE, run_cli
-from vqgen.checkpoint import read_metadata
+from vqgen.formats.files import read_metadata
 from vqgen.cli import app
 from vqgen.cli.options import option_fields
 from vqgen.config import VQVAE_PRESETS, DataOptions, GanOptions, PixelCNNConfig, PriorTrainOptions, TransformerConfig, VQVAEConfig, VQVAETrainOptions
@@ -66,7 +66,8 @@ def test_the_warm_up_option_reaches_the_schedule_and_the_vqvae_warms_up_longer_t
 
 def test_train_prior_reads_its_codes_with_the_workers_asked_for(code_file, tmp_path):
     from vqgen.config import PixelCNNConfig, PriorTrainOptions
-    from vqgen.train.prior import PriorTrainer, load_codes
+    from vqgen.formats.codes import load_codes
+    from vqgen.train.prior import PriorTrainer
 
     codes = load_codes(code_file)
     cfg = PixelCNNConfig(num_codes=16, latent_shape=(4, 4), num_layers=2, channels=8)

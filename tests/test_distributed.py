@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import TensorDataset
 
 from vqgen import distributed as dist
-from vqgen.checkpoint import load_prior, load_vqvae
+from vqgen.formats.checkpoints import load_prior, load_vqvae
 from vqgen.data import ImageData
 from vqgen.errors import VQGenError
 from vqgen.models import TransformerConfig, TwoLevelPriorConfig, build_prior

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from vqgen.checkpoint import load_vqgen_file, read_metadata, save_vqgen_file
+from vqgen.formats.files import load_vqgen_file, read_metadata, save_vqgen_file
 from vqgen.cli import app
 from vqgen.train.classifier import default_classifier_path
 from vqgen.eval.metrics import (
@@ -21,9 +21,9 @@ from vqgen.eval.metrics import (
     frechet_distance_features,
     kernel_inception_distance,
     mmd2_unbiased,
-    psnr_per_image,
     ssim_per_image,
 )
+from vqgen.measures import psnr_per_image
 
 runner = CliRunner()
 
@@ -423,7 +423,7 @@ def test_train_classifier_flag_trains_and_caches_a_missing_or_unfitting_classifi
 
 
 def test_samples_report_precision_recall_and_the_prior_its_histogram_baseline(pipeline):
-    from vqgen.eval.metrics import histogram_bits_per_code
+    from vqgen.measures import histogram_bits_per_code
 
     ck, out = pipeline["ck"], pipeline["root"] / "pr.json"
     result = invoke(

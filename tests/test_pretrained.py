@@ -7,7 +7,7 @@ import torch
 
 import vqgen
 from conftest import run_cli
-from vqgen.checkpoint import FORMAT_VERSION, file_sha256, read_metadata
+from vqgen.formats.files import file_sha256, FORMAT_VERSION, read_metadata
 from vqgen.config import PixelCNNConfig, PriorTrainOptions, VQVAEConfig, from_dict, to_dict
 from vqgen.data import load_image_data
 from vqgen.pretrained import KINDS, RECIPES, pretrained_path

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from typer.testing import CliRunner
 
-from vqgen.checkpoint import load_vqgen_file, save_vqgen_file
+from vqgen.formats.files import load_vqgen_file, save_vqgen_file
 from vqgen.cli import app
 from vqgen.train.resume import join_state, resume_path, split_state
 

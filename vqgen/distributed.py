@@ -123,6 +123,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_min(t: torch.Tensor) -> torch.Tensor:
+    """Element-wise minimum of ``t`` over all ranks (a new tensor)."""
+    if is_distributed():
+        t = t.clone()
+        td.all_reduce(t, op=td.ReduceOp.MIN)
+    return t
+
+
 def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     """``t`` as rank ``src`` has it, on every rank."""
     if is_distributed():

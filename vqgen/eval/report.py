@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vqgen.checkpoint import atomic_write_text
+from vqgen.formats.files import atomic_write_text
 
 
 def finite_json(value: Any) -> Any:

@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
-from vqgen.checkpoint import check_output_path, load_vqvae
+from vqgen.formats.checkpoints import load_vqvae
+from vqgen.formats.files import check_output_path
 from vqgen.errors import VQGenError
-from vqgen.images import save_grid
+from vqgen.formats.images import save_grid
 from vqgen.models.vqvae import VQVAE
 from vqgen.device import resolve_device
 from vqgen.tools.common import load_image_ref

@@ -10,11 +10,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from vqgen.checkpoint import atomic_write_text, check_output_path, load_vqvae
+from vqgen.formats.checkpoints import load_vqvae
+from vqgen.formats.files import atomic_write_text, check_output_path
 from vqgen.data import spread
 from vqgen.errors import VQGenError
-from vqgen.images import interleave, save_grid, save_png
-from vqgen.eval.metrics import psnr_per_image
+from vqgen.formats.images import interleave, save_grid, save_png
+from vqgen.measures import psnr_per_image
 from vqgen.device import resolve_device
 from vqgen.tools.common import data_for_vqvae, pick_split, source_name
 
