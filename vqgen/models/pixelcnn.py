@@ -204,9 +204,10 @@ class GatedPixelCNN(CodePrior):
             skips = self.attention(skips)
         return self.head(skips)
 
-    def cache(self, n: int, labels: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> CachedPixelCNN:
-        """An empty incremental evaluation for ``n`` maps: the sampler's step (``step_logits``, then ``append``)."""
-        return CachedPixelCNN(self, n, labels, cond=cond)
+    def cache(self, n: int, labels: torch.Tensor | None = None, **given: torch.Tensor) -> CachedPixelCNN:
+        """An empty incremental evaluation for ``n`` maps (``given``: ``cond``, the conditioning maps): the sampler's
+        step (``step_logits``, then ``append``)."""
+        return CachedPixelCNN(self, n, labels, **given)
 
 
 # ----------------------------------------------------------------------------- the incremental step

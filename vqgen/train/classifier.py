@@ -139,6 +139,7 @@ def train_classifier(data: ImageData, opts: ClassifierTrainOptions, out: Path,
 
     Small datasets get more epochs than ``opts.epochs``, so that at least ``opts.min_steps`` steps are taken.
     """
+    opts.validate()  # the classifier's stage boundary (train-classifier, evaluate --train-classifier)
     device = prepare_run(opts, out)
     trainer = ClassifierTrainer(data, opts, device, Path(out))
     steps_per_epoch = len(trainer.train_batches)

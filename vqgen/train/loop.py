@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -175,6 +176,17 @@ def prepare_run(opts: TrainOptions, out: Path) -> torch.device:
     dist.setup(device)
     seed_everything(opts.seed)
     return device
+
+
+def train(make_trainer: Callable[[torch.device], Trainer], opts: TrainOptions, out: Path,
+          resume: str | Path | None = None, curves: bool = True) -> dict[str, Any]:
+    """Prepare the run (``prepare_run``), build the trainer on its device, and ``fit`` it.
+
+    Every ``opts.save_every`` epochs, and when SIGINT/SIGTERM stops the run, the full training
+    state goes to OUT.resume.safetensors; ``resume`` (a path or "auto") continues from one.
+    """
+    trainer = make_trainer(prepare_run(opts, out))
+    return fit(trainer, opts, Path(out), resume, curves)
 
 
 def fit(trainer: Trainer, opts: TrainOptions, out: Path, resume: str | Path | None = None,

@@ -31,7 +31,7 @@ from vqgen.logs import say
 from vqgen.measures import histogram_bits, nats_to_bits
 from vqgen.models import build_prior
 from vqgen.train.ema import WeightEMA
-from vqgen.train.loop import StepResult, Trainer, fit, prepare_run
+from vqgen.train.loop import StepResult, Trainer, train
 from vqgen.train.resume import Progress
 
 
@@ -112,16 +112,11 @@ class PriorTrainer(Trainer):
             save_prior(self.out, self.kept_model, self.codes, metrics, self.opts)
 
 
-def train_prior(
-    codes: CodeFile, cfg: PriorConfig, opts: PriorTrainOptions, out: Path, resume: str | Path | None = None
-) -> dict[str, Any]:
-    """Train with cross-entropy, validate each epoch, and keep the best-validation weights in ``out``.
-
-    Every ``opts.save_every`` epochs, and when SIGINT/SIGTERM stops the run, the full training
-    state goes to OUT.resume.safetensors; ``resume`` (a path or "auto") continues from one.
-    """
-    device = prepare_run(opts, out)
-    return fit(PriorTrainer(codes, cfg, opts, device, Path(out)), opts, Path(out), resume)
+def train_prior(codes: CodeFile, cfg: PriorConfig, opts: PriorTrainOptions, out: Path,
+                resume: str | Path | None = None) -> dict[str, Any]:
+    """Train with cross-entropy, validate each epoch, and keep the best-validation weights in ``out``
+    (``vqgen.train.loop.train``: resumable, ``resume`` a path or "auto")."""
+    return train(lambda device: PriorTrainer(codes, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 
 def level_nll_sums(net: torch.nn.Module, batch: Any, device: torch.device,

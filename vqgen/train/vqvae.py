@@ -24,7 +24,7 @@ from vqgen.losses import ReconstructionLoss
 from vqgen.measures import reconstruction_numbers
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 from vqgen.train.gan import GanTrainer
-from vqgen.train.loop import StepResult, Trainer, artifact_path, fit, prepare_run, warmup_cosine
+from vqgen.train.loop import StepResult, Trainer, artifact_path, train, warmup_cosine
 
 
 class VQVAETrainer(Trainer):
@@ -103,16 +103,11 @@ class VQVAETrainer(Trainer):
         save_reconstruction_grid(self.model, self.preview[:16], epoch_grid)
 
 
-def train_vqvae(
-    data: ImageData, cfg: VQVAEConfig, opts: VQVAETrainOptions, out: Path, resume: str | Path | None = None
-) -> dict[str, Any]:
-    """Train, validate each epoch, save the checkpoint (and a reconstruction grid) each epoch.
-
-    Every ``opts.save_every`` epochs, and when SIGINT/SIGTERM stops the run, the full training
-    state goes to OUT.resume.safetensors; ``resume`` (a path or "auto") continues from one.
-    """
-    device = prepare_run(opts, out)
-    return fit(VQVAETrainer(data, cfg, opts, device, Path(out)), opts, Path(out), resume)
+def train_vqvae(data: ImageData, cfg: VQVAEConfig, opts: VQVAETrainOptions, out: Path,
+                resume: str | Path | None = None) -> dict[str, Any]:
+    """Train, validate and save the checkpoint (and reconstruction grids) each epoch (``vqgen.train.loop.train``:
+    resumable, ``resume`` a path or "auto")."""
+    return train(lambda device: VQVAETrainer(data, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 
 @torch.no_grad()
