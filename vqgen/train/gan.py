@@ -1,12 +1,12 @@
-"""VQGAN-style autoencoder training (Esser et al. 2021): reconstruction loss of choice, optional
-perceptual loss, and a PatchGAN discriminator whose loss is balanced by VQGAN's adaptive weight.
+"""VQGAN-style autoencoder training (Esser et al. 2021): a PatchGAN discriminator whose loss is balanced by
+VQGAN's adaptive weight, on top of the reconstruction loss (``vqgen.losses.ReconstructionLoss``).
 
 ``GanTrainer`` owns everything the plain VQ-VAE training does not have: the discriminator, its
-optimizer and gradient scaler, the perceptual network and the running log of GAN numbers. The
-VQ-VAE trainer's loss calls ``generator_loss`` (added to the quantizer loss and backpropagated
-through the autoencoder); as a hook of the training loop (``vqgen.train.loop``) it then updates the
-discriminator after each optimizer step (``after_step``). The discriminator never enters the
-VQ-VAE checkpoint; it lives in the resumable state only.
+optimizer and gradient scaler, and the running log of GAN numbers; the VQ-VAE trainer makes one only
+with ``--gan``. Its ``generator_loss`` adds the adversarial term to the reconstruction loss (then the
+quantizer loss is added and backpropagated through the autoencoder); as a hook of the training loop
+(``vqgen.train.loop``) it then updates the discriminator after each optimizer step (``after_step``).
+The discriminator never enters the VQ-VAE checkpoint; it lives in the resumable state only.
 """
 
 from __future__ import annotations
