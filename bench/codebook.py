@@ -37,15 +37,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from vqgen.checkpoint import load_vqvae
+from vqgen.formats.checkpoints import load_vqvae
 from vqgen.config import GanOptions, PixelCNNConfig, PriorTrainOptions, VQVAEConfig, VQVAETrainOptions
 from vqgen.data import load_image_data
 from vqgen.data.batches import make_loader
 from vqgen.eval import EvaluateRequest, evaluate
 from vqgen.stages.extract_codes import extract_codes
-from vqgen.stages.sample import sample
-from vqgen.train.prior import train_prior_on
-from vqgen.train.vqvae import evaluate_vqvae, train_vqvae
+from vqgen.stages.sample import run as sample
+from vqgen.stages.train_prior import run as train_prior_on
+from vqgen.measures import reconstruction_numbers as evaluate_vqvae
+from vqgen.train.vqvae import train_vqvae
 
 DEFAULT = VQVAEConfig()
 DEFAULT_OPTS = VQVAETrainOptions()

@@ -125,7 +125,7 @@ def map_shapes(meta: dict) -> list[list[int]]:
 
 
 def table_row(size: int, name: str, k: int, result: dict, done: dict) -> str:
-    from vqgen.checkpoint import read_metadata
+    from vqgen.formats.files import read_metadata
 
     meta = read_metadata(done["paths"]["codes"])
     shapes = map_shapes(meta)
@@ -188,7 +188,7 @@ def main() -> None:
 
 def sample_speed(args: argparse.Namespace) -> None:
     """Wall seconds of `vqgen sample --n 64` (start-up included) for one and two levels at each size."""
-    from vqgen.checkpoint import read_metadata
+    from vqgen.formats.files import read_metadata
 
     args.per_class, args.epochs, args.prior_epochs, args.samples = 10, 1, 1, 64
     lines = ["| px | model | maps | sample 64 images (s) |", "|---|---|---|---:|"]

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from vqgen.checkpoint import load_vqgen_file, save_vqgen_file
+from vqgen.formats.files import load_vqgen_file, save_vqgen_file
 from vqgen.config import ClassifierTrainOptions
 from vqgen.data import image_data_from_spec
 from vqgen.eval import EvaluateRequest, evaluate
-from vqgen.stages.sample import sample
+from vqgen.stages.sample import run as sample
 from vqgen.train.classifier import train_classifier
 
 # the rows of the README table that use every training image of the given codes

@@ -99,7 +99,7 @@ def sized(cfg: PriorConfig, codes_meta: dict[str, Any]) -> PriorConfig:
 
 
 def train_one(name: str, cfg: PriorConfig, epochs: int, codes: Path, work: Path, args) -> dict[str, Any]:
-    from vqgen.train.prior import train_prior_on
+    from vqgen.stages.train_prior import run as train_prior_on
 
     out = work / f"{name}.safetensors"
     opts = PriorTrainOptions(epochs=epochs, device=args.device, amp=args.amp, seed=args.seed)
@@ -112,7 +112,7 @@ def train_one(name: str, cfg: PriorConfig, epochs: int, codes: Path, work: Path,
 def sample_scores(row: dict[str, Any], classifier: Path, work: Path, args) -> None:
     """Draw --samples samples of the row's prior (one block per class) and score them with vqgen.eval."""
     from vqgen.eval import EvaluateRequest, evaluate
-    from vqgen.stages.sample import sample
+    from vqgen.stages.sample import run as sample
 
     folder = work / f"{row['name']}-samples"
     started = time.perf_counter()
@@ -124,11 +124,11 @@ def sample_scores(row: dict[str, Any], classifier: Path, work: Path, args) -> No
 
 
 def bench_dataset(name: str, data: str, vqvae: Path | None, args) -> tuple[list[dict[str, Any]], list[PriorConfig]]:
-    from vqgen.checkpoint import read_metadata
+    from vqgen.formats.files import read_metadata
     from vqgen.data import image_data_from_spec
-    from vqgen.stages.extract_codes import extract_codes_for
+    from vqgen.stages.extract_codes import run as extract_codes_for
     from vqgen.train.classifier import train_classifier
-    from vqgen.train.vqvae import train_vqvae_on
+    from vqgen.stages.train_vqvae import run as train_vqvae_on
 
     work = args.out / name
     if vqvae is None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from vqgen.eval import EvaluateRequest, evaluate
 from vqgen.pretrained import resolve
-from vqgen.stages.sample import sample
+from vqgen.stages.sample import run as sample
 
 COLUMNS = ("guidance", "top-k", "temp", "in class", "confidence", "FD", "FD floor", "KID", "KID floor",
            "precision", "recall", "recall floor", "class entropy", "s / 1k")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vqgen.checkpoint import save_vqgen_file
+from vqgen.formats.files import save_vqgen_file
 from vqgen.cli import app
 
 # a VQ-VAE small enough to train for an epoch on mnist5k in a few seconds

@@ -78,3 +78,17 @@ def test_shards_together_read_the_images_one_process_reads():
 def test_a_negative_shift_is_refused():
     with pytest.raises(VQGenError, match="--augment-shift"):
         make_loader(numbered_images(), 4, shuffle=True, seed=0, max_shift=-1)
+
+
+def test_a_seed_sweep_draws_independent_shifts_every_epoch():
+    # seed s at epoch e + 1 must not replay seed s + 1 at epoch e (as seed + epoch did)
+    for seed, epoch in ((0, 0), (3, 5)):
+        assert not torch.equal(draw_shifts(500, 2, seed, epoch + 1), draw_shifts(500, 2, seed + 1, epoch))
+
+
+def test_extract_codes_copies_do_not_reuse_the_training_shifts():
+    from vqgen.data.augment import draw_copy_shifts
+
+    for copy in range(3):
+        assert not torch.equal(draw_copy_shifts(500, 2, 0, copy), draw_shifts(500, 2, 0, copy))
+    assert torch.equal(draw_copy_shifts(500, 2, 7, 1), draw_copy_shifts(500, 2, 7, 1))

@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from vqgen.checkpoint import load_vqgen_file, read_metadata, save_vqgen_file
+from vqgen.formats.files import load_vqgen_file, read_metadata, save_vqgen_file
 from vqgen.cli import app
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 from vqgen.train.resume import resume_path

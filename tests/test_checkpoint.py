@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vqgen.checkpoint import load_vqgen_file, read_metadata, save_vqgen_file
+from vqgen.formats.files import load_vqgen_file, read_metadata, save_vqgen_file
 from vqgen.errors import VQGenError
 
 
@@ -58,7 +58,7 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
             f.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr("vqgen.checkpoint.save_file", crash_midway)
+    monkeypatch.setattr("vqgen.formats.files.save_file", crash_midway)
     with pytest.raises((OSError, VQGenError), match="disk full"):
         save_vqgen_file(path, {"w": torch.zeros(2)}, {"kind": "codes"})
     monkeypatch.undo()
@@ -71,7 +71,7 @@ def test_output_check_tries_creating_and_leaves_nothing(tmp_path, monkeypatch):
     import errno
     import tempfile
 
-    from vqgen.checkpoint import check_output_path
+    from vqgen.formats.files import check_output_path
 
     target = tmp_path / "new" / "sub" / "x.safetensors"
     check_output_path(target)  # missing parents under a writable folder are fine ...

@@ -2,11 +2,12 @@
 
 import dataclasses
 
+import torch
 import pytest
 from typer.testing import CliRunner
 
 from conftest import TINY_VQVAE, run_cli
-from vqgen.checkpoint import read_metadata
+from vqgen.formats.files import read_metadata
 from vqgen.cli import app
 from vqgen.cli.options import option_fields
 from vqgen.config import VQVAE_PRESETS, DataOptions, GanOptions, PixelCNNConfig, PriorTrainOptions, TransformerConfig, VQVAEConfig, VQVAETrainOptions
@@ -63,3 +64,20 @@ def test_the_warm_up_option_reaches_the_schedule_and_the_vqvae_warms_up_longer_t
     steps = meta["metrics"]["step"]
     assert meta["train_options"]["warmup_steps"] == 40 and 0 < steps < 40
     assert meta["metrics"]["lr"] == pytest.approx(0.01 * (steps + 1) / 40)  # still warming up after the epoch
+
+
+def test_train_prior_reads_its_codes_with_the_workers_asked_for(code_file, tmp_path):
+    from vqgen.config import PixelCNNConfig, PriorTrainOptions
+    from vqgen.formats.codes import load_codes
+    from vqgen.train.prior import PriorTrainer
+
+    codes = load_codes(code_file)
+    cfg = PixelCNNConfig(num_codes=16, latent_shape=(4, 4), num_layers=2, channels=8)
+    opts = PriorTrainOptions(num_workers=2, device="cpu")
+    trainer = PriorTrainer(codes, cfg, opts, torch.device("cpu"), tmp_path / "p.safetensors")
+    assert trainer.train_batches.loader.num_workers == 2 and trainer.val_batches.loader.num_workers == 2
+
+
+def test_train_classifier_help_says_the_warmup_is_capped():
+    shown = run_cli("train-classifier", "--help").output
+    assert "tenth" in shown

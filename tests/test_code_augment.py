@@ -8,14 +8,16 @@ import torch
 
 from conftest import TINY_PRIOR, run_cli
 from vqgen import distributed as dist
-from vqgen.checkpoint import load_vqgen_file, load_vqvae, read_metadata, save_vqgen_file
+from vqgen.formats.checkpoints import load_vqvae
+from vqgen.formats.files import load_vqgen_file, read_metadata, save_vqgen_file
 from vqgen.config import ExtractOptions, PixelCNNConfig, PriorTrainOptions
 from vqgen.data import image_data_from_spec
-from vqgen.data.augment import draw_shifts, shift_images
+from vqgen.data.augment import draw_copy_shifts, shift_images
 from vqgen.data.batches import make_loader
 from vqgen.errors import VQGenError
 from vqgen.stages.extract_codes import extract_codes
-from vqgen.train.prior import PriorTrainer, load_codes
+from vqgen.formats.codes import load_codes
+from vqgen.train.prior import PriorTrainer
 
 
 def epoch_indices(sampler: dist.ShardedBatchSampler, epoch: int) -> list[int]:
@@ -63,7 +65,7 @@ def test_extract_codes_appends_the_codes_of_shifted_copies_of_the_training_image
     assert torch.equal(copies["train_labels"], plain["train_labels"].repeat(3))
     images = torch.cat([x for x, _ in make_loader(data.train, 512, shuffle=False, seed=0)])
     for copy in range(2):
-        shifted = shift_images(images, draw_shifts(n, 1, 5, copy))
+        shifted = shift_images(images, draw_copy_shifts(n, 1, 5, copy))
         with torch.no_grad():
             expected = model.encode(shifted)
         assert torch.equal(copies["train_codes"][(copy + 1) * n:(copy + 2) * n].long(), expected.long())

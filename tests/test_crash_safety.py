@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from vqgen.checkpoint import load_vqgen_file, save_vqgen_file
+from vqgen.formats.files import load_vqgen_file, save_vqgen_file
 from vqgen.cli import app
 from vqgen.data import list_image_files
-from vqgen.images import save_png, to_pil
+from vqgen.formats.images import save_png, to_pil
 from vqgen.models.pixelcnn import GatedPixelCNN
 from vqgen.models.vqvae import Decoder
 from vqgen.train.resume import Progress, TrainingState, join_state, resume_path

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import TINY_VQVAE, run_cli, write_image_folder
-from vqgen.checkpoint import load_vqgen_file
+from vqgen.formats.files import load_vqgen_file
 from vqgen.data import ImageFolder, image_data_from_spec, load_image_data, sources
 from vqgen.errors import VQGenError
 from vqgen.eval import EvaluateRequest, evaluate
@@ -209,7 +209,7 @@ def test_codes_and_evaluation_of_the_test_and_all_splits(fake_mnist, tiny_pipeli
 def test_the_split_has_its_own_seed_so_seed_sweeps_share_one_validation_set(image_folder, tmp_path):
     from conftest import TINY_VQVAE, run_cli
 
-    from vqgen.checkpoint import read_metadata
+    from vqgen.formats.files import read_metadata
 
     for seed in (0, 1):
         run_cli("train-vqvae", "--data", image_folder, "--seed", seed, "--out", tmp_path / f"{seed}.safetensors",

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import TensorDataset
 
 from vqgen import distributed as dist
-from vqgen.checkpoint import load_prior, load_vqvae
+from vqgen.formats.checkpoints import load_prior, load_vqvae
 from vqgen.data import ImageData
 from vqgen.errors import VQGenError
 from vqgen.models import TransformerConfig, TwoLevelPriorConfig, build_prior
@@ -489,3 +489,16 @@ def test_channels_last_models_compute_the_same():
 
 if __name__ == "__main__":  # one rank under torchrun, launched by the ``runs`` fixture
     worker(Path(sys.argv[1]))
+
+
+@pytest.mark.parametrize("variants", [1, 3])
+def test_a_seed_sweep_reads_independent_orders(variants):
+    # seed s at epoch e + 1 must not replay the order (or the versions) of seed s + 1 at epoch e
+    def order(seed: int, epoch: int) -> list[int]:
+        s = dist.ShardedBatchSampler(60, 60, shuffle=True, seed=seed, drop_last=False, shard=0, num_shards=1,
+                                variants=variants)
+        s.set_epoch(epoch)
+        return next(iter(s))
+
+    assert order(2, 4) == order(2, 4)
+    assert order(2, 5) != order(3, 4)

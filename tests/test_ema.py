@@ -6,13 +6,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vqgen.checkpoint import load_vqgen_file
+from vqgen.formats.files import load_vqgen_file
 from vqgen.config import PixelCNNConfig, PriorTrainOptions
 from vqgen.errors import VQGenError
 from vqgen.train.ema import WeightEMA
 from vqgen.data.batches import make_loader
 from vqgen.models import build_prior
-from vqgen.train.prior import evaluate_prior, load_codes, train_prior
+from vqgen.formats.codes import load_codes
+from vqgen.train.prior import evaluate_prior, train_prior
 from vqgen.train.resume import resume_path
 
 

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from vqgen.eval.metrics import histogram_bits_per_code, knn_radii, precision_recall
+from vqgen.eval.metrics import knn_radii, precision_recall
+from vqgen.measures import histogram_bits_per_code
 
 
 def blob(n: int, centre: torch.Tensor, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from vqgen.checkpoint import load_vqgen_file, read_metadata, save_vqgen_file
+from vqgen.formats.files import load_vqgen_file, read_metadata, save_vqgen_file
 from vqgen.cli import app
 from vqgen.train.classifier import default_classifier_path
 from vqgen.eval.metrics import (
@@ -21,9 +21,9 @@ from vqgen.eval.metrics import (
     frechet_distance_features,
     kernel_inception_distance,
     mmd2_unbiased,
-    psnr_per_image,
     ssim_per_image,
 )
+from vqgen.measures import psnr_per_image
 
 runner = CliRunner()
 
@@ -200,15 +200,15 @@ def test_evaluate_cli_reports_every_section_as_json(pipeline):
         "--device", "cpu", "--train-classifier",
     )
     assert "training one" in result.output  # no cached classifier yet: it says so
-    assert "standard FID not computed" in result.output
+    assert "torchvision Inception distances not computed" in result.output
     r = json.loads(out.read_text())
-    assert set(r) >= {"reconstruction", "codes", "prior", "samples", "classifier", "standard_fid", "num_images"}
+    assert set(r) >= {"reconstruction", "codes", "prior", "samples", "classifier", "torchvision_inception", "num_images"}
     assert set(r["reconstruction"]) >= {"mse", "psnr", "ssim", "perplexity", "usage", "fd", "kid_mean", "kid_std"}
     assert set(r["prior"]) >= {"nll_nats_per_code", "bits_per_code", "bits_per_dim"}
     assert set(r["samples"]) >= {
         "fd", "kid_mean", "kid_std", "floor_fd", "floor_kid_mean", "confidence", "class_entropy", "class_agreement",
     }
-    assert r["standard_fid"]["computed"] is False
+    assert r["torchvision_inception"]["computed"] is False
     numbers = all_numbers({k: r[k] for k in ("reconstruction", "prior", "samples", "classifier")})
     assert numbers and all(math.isfinite(x) for x in numbers)
     assert r["samples"]["count"] == 8 and r["samples"]["floor_count"] == 8  # 8 samples, 20 val images
@@ -423,7 +423,7 @@ def test_train_classifier_flag_trains_and_caches_a_missing_or_unfitting_classifi
 
 
 def test_samples_report_precision_recall_and_the_prior_its_histogram_baseline(pipeline):
-    from vqgen.eval.metrics import histogram_bits_per_code
+    from vqgen.measures import histogram_bits_per_code
 
     ck, out = pipeline["ck"], pipeline["root"] / "pr.json"
     result = invoke(
@@ -453,3 +453,23 @@ def test_every_sample_of_a_large_folder_is_used(pipeline, tmp_path):
     )
     s = json.loads(out.read_text())["samples"]
     assert s["count"] == 1003 and s["precision"] > 0.5  # all of them, and they look like the real stripes
+
+
+def test_the_torchvision_inception_numbers_are_not_called_fid_and_old_results_still_read():
+    from vqgen.eval.report import results_table, with_current_keys
+
+    assert "published" in invoke("evaluate", "--help").output  # --inception-weights says what it is not
+    old = {"split": "val", "standard_fid": {"computed": False, "reason": "no weights"},
+           "samples": {"fid_inception": 1.5, "floor_fid_inception": 0.5, "kid_inception_mean": 0.1}}
+    new = with_current_keys(old)
+    assert new["torchvision_inception"] == old["standard_fid"]
+    assert new["samples"] == {"fd_torchvision_inception": 1.5, "floor_fd_torchvision_inception": 0.5,
+                              "kid_torchvision_inception_mean": 0.1}
+    assert with_current_keys(new) == new
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200)
+    console.print(results_table({"split": "val", "standard_fid": old["standard_fid"]}))  # an old file still renders
+    assert "tv Inception FD" in console.file.getvalue()

@@ -278,7 +278,8 @@ def rgb_folder(tmp_path_factory) -> Path:
 def test_train_vqvae_with_gan_logs_finite_gan_numbers_and_writes_a_plain_vqvae(tmp_path, rgb_folder, vgg_state):
     from conftest import TINY_VQVAE, run_cli
 
-    from vqgen.checkpoint import load_vqgen_file, load_vqvae
+    from vqgen.formats.checkpoints import load_vqvae
+    from vqgen.formats.files import load_vqgen_file
 
     out, vgg = tmp_path / "vqvae.safetensors", tmp_path / "vgg16.safetensors"
     save_file(vgg_state, str(vgg))
@@ -319,7 +320,7 @@ def test_perceptual_loss_without_weights_is_refused_before_any_work(tmp_path, rg
 
 def test_resume_restores_the_discriminator_bit_for_bit(tmp_path, rgb_folder, monkeypatch):
     """Stopped after epoch 1 and resumed, a --gan run ends exactly where an uninterrupted one does."""
-    from vqgen.checkpoint import load_vqgen_file
+    from vqgen.formats.files import load_vqgen_file
     from vqgen.data import load_image_data
     from vqgen.train.signals import StopSignal, TrainingStopped
     from vqgen.config import VQVAETrainOptions
@@ -352,7 +353,7 @@ def test_resume_restores_the_discriminator_bit_for_bit(tmp_path, rgb_folder, mon
 
 
 def test_a_gan_run_is_the_plain_run_until_gan_start(tmp_path, rgb_folder):
-    from vqgen.checkpoint import load_vqgen_file
+    from vqgen.formats.files import load_vqgen_file
     from vqgen.data import load_image_data
     from vqgen.config import VQVAETrainOptions
     from vqgen.train.vqvae import train_vqvae
@@ -376,7 +377,7 @@ def test_gan_on_the_default_data_picks_a_discriminator_that_fits(tmp_path):
     from conftest import TINY_VQVAE
     from typer.testing import CliRunner
 
-    from vqgen.checkpoint import read_metadata
+    from vqgen.formats.files import read_metadata
     from vqgen.cli import app
 
     out = tmp_path / "vqvae.safetensors"

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vqgen.checkpoint import load_vqvae, save_vqgen_file
+from vqgen.formats.checkpoints import load_vqvae
+from vqgen.formats.files import save_vqgen_file
 from vqgen.errors import VQGenError
 from vqgen.models.blocks import ResidualBlock, SelfAttention
 from vqgen.config import prior_config_from_dict

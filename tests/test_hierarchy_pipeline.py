@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 import vqgen
 from conftest import TINY_PRIOR, TINY_VQVAE, run_cli, write_image_folder
 from test_resume import AtStep, assert_same_weights, logged, send_sigterm
-from vqgen.checkpoint import load_prior, load_vqgen_file, read_metadata
+from vqgen.formats.checkpoints import load_prior
+from vqgen.formats.files import load_vqgen_file, read_metadata
 from vqgen.models.hierarchy import TwoLevelPrior
 from vqgen.tools.common import data_for_vqvae
 from vqgen.train.resume import resume_path

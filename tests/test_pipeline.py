@@ -10,7 +10,8 @@ import torch
 from safetensors import safe_open
 
 from tests.conftest import TINY_PRIOR, TINY_VQVAE, run_cli, train_guided_prior, write_image_folder
-from vqgen.checkpoint import file_sha256, load_prior, load_vqvae
+from vqgen.formats.checkpoints import load_prior, load_vqvae
+from vqgen.formats.files import file_sha256
 from vqgen.errors import VQGenError
 
 
@@ -95,7 +96,8 @@ def test_n_counts_images_spread_over_the_classes_one_grid_row_each(tiny_pipeline
 
 
 def test_fewer_images_than_classes():
-    from vqgen.stages.sample import grid_cells, parse_labels
+    from vqgen.sampling.labels import parse_labels
+    from vqgen.stages.sample import grid_cells
 
     labels, rows = parse_labels(None, [str(c) for c in range(10)], True, 3)
     assert labels == [0, 1, 2] and rows == [1, 1, 1]
@@ -198,8 +200,8 @@ def test_python_dash_m_and_help_describe_every_option():
 
 
 def test_the_prior_log_shows_the_histogram_only_baseline(tiny_pipeline):
-    from vqgen.checkpoint import load_vqgen_file
-    from vqgen.eval.metrics import histogram_bits_per_code
+    from vqgen.formats.files import load_vqgen_file
+    from vqgen.measures import histogram_bits_per_code
     from vqgen.logs import read_jsonl
 
     tensors, meta = load_vqgen_file(tiny_pipeline["codes"], "codes")

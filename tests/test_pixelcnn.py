@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -150,7 +152,7 @@ def test_label_dropout_replaces_that_share_of_labels_in_training_only():
 
 def test_with_every_label_dropped_training_sees_only_the_null_row():
     model = dropout_prior(0.5).train()
-    model.cfg.label_dropout = 1.0  # not a valid setting; forces every draw
+    model.cfg = dataclasses.replace(model.cfg, label_dropout=1.0)  # not a valid setting; forces every draw
     codes, labels = torch.randint(0, 7, (6, 4, 5)), torch.tensor([0, 1, 2, 3, 0, 1])
     assert (model.drop_labels(labels) == 4).all()
     trained_view = model(codes, labels)
@@ -198,9 +200,10 @@ def test_the_attention_block_starts_as_the_identity_and_needs_heads_that_divide_
 
 
 def test_a_prior_with_attention_trains_saves_and_loads_with_its_block(tmp_path, code_file):
-    from vqgen.checkpoint import load_prior
+    from vqgen.formats.checkpoints import load_prior
     from vqgen.config import PriorTrainOptions
-    from vqgen.train.prior import load_codes, train_prior
+    from vqgen.formats.codes import load_codes
+    from vqgen.train.prior import train_prior
 
     codes = load_codes(code_file)
     cfg = PixelCNNConfig(num_codes=16, latent_shape=(4, 4), channels=8, num_layers=2, head_channels=8,

@@ -7,7 +7,7 @@ import torch
 
 import vqgen
 from conftest import run_cli
-from vqgen.checkpoint import FORMAT_VERSION, file_sha256, read_metadata
+from vqgen.formats.files import file_sha256, FORMAT_VERSION, read_metadata
 from vqgen.config import PixelCNNConfig, PriorTrainOptions, VQVAEConfig, from_dict, to_dict
 from vqgen.data import load_image_data
 from vqgen.pretrained import KINDS, RECIPES, pretrained_path
@@ -70,3 +70,23 @@ def test_evaluate_scores_the_shipped_models(tmp_path):
     result = run_cli("evaluate", "--vqvae", "mnist5k", "--prior", "mnist5k", "--samples", tmp_path / "s",
                      "--device", "cpu", "--kid-subsets", "5", "--json", tmp_path / "e.json")
     assert "bits" in result.output and (tmp_path / "e.json").is_file()
+
+
+def test_retraining_never_names_a_folder_it_removed(monkeypatch, tmp_path, capsys):
+    import re
+    import sys
+    from pathlib import Path
+
+    from vqgen import pretrained
+
+    monkeypatch.setattr(pretrained, "build", lambda name, out, work: (work / "vqvae.safetensors").write_text("x"))
+    monkeypatch.setattr(sys, "argv", ["vqgen.pretrained", "--out", str(tmp_path / "out")])
+    pretrained.main()
+    said = capsys.readouterr().out
+    named = re.search(r"files and logs in (\S+?)\)", said)
+    assert named is None or Path(named[1]).is_dir(), said
+    assert "removed" in said
+    monkeypatch.setattr(sys, "argv", ["vqgen.pretrained", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "w")])
+    (tmp_path / "w").mkdir()
+    pretrained.main()
+    assert f"files and logs in {tmp_path / 'w'}" in capsys.readouterr().out and (tmp_path / "w").is_dir()

@@ -7,7 +7,8 @@ import torch
 
 import vqgen
 from tests.conftest import TINY_TRANSFORMER, run_cli, train_guided_prior
-from vqgen.checkpoint import load_prior, load_vqgen_file, save_vqgen_file
+from vqgen.formats.checkpoints import load_prior
+from vqgen.formats.files import load_vqgen_file, save_vqgen_file
 from vqgen.config import PixelCNNConfig, TransformerConfig
 from vqgen.errors import VQGenError
 from vqgen.models import GatedPixelCNN, TransformerPrior

@@ -229,7 +229,8 @@ def test_restarts_stop_at_the_horizon_and_the_horizon_is_saved():
 
 
 def test_a_checkpoint_from_before_the_restart_horizon_loads(tmp_path):
-    from vqgen.checkpoint import load_vqvae, save_vqgen_file
+    from vqgen.formats.checkpoints import load_vqvae
+    from vqgen.formats.files import save_vqgen_file
     from vqgen.models.vqvae import VQVAE, VQVAEConfig
 
     model = VQVAE(VQVAEConfig(hidden_channels=16, res_channels=8, num_codes=16, code_dim=8, kmeans_init=False))

@@ -12,7 +12,8 @@ import torch
 
 from tests.conftest import run_cli, write_image_folder
 from tests.test_evaluate import all_numbers, stripes, write_pngs
-from vqgen.checkpoint import load_prior, load_vqgen_file, load_vqvae
+from vqgen.formats.checkpoints import load_prior, load_vqvae
+from vqgen.formats.files import load_vqgen_file
 from vqgen.config import VQVAEConfig, VQVAETrainOptions
 from vqgen.data import load_image_data, read_image
 from vqgen.errors import VQGenError
@@ -20,7 +21,7 @@ from vqgen.models.fsq import FiniteScalarQuantizer
 from vqgen.models.hierarchy import TwoLevelPrior
 from vqgen.models.vqvae import VQVAE
 from vqgen.tools.common import data_for_vqvae
-from vqgen.train.vqvae import save_vqvae
+from vqgen.formats.checkpoints import save_vqvae
 
 # (quantizer flags, K per codebook, codes per position); 8x8 images, one downsampling: 4x4 latents
 KINDS = {

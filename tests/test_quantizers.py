@@ -256,3 +256,9 @@ def test_quantizer_flags_on_the_command_line(tmp_path):
                   ok=False)
     assert bad.exit_code == 1 and "error: --fsq-levels must be comma-separated integers" in bad.output
     assert not (tmp_path / "v.safetensors").exists()
+
+
+@pytest.mark.parametrize("quantizer, extra", [("vq", {}), ("fsq", {"num_codes": 512})])
+def test_rvq_depth_is_checked_for_rvq_only(quantizer, extra):
+    VQVAEConfig(quantizer=quantizer, rvq_depth=1, **extra).validate()  # ignored by vq and fsq: no error
+    assert VQVAEConfig(quantizer=quantizer, rvq_depth=1, **extra).code_depth == 1

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from typer.testing import CliRunner
 
-from vqgen.checkpoint import load_vqgen_file, save_vqgen_file
+from vqgen.formats.files import load_vqgen_file, save_vqgen_file
 from vqgen.cli import app
 from vqgen.train.resume import join_state, resume_path, split_state
 
@@ -227,3 +227,31 @@ def test_a_prior_with_a_weight_average_resumes_mid_epoch_to_the_same_average(tmp
     assert_same_weights(straight, out)
     assert_same_weights(resume_path(straight), resume_path(out))  # the average and its update count too
     assert logged(out) == logged(straight)
+
+
+def test_a_new_lr_on_resume_rescales_the_schedule_through_its_public_state(tmp_path):
+    from vqgen.train.loop import warmup_cosine
+    from vqgen.train.resume import TrainingState
+
+    written: list[str] = []
+
+    class Watched(torch.optim.lr_scheduler.LambdaLR):
+        """Records attributes set on it from outside the scheduler's own methods."""
+
+        def __setattr__(self, name, value):
+            written.append(name)
+            super().__setattr__(name, value)
+
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=1e-3)
+    schedule = Watched(optimizer, warmup_cosine(100, 10))
+    for _ in range(20):
+        optimizer.step()
+        schedule.step()
+    run = {"options": {"lr": 2e-3, "epochs": 1}}
+    written.clear()
+    TrainingState("prior", tmp_path / "p.safetensors", {"schedule": schedule}, run)._follow_changed_options(
+        {"lr": 1e-3, "epochs": 1})
+    assert not [name for name in written if name.startswith("_")], written  # no private attribute written
+    expected = 2e-3 * warmup_cosine(100, 10)(20)
+    assert schedule.get_last_lr() == pytest.approx([expected]) and optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    assert schedule.base_lrs == pytest.approx([2e-3])

@@ -4,12 +4,11 @@ import pytest
 import torch
 
 from vqgen.errors import VQGenError
-from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqgen.models.pixelcnn import CachedPixelCNN, GatedPixelCNN, PixelCNNConfig
+from vqgen.models.transformer import CachedTransformer
 from vqgen.sampling import (
     SAMPLERS,
     TIE_TOLERANCE,
-    CachedPixelCNN,
-    CachedTransformer,
     Guidance,
     cached_logits,
     check_guidance,
@@ -396,7 +395,7 @@ def test_the_default_temperature_goes_with_guidance_and_sample_records_it(tmp_pa
     assert choose_temperature(None, GUIDED_SCALE) == GUIDED_TEMPERATURE != 1
     assert choose_temperature(None, 1.0) == 1.0 and choose_temperature(0.7, 2.0) == 0.7
     from conftest import run_cli
-    from vqgen.checkpoint import read_metadata
+    from vqgen.formats.files import read_metadata
 
     run_cli("sample", "mnist5k", "--n", "4", "--out", tmp_path / "guided", "--device", "cpu")
     run_cli("sample", "mnist5k", "--n", "4", "--guidance", "1", "--out", tmp_path / "plain", "--device", "cpu")

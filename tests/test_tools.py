@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import vqgen
-from vqgen.checkpoint import save_vqgen_file
+from vqgen.formats.files import save_vqgen_file
 from vqgen.cli import app
 from vqgen.data import load_image_data
 from vqgen.errors import VQGenError

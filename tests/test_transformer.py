@@ -1,5 +1,7 @@
 """The transformer prior: causality, labels and label dropout, and its cached sampler against the full one."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -95,7 +97,7 @@ def test_label_dropout_gives_the_start_token_a_null_row():
     assert without.start.num_embeddings == 4 and without.null_label is None
     assert unconditional.start.num_embeddings == 1
     model = with_null.train()
-    model.cfg.label_dropout = 1.0  # not a valid setting; forces every draw
+    model.cfg = dataclasses.replace(model.cfg, label_dropout=1.0)  # not a valid setting; forces every draw
     codes, labels = torch.randint(0, K, (4, 5, 6)), torch.tensor([0, 1, 2, 3])
     trained_view = model(codes, labels)
     with torch.no_grad():

@@ -22,15 +22,17 @@ from pathlib import Path
 
 import torch
 
-from vqgen import checkpoint
+from vqgen.formats import checkpoints
 from vqgen.data import fit_image, read_image
 from vqgen.config import SampleOptions
 from vqgen.errors import VQGenError
-from vqgen.images import save_grid, save_png
+from vqgen.formats.images import save_grid, save_png
 from vqgen.models.prior import CodePrior
 from vqgen.models.rvq import stacked_codes
 from vqgen.models.vqvae import VQVAE, Codes
 from vqgen.pretrained import pretrained_path, resolve
+from vqgen.sampling import SAMPLERS, choose_guidance, choose_temperature, sample_maps
+from vqgen.sampling.labels import label_index
 
 DEFAULTS = SampleOptions()  # the sampling defaults of `vqgen sample`
 
@@ -42,7 +44,7 @@ __all__ = [
 
 def load_vqvae(path: str | Path, device: str | torch.device = "cpu") -> VQVAE:
     """A VQ-VAE checkpoint (or a shipped model's name) -> model in eval mode, with its metadata as ``.meta``."""
-    model, meta = checkpoint.load_vqvae(resolve(path, "vqvae"), device)
+    model, meta = checkpoints.load_vqvae(resolve(path, "vqvae"), device)
     model.meta = meta
     return model
 
@@ -50,7 +52,7 @@ def load_vqvae(path: str | Path, device: str | torch.device = "cpu") -> VQVAE:
 def load_prior(path: str | Path, device: str | torch.device = "cpu") -> CodePrior:
     """A prior checkpoint (or a shipped model's name) -> its model (gated PixelCNN or transformer) in eval mode,
     with its metadata as ``.meta``."""
-    model, meta = checkpoint.load_prior(resolve(path, "prior"), device)
+    model, meta = checkpoints.load_prior(resolve(path, "prior"), device)
     model.meta = meta
     return model
 
@@ -133,8 +135,6 @@ def sample_codes(
     sampling; S != 1 needs a prior trained with label dropout; None: the `vqgen sample` default).
     ``temperature`` None: the `vqgen sample` default (0.9 with guidance, else 1).
     """
-    from vqgen.sampling import SAMPLERS, choose_guidance, choose_temperature, sample_maps
-
     if n < 1:
         raise VQGenError(f"n must be at least 1, not {n}")
     if temperature is not None and not temperature > 0:
@@ -163,12 +163,4 @@ def _label_tensor(prior: CodePrior, labels, n: int) -> torch.Tensor | None:
     wanted = [labels] * n if isinstance(labels, (int, str)) else list(labels)
     if len(wanted) != n:
         raise VQGenError(f"got {len(wanted)} labels for {n} samples")
-    index = []
-    for label in wanted:
-        if isinstance(label, str) and label in names:
-            index.append(names.index(label))
-        elif isinstance(label, int) and 0 <= label < len(names):
-            index.append(label)
-        else:
-            raise VQGenError(f"label {label!r} is not one of the prior's classes ({', '.join(names[:10])} ...)")
-    return torch.tensor(index, dtype=torch.long)
+    return torch.tensor([label_index(label, names) for label in wanted], dtype=torch.long)

@@ -33,6 +33,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
+from vqgen import seeds
 from vqgen.errors import VQGenError
 
 
@@ -122,6 +123,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_min(t: torch.Tensor) -> torch.Tensor:
+    """Element-wise minimum of ``t`` over all ranks (a new tensor)."""
+    if is_distributed():
+        t = t.clone()
+        td.all_reduce(t, op=td.ReduceOp.MIN)
+    return t
+
+
 def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     """``t`` as rank ``src`` has it, on every rank."""
     if is_distributed():
@@ -182,9 +191,6 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
         return DistributedDataParallel(model, forward_sync_buffers=False, **kwargs)
     return DistributedDataParallel(model, broadcast_buffers=False, **kwargs)  # older torch
-
-
-VARIANT_SEED_OFFSET = 2_000_003  # keeps the variant draws apart from the shuffle's (seed + epoch) stream
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
@@ -258,12 +264,11 @@ class ShardedBatchSampler(Sampler[list[int]]):
         epoch = self.passes if self.epoch is None else self.epoch
         self.passes += 1
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + epoch)
-            order = torch.randperm(self.num_items, generator=generator)
+            order = torch.randperm(self.num_items, generator=seeds.stream_generator(self.seed, seeds.SHUFFLE, epoch))
         else:
             order = torch.arange(self.num_items)
         if self.variants > 1:  # item i of the dataset's variants * num_items is variant i // num_items
-            generator = torch.Generator().manual_seed(self.seed + epoch + VARIANT_SEED_OFFSET)
+            generator = seeds.stream_generator(self.seed, seeds.VARIANT, epoch)
             order = order + self.num_items * torch.randint(self.variants, (self.num_items,), generator=generator)[order]
         for first, last in self._my_batches():
             yield order[first:last].tolist()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vqgen import distributed as dist
+from vqgen.formats.files import atomic_write_text
 
 
 class JsonlLog:
@@ -23,8 +24,6 @@ class JsonlLog:
         self.records = records if records is not None else []
 
     def write(self, record: dict[str, Any]) -> None:
-        from vqgen.checkpoint import atomic_write_text
-
         self.records.append(record)
         if dist.is_main():
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))

@@ -15,9 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vqgen import distributed as dist
+from vqgen.config import RECON_LOSSES
 from vqgen.errors import VQGenError
 
-RECON_LOSSES = ("mse", "l1", "l1+mse", "psnr")
 
 
 def settle_at_bounds(recon: torch.Tensor, target: torch.Tensor, low: float = -1.0, high: float = 1.0) -> torch.Tensor:
@@ -61,6 +61,31 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str = "
     return loss
 
 
+class ReconstructionLoss:
+    """The VQ-VAE's reconstruction loss, the one place it is computed: the pixel loss of ``--recon-loss``, plus
+    ``--perceptual-weight`` times the perceptual distance with ``--perceptual-weights``.
+
+    Called with (reconstruction, target) in model space [-1, 1]; returns the loss and its logs: ``mse`` (the
+    pixel MSE of what decoding shows, overshoot at the range's bounds removed, comparable across loss choices),
+    ``recon`` (the chosen pixel loss) and ``perceptual`` (when on), as detached scalars.
+    """
+
+    def __init__(self, kind: str = "psnr", perceptual_weights: str | Path | None = None,
+                 perceptual_weight: float = 1.0, device: torch.device | str = "cpu"):
+        self.kind, self.perceptual_weight = kind, perceptual_weight
+        self.perceptual = PerceptualLoss.from_file(perceptual_weights).to(device) if perceptual_weights else None
+
+    def __call__(self, recon: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        recon = recon.float()
+        loss = reconstruction_loss(recon, target, self.kind)
+        logs = {"mse": F.mse_loss(settle_at_bounds(recon.detach(), target), target), "recon": loss.detach()}
+        if self.perceptual is not None:
+            perceptual = self.perceptual(recon, target)
+            loss = loss + self.perceptual_weight * perceptual
+            logs["perceptual"] = perceptual.detach()
+        return loss, logs
+
+
 # ----------------------------------------------------------------------------- adversarial
 
 
@@ -97,31 +122,31 @@ def adaptive_weight(
     return ratio.clamp(0.0, max_weight).detach()
 
 
-def discriminator_accuracy(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> tuple[float, float]:
-    """Share of patches judged correctly: real ones with logit > 0, fake ones with logit < 0."""
-    return float((logits_real > 0).float().mean()), float((logits_fake < 0).float().mean())
+def discriminator_accuracy(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Share of patches judged correctly: real ones with logit > 0, fake ones with logit < 0 (scalar tensors)."""
+    return (logits_real > 0).float().mean(), (logits_fake < 0).float().mean()
 
 
 # ----------------------------------------------------------------------------- perceptual
 
-# torchvision's VGG16 ``features``: conv widths, "M" = 2x2 max-pool. Each conv is followed by a ReLU,
-# so indices match torchvision's state-dict keys ("features.0.weight", "features.2.weight", ...).
-VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 VGG16_TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (LPIPS's layers)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def vgg16_features() -> nn.Sequential:
-    layers: list[nn.Module] = []
-    channels = 3
-    for item in VGG16_LAYOUT:
-        if item == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU()]
-            channels = item
-    return nn.Sequential(*layers)
+    """torchvision's VGG16 ``features`` up to relu5_3 (state-dict keys "0.weight", "2.weight", ...), with
+    PyTorch's default initialisation of each conv. Built on the meta device first, so that the classifier's
+    100M unused parameters are never allocated."""
+    import torchvision
+
+    with torch.device("meta"):
+        features = torchvision.models.vgg16(weights=None).features[: VGG16_TAPS[-1] + 1]
+    features = features.to_empty(device="cpu")
+    for layer in features:
+        if isinstance(layer, nn.Conv2d):
+            layer.reset_parameters()
+    return features
 
 
 def read_vgg16_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -161,7 +186,7 @@ def load_vgg16_features(path: str | Path) -> nn.Sequential:
     """VGG16 ``features`` up to relu5_3, with weights from ``path`` (full model or features only)."""
     state = read_vgg16_weights(path)
     prefix = "features." if any(k.startswith("features.") for k in state) else ""
-    net = vgg16_features()[: VGG16_TAPS[-1] + 1]
+    net = vgg16_features()
     wanted = net.state_dict()
     picked = {}
     for key, like in wanted.items():

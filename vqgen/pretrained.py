@@ -29,6 +29,7 @@ from vqgen.config import (
     VQVAEConfig,
     VQVAE_PRESETS,
     VQVAETrainOptions,
+    to_dict,
 )
 from vqgen.errors import VQGenError
 
@@ -93,7 +94,7 @@ def resolve(path: str | Path, kind: str | None = None) -> Path:
 
 def shrink(source: Path, target: Path, meta_changes: dict[str, Any], half: bool = True) -> None:
     """Copy a vqgen file with its floating-point tensors in float16 and some metadata replaced."""
-    from vqgen.checkpoint import load_vqgen_file, save_vqgen_file
+    from vqgen.formats.files import load_vqgen_file, save_vqgen_file
 
     tensors, meta = load_vqgen_file(source)
     if half:
@@ -104,20 +105,17 @@ def shrink(source: Path, target: Path, meta_changes: dict[str, Any], half: bool 
 
 def build(name: str, out_dir: Path, work: Path) -> None:
     """Train the shipped models of ``name`` from scratch in ``work``, then write their small copies to ``out_dir``."""
-    from vqgen.checkpoint import file_sha256
-    from vqgen.config import to_dict
+    from vqgen.formats.files import file_sha256
     from vqgen.data import load_image_data
-    from vqgen.stages.extract_codes import extract_codes_for
+    from vqgen.stages import extract_codes, train_prior, train_vqvae
     from vqgen.train.classifier import train_classifier
-    from vqgen.train.prior import train_prior_on
-    from vqgen.train.vqvae import train_vqvae_on
 
     recipe = RECIPES[name]()
     files = {kind: work / f"{kind}.safetensors" for kind in ("vqvae", "codes", "prior", "classifier")}
     steps = {  # a step whose file is already in ``work`` is not run again (an interrupted build goes on)
-        "vqvae": lambda: train_vqvae_on(recipe.data, recipe.vqvae, recipe.vqvae_train, files["vqvae"]),
-        "codes": lambda: extract_codes_for(files["vqvae"], files["codes"], augment=recipe.extract),
-        "prior": lambda: train_prior_on(files["codes"], recipe.prior, recipe.prior_train, files["prior"]),
+        "vqvae": lambda: train_vqvae.run(recipe.data, recipe.vqvae, recipe.vqvae_train, files["vqvae"]),
+        "codes": lambda: extract_codes.run(files["vqvae"], files["codes"], augment=recipe.extract),
+        "prior": lambda: train_prior.run(files["codes"], recipe.prior, recipe.prior_train, files["prior"]),
         "classifier": lambda: train_classifier(load_image_data(**to_dict(recipe.data)), recipe.classifier_train,
                                                files["classifier"]),
     }
@@ -141,9 +139,12 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="vqgen-pretrained-"))
     build(args.name, args.out, work)
-    print(f"wrote {args.out}/ (full-precision files and logs in {work})")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
+        print(f"wrote {args.out}/ (the full-precision files were in a temporary folder, now removed; "
+              "pass --work DIR to keep them)")
+    else:
+        print(f"wrote {args.out}/ (full-precision files and logs in {work})")
 
 
 if __name__ == "__main__":

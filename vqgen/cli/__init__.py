@@ -59,7 +59,7 @@ def single_process(command: str) -> None:
 
 
 def check_output(path: Path) -> None:
-    from vqgen.checkpoint import check_output_path
+    from vqgen.formats.files import check_output_path
 
     check_output_path(path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -42,10 +43,9 @@ def train_vqvae_cmd(
     gan_options: GanOptions,
 ) -> None:
     """Stage 1: train the VQ-VAE (encoder, codebook of K vectors, decoder)."""
-    from vqgen.train.vqvae import train_vqvae_on
+    from vqgen.stages import train_vqvae
 
-    vqvae_train_options.gan = gan_options
-    m = train_vqvae_on(data_options, vqvae_config, vqvae_train_options, out, resume=resume)
+    m = train_vqvae.run(data_options, vqvae_config, replace(vqvae_train_options, gan=gan_options), out, resume=resume)
     out_console.print(
         f"wrote {out}: val PSNR {m['val_psnr']:.2f} dB, perplexity {m['val_perplexity']:.1f}, "
         f"codes used {m['val_codes_used']}/{m['val_num_codes']}"
@@ -73,9 +73,9 @@ def extract_codes_cmd(
     """Stage 2: encode a dataset into code maps (both splits, with labels; and shifted copies of the training
     images) in one file."""
     single_process("extract-codes")
-    from vqgen.stages.extract_codes import extract_codes_for
+    from vqgen.stages import extract_codes
 
-    result = extract_codes_for(vqvae, out, data=data, data_root=data_root, batch_size=batch_size, device=device,
+    result = extract_codes.run(vqvae, out, data=data, data_root=data_root, batch_size=batch_size, device=device,
                                augment=extract_options)
     print_codebook_audit(result)
     top = result.get("latent_shape_top")
@@ -129,9 +129,9 @@ def train_prior_cmd(
     prior_train_options: PriorTrainOptions,
 ) -> None:
     """Stage 3: fit a prior (gated PixelCNN, or with --arch transformer a causal transformer) to the code maps."""
-    from vqgen.train.prior import train_prior_on
+    from vqgen.stages import train_prior
 
-    m = train_prior_on(codes, prior_config, prior_train_options, out, conditional=conditional, resume=resume)
+    m = train_prior.run(codes, prior_config, prior_train_options, out, conditional=conditional, resume=resume)
     out_console.print(
         f"wrote {out}: best val {m['best_val_bits_per_code']:.3f} bits/code (last epoch {m['val_bits_per_code']:.3f})"
     )
@@ -159,7 +159,7 @@ def sample_cmd(
 ) -> None:
     """Stage 4: draw code maps from the prior, decode them, write PNGs and a grid."""
     single_process("sample")
-    from vqgen.stages.sample import sample
+    from vqgen.stages import sample
 
-    result = sample(prior, out, vqvae_path=vqvae, options=sample_options)
+    result = sample.run(prior, out, vqvae_path=vqvae, options=sample_options)
     out_console.print(f"wrote {result['count']} samples to {out}/ (grid: {result['grid']})")

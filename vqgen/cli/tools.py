@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -191,16 +192,15 @@ def evaluate_cmd(*, evaluate_request: EvaluateRequest) -> None:
     single_process("evaluate")
     from vqgen.eval import evaluate, results_table, write_json
 
-    request = evaluate_request
-    request.vqvae = request.vqvae and model_file(str(request.vqvae), "vqvae")
-    request.prior = request.prior and model_file(str(request.prior), "prior")
+    request = replace(evaluate_request, vqvae=evaluate_request.vqvae and model_file(str(evaluate_request.vqvae), "vqvae"),
+                      prior=evaluate_request.prior and model_file(str(evaluate_request.prior), "prior"))
     if request.json_out is not None:
         check_output(request.json_out)
     results = evaluate(request, log=lambda text: info_console.print(text, highlight=False))
     out_console.print(results_table(results))
-    fid = results.get("standard_fid")
-    if fid and not fid["computed"]:
-        info_console.print(fid["reason"], highlight=False)
+    inception = results.get("torchvision_inception")
+    if inception and not inception["computed"]:
+        info_console.print(inception["reason"], highlight=False)
     if request.json_out is not None:
         write_json(results, request.json_out)
         out_console.print(f"wrote {request.json_out}")

@@ -1,5 +1,8 @@
 """Every option's default, once: the dataclasses behind the command line, the checkpoints and resume files.
 
+They are frozen: a stage checks them once, where it starts, and a value derived from the data (the image
+size, the code map's shape) makes a new one with ``dataclasses.replace``.
+
 The dataclasses live in ``config.models`` (the networks) and ``config.options`` (the stages); this
 package holds the helpers and re-exports them all. A field made with ``option(default, help)`` is a command-line option: ``vqgen.cli.options`` builds its
 ``--flag`` from the field name (or ``flag=``), and ``--help`` shows the help and this default. A field

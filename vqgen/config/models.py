@@ -25,7 +25,7 @@ QUANTIZERS = ("vq", "fsq", "rvq")
 NORMS = ("none", "group")
 
 
-@dataclass
+@dataclass(frozen=True)
 class VQVAEConfig:
     in_channels: int = 1
     image_size: tuple[int, int] = (28, 28)
@@ -89,10 +89,11 @@ class VQVAEConfig:
     attention: bool = option(False, "A self-attention block after the residual blocks at the lowest resolution.")
 
     def __post_init__(self) -> None:
+        # values implied by others, settled once as the config is made (it is frozen afterwards)
         if self.codebook_dim == 0:  # the command line's way of saying "codes of dimension D"
-            self.codebook_dim = None
+            object.__setattr__(self, "codebook_dim", None)
         if self.quantizer == "fsq" and self.fsq_shape and min(self.fsq_shape) >= 2:
-            self.num_codes = math.prod(self.fsq_shape)
+            object.__setattr__(self, "num_codes", math.prod(self.fsq_shape))
 
     def sized(self) -> VQVAEConfig:
         """This config with the network sizes left open (None) chosen for its images: small grey images (one
@@ -190,7 +191,8 @@ class VQVAEConfig:
                   f"fsq: K is the product of --fsq-levels {self.fsq_levels} ({math.prod(self.fsq_shape)}), not {self.num_codes}")
             check(not self.rotation_trick, "--rotation-trick needs a codebook (vq or rvq); fsq rounds instead")
             check(self.fsq_tail >= 0, f"--fsq-tail must be 0 or more, not {self.fsq_tail}")
-        check(self.rvq_depth >= 2, f"--rvq-depth must be at least 2 (depth 1 is --quantizer vq), not {self.rvq_depth}")
+        if self.quantizer == "rvq":  # the other quantizers ignore it
+            check(self.rvq_depth >= 2, f"--rvq-depth must be at least 2 (depth 1 is --quantizer vq), not {self.rvq_depth}")
         check(self.quantizer != "rvq" or self.levels == 1,
               "--quantizer rvq takes --levels 1 (two-level residual VQ stacks are not supported); use vq or fsq")
 
@@ -205,7 +207,7 @@ class VQVAEConfig:
 DEFAULT_LABEL_DROPOUT = 0.1  # enough "no class" rows to learn the unconditional mode; costs little conditional NLL
 
 
-@dataclass
+@dataclass(frozen=True)
 class PriorConfig:
     """What every prior over code maps records: the maps it models, its classes, label dropout.
 
@@ -251,7 +253,7 @@ class PriorConfig:
 MAX_DEFAULT_LAYERS = 15  # what --layers was for every map; from 14x14 maps on the default stays there
 
 
-@dataclass
+@dataclass(frozen=True)
 class PixelCNNConfig(PriorConfig):
     arch: str = dataclasses.field(default="pixelcnn", init=False)
     channels: int = option(64, "Channels of the vertical/horizontal stacks.")
@@ -288,7 +290,7 @@ class PixelCNNConfig(PriorConfig):
                   f"the conditioning map {ch}x{cw} does not scale evenly to the code map {h}x{w}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TransformerConfig(PriorConfig):
     arch: str = dataclasses.field(default="transformer", init=False)
     # 3 blocks of width 160 with dropout 0.1: 6.553 val bits/code in 68 s on the mnist5k demo codes (10 epochs),
@@ -313,7 +315,7 @@ DEFAULT_PRIOR_ARCH = "pixelcnn"
 PRIOR_ARCHS: dict[str, type[PriorConfig]] = {"pixelcnn": PixelCNNConfig, "transformer": TransformerConfig}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TwoLevelPriorConfig:
     """The prior of a two-level VQ-VAE (``vqgen.models.hierarchy``): a PixelCNN over the top map, and one over
     the bottom map conditioned on the top map, with the same options."""
@@ -355,3 +357,29 @@ def prior_config_from_dict(d: dict[str, Any]) -> PriorConfig | TwoLevelPriorConf
     if arch not in PRIOR_ARCHS:
         raise VQGenError(f"unknown prior architecture {arch!r} (known: {', '.join(PRIOR_ARCHS)}); a newer vqgen wrote it?")
     return PRIOR_ARCHS[arch].from_dict(d)
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    in_channels: int = 3
+    channels: int = 64  # width of the first layer; doubles per stride-2 layer, capped at 8x
+    layers: int = 3  # stride-2 layers (each halves the resolution)
+
+    def validate(self) -> None:
+        if self.layers < 1:
+            raise VQGenError(f"--disc-layers must be at least 1, not {self.layers}")
+        if self.channels < 1:
+            raise VQGenError(f"--disc-channels must be at least 1, not {self.channels}")
+
+    def check_image_size(self, image_size: tuple[int, int]) -> None:
+        """The last two 4x4 convs need at least a 4x4 map after the stride-2 layers (2x2 logits)."""
+        smallest = 4 * 2**self.layers
+        if min(image_size) < smallest:
+            h, w = image_size
+            raise VQGenError(
+                f"--disc-layers {self.layers}: {h}x{w} images are too small (need at least {smallest}x{smallest}); "
+                "use fewer discriminator layers"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)

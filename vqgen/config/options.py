@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from vqgen.config import check, option
+from vqgen.config.models import DiscriminatorConfig
 
 
 # ----------------------------------------------------------------------------- data
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataOptions:
     """Which images, at what size, and how they are split (``vqgen.data.load_image_data``)."""
 
@@ -31,11 +32,12 @@ class DataOptions:
 # ----------------------------------------------------------------------------- training (every trainer)
 
 
+RECON_LOSSES = ("mse", "l1", "l1+mse", "psnr")  # --recon-loss (vqgen.losses.reconstruction_loss)
 WARMUP_HELP = "Steps of linear LR warm-up from 0 to --lr."
 SHIFT_HELP = "Shift training images by up to this many whole pixels, at random each epoch (0: off)."
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainOptions:
     """What every training run has: the schedule, seeding, device and precision, saving."""
 
@@ -65,7 +67,7 @@ class TrainOptions:
         check(self.amp in ("auto", "off", "bf16", "fp16"), f"--amp must be auto, off, bf16 or fp16, not {self.amp!r}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class GanOptions:
     """Loss options of ``train-vqvae`` beyond the VQ-VAE's own; recorded as train_options["gan"]."""
 
@@ -87,10 +89,6 @@ class GanOptions:
     max_adaptive_weight: float = 1e4  # VQGAN's clamp
 
     def validate(self) -> None:
-        from pathlib import Path
-
-        from vqgen.losses import RECON_LOSSES
-
         check(self.recon_loss in RECON_LOSSES,
               f"--recon-loss must be one of {', '.join(RECON_LOSSES)}, not {self.recon_loss!r}")
         check(self.gan_start >= 0, f"--gan-start must be 0 or more steps, not {self.gan_start}")
@@ -112,13 +110,11 @@ class GanOptions:
         fits = max(1, int(math.log2(max(1, min(image_size)) / 4))) if min(image_size) >= 8 else 1
         return dataclasses.replace(self, disc_layers=min(3, fits))
 
-    def disc_config(self, in_channels: int):
-        from vqgen.models.discriminator import DiscriminatorConfig
-
+    def disc_config(self, in_channels: int) -> DiscriminatorConfig:
         return DiscriminatorConfig(in_channels=in_channels, channels=self.disc_channels, layers=self.disc_layers)
 
 
-@dataclass
+@dataclass(frozen=True)
 class VQVAETrainOptions(TrainOptions):
     # the default recipe is the fast one (README command 1 in minutes on any CPU); --preset best is the long one.
     # Batches of 32: more steps per epoch reach a given PSNR in less time (docs/benchmarks.md, "Speed of the
@@ -138,7 +134,7 @@ class VQVAETrainOptions(TrainOptions):
         self.gan.validate()  # --augment-shift is checked where the loader is made
 
 
-@dataclass
+@dataclass(frozen=True)
 class PriorTrainOptions(TrainOptions):
     # lr 4e-3: 7 epochs beat 12 at 1e-3 on the mnist5k demo codes (6.489 against 6.717 val bits/code). With the
     # shifted copies of extract-codes, each epoch reads new maps and 12 epochs no longer overfit: 6.235 bits/code,
@@ -155,12 +151,15 @@ class PriorTrainOptions(TrainOptions):
         check(0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), not {self.ema_decay}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClassifierTrainOptions(TrainOptions):
     # width 32, 2-pixel shifts and 16 epochs: 99.6% on mnist5k's validation digits, against 97.6% for width 16,
     # no shifts and 8 epochs; its errors would count as wrong-class samples in `evaluate` (README, "Sampling")
     epochs: int = 16
     batch_size: int = 128
+    # the same default as every trainer's; only the help differs: the cap is applied by train_classifier
+    warmup_steps: int = option(TrainOptions.warmup_steps, WARMUP_HELP + " Capped at a tenth of all steps, so "
+                                                         "that short runs on small datasets still decay.")
     min_steps: int = option(200, "Train at least this many steps (more epochs on small datasets).")
     width: int = option(32, "Channels of the first conv layer (then 2x, 4x).")
     augment_shift: int = option(2, SHIFT_HELP)
@@ -181,7 +180,7 @@ VQVAE_PRESETS: dict[str, dict[str, Any]] = {
 # ----------------------------------------------------------------------------- code extraction
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExtractOptions:
     """What `extract-codes` encodes beside the images themselves: shifted copies of the training images.
 
@@ -211,7 +210,7 @@ SPLIT_HELP = ("train, val, test (mnist/fashion-mnist/cifar10: the official test 
               "unsplit; e.g. a folder kept for testing).")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvaluateRequest:
     """Every option of `vqgen evaluate`, with its default."""
 
@@ -229,8 +228,10 @@ class EvaluateRequest:
                                      "classifier-<data>-<C>x<H>x<W>.safetensors beside the checkpoints.")
     train_classifier: bool = option(False, "Train the reference classifier when none fits, and cache it; default: "
                                     "fail, saying how to train it.", flag="--train-classifier")
-    inception_weights: Path | None = option(None, "torchvision inception_v3 state dict (.safetensors) for the "
-                                            "standard FID; default: none (not computed).")
+    inception_weights: Path | None = option(None, "torchvision inception_v3 state dict (.safetensors): Fréchet "
+                                            "distance and KID in its features (bilinear resize to 299x299). Not the "
+                                            "reference FID network: not comparable with published FIDs. Default: "
+                                            "none (not computed).")
     json_out: Path | None = option(None, "Also write the results as JSON here; default: table only.", flag="--json")
     batch_size: int = option(256, "Batch size.")
     device: str = option("auto", "auto, cpu or cuda.")
@@ -256,7 +257,7 @@ GUIDED_SCALE = 1.75
 GUIDED_TEMPERATURE = 0.9
 
 
-@dataclass
+@dataclass(frozen=True)
 class SampleOptions:
     """How `vqgen sample` (and ``vqgen.sample_codes``) draws; the defaults are the best row of bench/samples.py."""
 

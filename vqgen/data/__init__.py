@@ -33,6 +33,7 @@ from vqgen.data.split import contents_mismatch, split_digest, spread, stratified
 from vqgen.data.transforms import fit_image, resize_crop, to_channels
 from vqgen.config import SPLITS
 from vqgen.errors import VQGenError
+from vqgen.logs import say
 
 __all__ = [
     "BUILTIN_DATASETS", "DECODE_ERRORS", "GREY_MODES", "IMAGE_EXTENSIONS", "SPLITS", "TORCHVISION_DATASETS",
@@ -116,6 +117,18 @@ def load_image_data(
     return _assemble(spec, source, Subset(source.pool, train_idx), Subset(source.pool, val_idx))
 
 
+def rebuild_data(spec: dict[str, Any], image: dict[str, Any] | None = None, data: str | None = None,
+                 root: str | Path = "data", force_shape: bool = True) -> ImageData:
+    """The data a file records (its ``dataset`` spec), or ``data`` split the same way; with ``force_shape`` at
+    the file's ``image`` size and channels (what its model takes), else at the shape the spec itself gives."""
+    spec = dict(spec)
+    if data is not None:
+        spec["data"] = data
+    if image is not None and force_shape:
+        spec["image_size"], spec["channels"] = list(image["size"]), image["channels"]
+    return image_data_from_spec(spec, root=root)
+
+
 def image_data_from_spec(spec: dict[str, Any], root: str | Path = "data") -> ImageData:
     """Rebuild the data (same images, same split) that a checkpoint was trained on.
 
@@ -132,8 +145,6 @@ def image_data_from_spec(spec: dict[str, Any], root: str | Path = "data") -> Ima
     recorded, found = spec.get("contents"), images.spec["contents"]
     if recorded is None:
         if "num_files" in images.spec:
-            from vqgen.logs import say
-
             say(f"note: {found['data']}: the checkpoint records no digest of the folder (older vqgen); not checked")
     elif recorded.get("data") == found["data"]:
         reason = contents_mismatch(recorded, found)
@@ -167,8 +178,6 @@ def _assemble(spec: dict[str, Any], source: Source, train: Subset, val: Subset) 
 
 def _legacy_split(images: ImageData) -> ImageData:
     """An older checkpoint's torchvision split: all training images to train, the official test split as val."""
-    from vqgen.logs import say
-
     name = images.spec["data"]
     say(f"note: {name}: this checkpoint's validation split is the official test split (older vqgen); kept so")
     pool = images.train.dataset

@@ -17,12 +17,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-SHIFT_SEED_OFFSET = 1_000_003  # keeps the shift draws apart from the shuffle's (seed + epoch) stream
+from vqgen import seeds
+
 
 
 def draw_shifts(num_items: int, max_shift: int, seed: int, epoch: int) -> torch.Tensor:
-    """(num_items, 2) int64 shifts (dy, dx), each uniform in [-max_shift, max_shift]."""
-    generator = torch.Generator().manual_seed(seed + epoch + SHIFT_SEED_OFFSET)
+    """(num_items, 2) int64 training shifts (dy, dx) of ``epoch``, each uniform in [-max_shift, max_shift]."""
+    return _uniform_shifts(num_items, max_shift, seeds.stream_generator(seed, seeds.SHIFT, epoch))
+
+
+def draw_copy_shifts(num_items: int, max_shift: int, seed: int, copy: int) -> torch.Tensor:
+    """The shifts of extract-codes' copy number ``copy``: a stream of their own, so that the copies never
+    repeat the shifts a VQ-VAE trained with the same seed saw."""
+    return _uniform_shifts(num_items, max_shift, seeds.stream_generator(seed, seeds.COPY_SHIFT, copy))
+
+
+def _uniform_shifts(num_items: int, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randint(-max_shift, max_shift + 1, (num_items, 2), generator=generator)
 
 

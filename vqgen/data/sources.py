@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from vqgen.data.split import files_digest
 from vqgen.data.transforms import fit_image, to_channels
 from vqgen.errors import VQGenError
+from vqgen.logs import say, warn
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
@@ -170,8 +171,6 @@ def list_image_files(root: Path) -> tuple[list[Path], list[Path]]:
 
 
 def image_folder(spec: dict[str, Any], root: Path, skip_bad_images: bool) -> Source:
-    from vqgen.logs import say
-
     files, others = list_image_files(root)
     if not files:
         found = f" (only {len(others)} other files, e.g. {others[0].name})" if others else ""
@@ -203,8 +202,6 @@ def image_folder(spec: dict[str, Any], root: Path, skip_bad_images: bool) -> Sou
 def _decodable(root: Path, files: list[Path], skip_bad_images: bool) -> tuple[list[Path], list, list[str]]:
     """Decode every file once (a truncated file fails here, not mid-training) -> (good files, sizes, modes)."""
     from PIL import Image
-
-    from vqgen.logs import warn
 
     sizes, modes, good, bad = [], [], [], []
     for path in files:
@@ -250,6 +247,4 @@ def square_size(size: int | tuple[int, int] | list[int] | None) -> tuple[int, in
 
 def _note_conversion(name: str, native: int, channels: int) -> None:
     if native != channels:
-        from vqgen.logs import warn
-
         warn(f"{name}: converting {native}-channel images to {channels} channel{'s' if channels > 1 else ''}")

@@ -14,9 +14,12 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from vqgen.checkpoint import _existing_file, _not_safetensors_reason
+from vqgen.formats.files import existing_file, not_safetensors_reason
 from vqgen.data import TORCHVISION_DATASETS, ImageData
+from vqgen.config import ClassifierTrainOptions
 from vqgen.errors import VQGenError
+from vqgen.formats.checkpoints import load_classifier
+from vqgen.train.classifier import default_classifier_path, spec_mismatch, train_classifier
 from vqgen.eval.inputs import EvaluateRequest, Metas
 from vqgen.data.batches import make_loader
 from vqgen.logs import progress
@@ -28,10 +31,6 @@ def obtain_classifier(
     req: EvaluateRequest, metas: Metas, data: ImageData, device: torch.device, log: Callable[[str], None]
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The given classifier, else the cached one beside the checkpoints; trained only with --train-classifier."""
-    from vqgen.checkpoint import load_classifier
-    from vqgen.config import ClassifierTrainOptions
-    from vqgen.train.classifier import default_classifier_path, spec_mismatch, train_classifier
-
     path = req.classifier or default_classifier_path(cache_folder(req, metas), data.spec)
     problem = "missing" if not path.is_file() else None
     if problem is None:
@@ -115,11 +114,11 @@ def inception_feature_net(path: Path, device: torch.device) -> FeatureNet:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = _existing_file(path)
+    path = existing_file(path)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise VQGenError(f"{path}: {_not_safetensors_reason(path)}") from e
+        raise VQGenError(f"{path}: {not_safetensors_reason(path)}") from e
     model = torchvision.models.inception_v3(
         weights=None, aux_logits="AuxLogits.fc.weight" in tensors, transform_input=True, init_weights=False
     )

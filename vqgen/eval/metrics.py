@@ -1,72 +1,10 @@
-"""Quality numbers: PSNR, SSIM, codebook usage over a whole split, bits per code (and the histogram-only
-baseline), Fréchet distance, KID, improved precision and recall."""
+"""The quality numbers of `vqgen evaluate` beyond those training reports too (``vqgen.measures``): SSIM,
+Fréchet distance, KID, improved precision and recall."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from vqgen import distributed as dist
-from vqgen.models.quantizer import perplexity
-
-
-def psnr_per_image(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of each image in [0, 1] (B, C, H, W) -> (B,); identical images are capped at 100 dB."""
-    mse = (recon.float() - target.float()).pow(2).flatten(1).mean(1)
-    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).clamp_max(100.0)
-
-
-def nats_to_bits(nats: float) -> float:
-    return nats / math.log(2)
-
-
-def histogram_bits_per_code(train_codes: torch.Tensor, val_codes: torch.Tensor, num_codes: int) -> float:
-    """Bits per code of the histogram-only model: the cross-entropy of ``val_codes`` under the
-    histogram of ``train_codes`` with add-one (Laplace) smoothing, p_j = (n_j + 1) / (N + K).
-
-    A prior that learned nothing about positions, neighbours or classes costs this much; the
-    smoothing keeps codes unseen in training finite (log2(N + K) bits each).
-    """
-    counts = torch.bincount(train_codes.flatten().long(), minlength=num_codes).double()
-    log2_p = ((counts + 1) / (counts.sum() + num_codes)).log2()
-    val = val_codes.flatten().long()
-    if val.numel() == 0:
-        raise ValueError("no validation codes to evaluate the histogram on")
-    return float(-log2_p[val].mean())
-
-
-class CodeHistogram:
-    """Counts of every code over a split (summed across ranks by ``reduce``).
-
-    Residual VQ: ``num_codes`` counts all codebooks (depth x K), and ``add`` takes stacks (B, depth, h, w).
-    """
-
-    def __init__(self, num_codes: int, device: torch.device | str = "cpu"):
-        self.counts = torch.zeros(num_codes, dtype=torch.long, device=device)
-
-    def add(self, indices: torch.Tensor) -> None:
-        if indices.dim() == 4:  # stacks (B, depth, h, w): codebook d's code c is code d*K + c of all codebooks
-            depth = indices.shape[1]
-            indices = indices + len(self.counts) // depth * torch.arange(depth, device=indices.device).view(1, -1, 1, 1)
-        self.counts += torch.bincount(indices.flatten().to(self.counts.device), minlength=len(self.counts))
-
-    def reduce(self) -> None:
-        self.counts = dist.all_reduce_sum(self.counts)
-
-    def summary(self) -> dict[str, float]:
-        k = len(self.counts)
-        used = int((self.counts > 0).sum())
-        total = max(int(self.counts.sum()), 1)
-        top10 = int(self.counts.topk(min(10, k)).values.sum())
-        return {
-            "perplexity": perplexity(self.counts),
-            "codes_used": used,
-            "num_codes": k,
-            "usage": used / k,
-            "dead_codes": k - used,
-            "top10_share": top10 / total,
-        }
 
 
 # ----------------------------------------------------------------------------- image similarity

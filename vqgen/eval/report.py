@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vqgen.checkpoint import atomic_write_text
+from vqgen.formats.files import atomic_write_text
 
 
 def finite_json(value: Any) -> Any:
@@ -25,10 +25,31 @@ def write_json(results: dict[str, Any], path: Path) -> None:
     atomic_write_text(path, json.dumps(finite_json(results), indent=2) + "\n")
 
 
+# keys of results written before the torchvision Inception numbers were renamed (they were called "standard FID",
+# inviting comparison with published FIDs, which use another network and resize)
+LEGACY_KEYS = {"standard_fid": "torchvision_inception", "fid_inception": "fd_torchvision_inception",
+               "kid_inception": "kid_torchvision_inception"}
+
+
+def with_current_keys(results: Any) -> Any:
+    """Results JSON with the keys of older vqgen versions renamed to today's (``LEGACY_KEYS``)."""
+    if not isinstance(results, dict):
+        return results
+    renamed = {}
+    for key, value in results.items():
+        for old, new in LEGACY_KEYS.items():
+            if new not in key:
+                key = key.replace(old, new)
+        renamed[key] = with_current_keys(value)
+    return renamed
+
+
 def results_table(results: dict[str, Any]):
-    """A rich table of the results (sections as row groups; floors and references in the last column)."""
+    """A rich table of the results (sections as row groups; floors and references in the last column); results
+    JSON written by older versions is read too."""
     from rich.table import Table
 
+    results = with_current_keys(results)
     n = results.get("num_images")
     title = f"vqgen evaluate ({results['split']} split" + (f", {n} images)" if n else ")")
     table = Table(title=title)
@@ -54,8 +75,8 @@ def results_table(results: dict[str, Any]):
             ("FD recon vs real", f"{r['fd']:.3f}", "0 = perfect"),
             ("KID recon vs real", kid(r), ""),
         ]
-        if "fid_inception" in r:
-            rows.append(("FID (Inception) recon", f"{r['fid_inception']:.3f}", ""))
+        if "fd_torchvision_inception" in r:
+            rows.append(("FD (tv Inception) recon", f"{r['fd_torchvision_inception']:.3f}", "not the reference FID"))
         add_section(table, "reconstruction", rows)
     if "codes" in results:
         c = results["codes"]
@@ -87,8 +108,9 @@ def results_table(results: dict[str, Any]):
                 ("precision", f"{s['precision']:.3f}", f"real vs real {s['floor_precision']:.3f} ({k}-NN balls)"),
                 ("recall", f"{s['recall']:.3f}", f"real vs real {s['floor_recall']:.3f}"),
             ]
-        if "fid_inception" in s:
-            rows.append(("FID (Inception)", f"{s['fid_inception']:.3f}", f"floor {s['floor_fid_inception']:.3f}"))
+        if "fd_torchvision_inception" in s:
+            rows.append(("FD (tv Inception)", f"{s['fd_torchvision_inception']:.3f}",
+                         f"floor {s['floor_fd_torchvision_inception']:.3f}; not the reference FID"))
         if "confidence" in s:
             rows += [
                 ("classifier confidence", f"{s['confidence']:.3f}", f"real {s['real_confidence']:.3f}"),
@@ -103,10 +125,10 @@ def results_table(results: dict[str, Any]):
         add_section(table, "feature network", [
             ("val accuracy", f"{c['val_accuracy']:.2%}", f"{task}, {Path(c['path']).name}"),
         ])
-    fid = results.get("standard_fid")
-    if fid and not fid["computed"]:
+    inception = results.get("torchvision_inception")
+    if inception and not inception["computed"]:
         table.add_section()
-        table.add_row("standard FID", "not computed", "", "no --inception-weights")
+        table.add_row("tv Inception FD", "not computed", "", "no --inception-weights")
     return table
 
 

@@ -10,7 +10,8 @@
   entropy and agreement.
 
 Distances live in the penultimate-layer features of a small classifier trained on the dataset
-(see features.py); with ``inception_weights`` also in torchvision Inception-v3 features.
+(see features.py); with ``inception_weights`` also in torchvision Inception-v3 features (not the
+reference FID network: its numbers are not comparable with published FIDs).
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from vqgen.eval.sections import (
 from vqgen.device import resolve_device
 
 NO_INCEPTION = (
-    "standard FID not computed: pass --inception-weights PATH "
+    "torchvision Inception distances not computed: pass --inception-weights PATH "
     "(torchvision inception_v3 weights saved as safetensors)"
 )
+TORCHVISION_INCEPTION = ("torchvision inception_v3, 2048-d pool features, images resized to 299x299 (bilinear); "
+                         "not the reference FID network, so not comparable with published FIDs")
 
 
 def evaluate(req: EvaluateRequest, log: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
@@ -68,19 +71,19 @@ def evaluate(req: EvaluateRequest, log: Callable[[str], None] = lambda text: Non
     nets: dict[str, FeatureNet] = {}
     classifier, classifier_info = None, {}
     compares_images = req.vqvae is not None or req.samples is not None
-    results["standard_fid"] = {"computed": False, "reason": NO_INCEPTION}
+    results["torchvision_inception"] = {"computed": False, "reason": NO_INCEPTION}
     if compares_images and req.inception_weights is not None:
         inception = inception_feature_net(req.inception_weights, device)  # first: a bad file fails fast
-        results["standard_fid"] = {
+        results["torchvision_inception"] = {
             "computed": True,
-            "network": "torchvision inception_v3, 2048-d pool features, images resized to 299x299",
+            "network": TORCHVISION_INCEPTION,
             "weights": str(req.inception_weights),
         }
     if compares_images:
         classifier, classifier_info = obtain_classifier(req, metas, data, device, log)
         results["classifier"] = classifier_info
         nets["classifier"] = classifier.features
-        if results["standard_fid"]["computed"]:
+        if results["torchvision_inception"]["computed"]:
             nets["inception"] = inception
 
     real = real_features(split, nets, classifier, req.batch_size, device) if nets else {}

@@ -13,22 +13,21 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from vqgen.checkpoint import file_sha256, load_prior, load_vqvae
+from vqgen.formats.checkpoints import load_prior, load_vqvae
+from vqgen.formats.files import file_sha256
 from vqgen.data import ImageData
 from vqgen.errors import VQGenError
 from vqgen.eval.features import FeatureNet, features_of
-from vqgen.eval.inputs import EvaluateRequest, Metas, held_out_codes, load_sample_images
-from vqgen.eval.metrics import (
-    CodeHistogram,
-    frechet_distance_features,
-    kernel_inception_distance,
-    nats_to_bits,
-    precision_recall,
-    psnr_per_image,
-    ssim_per_image,
-)
+from vqgen.eval.inputs import EvaluateRequest, Metas
+from vqgen.formats.codes import load_split
+from vqgen.formats.samples import load_sample_images
+from vqgen.eval.metrics import frechet_distance_features, kernel_inception_distance, precision_recall, ssim_per_image
+from vqgen.measures import histogram_bits, nats_to_bits, reconstruction_numbers
 from vqgen.data.batches import make_loader
 from vqgen.logs import progress
+from vqgen.stages.extract_codes import encode_split
+from vqgen.stages.sample import resolve_vqvae_path
+from vqgen.train.prior import evaluate_prior_levels
 from vqgen.models.rvq import flat_codes
 
 PR_NEIGHBOURS = 3  # k of the k-NN manifolds of precision and recall (Kynkäänniemi et al. 2019)
@@ -39,11 +38,12 @@ def distances(
 ) -> dict[str, float]:
     """Fréchet distance and KID per feature network.
 
-    Keys: classifier -> fd, kid_mean, kid_std; inception -> fid_inception, kid_inception_mean, kid_inception_std.
+    Keys: classifier -> fd, kid_mean, kid_std; inception -> fd_torchvision_inception, kid_torchvision_inception_mean,
+    kid_torchvision_inception_std.
     """
     out: dict[str, float] = {}
     for name, f in fake.items():
-        fd_key, kid_key = ("fd", "kid") if name == "classifier" else ("fid_inception", "kid_inception")
+        fd_key, kid_key = ("fd", "kid") if name == "classifier" else ("fd_torchvision_inception", "kid_torchvision_inception")
         out[fd_key] = frechet_distance_features(f, real[name])
         mean, std = kernel_inception_distance(f, real[name], req.kid_subsets, req.kid_subset_size, generator)
         out[f"{kid_key}_mean"], out[f"{kid_key}_std"] = mean, std
@@ -63,32 +63,24 @@ def reconstruction_metrics(
     device: torch.device,
 ) -> dict[str, Any]:
     model, _ = load_vqvae(req.vqvae, device)
-    histogram = CodeHistogram(model.cfg.total_codes)
-    top_histogram = CodeHistogram(model.cfg.num_codes)
-    sums = {"sq_err": 0.0, "psnr": 0.0, "ssim": 0.0, "pixels": 0, "images": 0}
+    ssim_sum = torch.zeros((), dtype=torch.float64)
     fake: dict[str, list[torch.Tensor]] = {name: [] for name in nets}
-    loader = make_loader(split, req.batch_size, shuffle=False, seed=0)
-    for images, _ in progress(loader, len(loader), "reconstructing"):
-        images = images.to(device)
-        recon_model_space, q = model(images)
-        recon = model.from_model(recon_model_space.float())
-        sums["sq_err"] += float((recon - images).double().pow(2).sum())
-        sums["psnr"] += float(psnr_per_image(recon, images).double().sum())
-        sums["ssim"] += float(ssim_per_image(recon, images).double().sum())
-        sums["pixels"] += images.numel()
-        sums["images"] += images.shape[0]
-        histogram.add(q.indices.cpu())
-        if model.levels == 2:
-            top_histogram.add(q.top.indices.cpu())
+
+    def measure(images: torch.Tensor, recon: torch.Tensor) -> None:
+        nonlocal ssim_sum
+        ssim_sum += ssim_per_image(recon, images).double().sum().cpu()
         for name, value in features_of(recon, nets).items():
             fake[name].append(value)
-    codebooks = {"": histogram.summary(), **({"top_": top_histogram.summary()} if model.levels == 2 else {})}
+
+    loader = make_loader(split, req.batch_size, shuffle=False, seed=0)
+    numbers = reconstruction_numbers(model, progress(loader, len(loader), "reconstructing"), device, measure)
+    keys = ("perplexity", "codes_used", "num_codes", "usage", "dead_codes")
+    prefixes = ("", "top_") if model.levels == 2 else ("",)
     result = {
-        "mse": sums["sq_err"] / sums["pixels"],
-        "psnr": sums["psnr"] / sums["images"],
-        "ssim": sums["ssim"] / sums["images"],
-        **{prefix + k: codebook[k] for prefix, codebook in codebooks.items()
-           for k in ("perplexity", "codes_used", "num_codes", "usage", "dead_codes")},
+        "mse": numbers["mse"],
+        "psnr": numbers["psnr"],
+        "ssim": float(ssim_sum) / len(split),
+        **{prefix + k: numbers[prefix + k] for prefix in prefixes for k in keys},
     }
     result.update(distances({name: torch.cat(v) for name, v in fake.items()}, real, req, generator))
     return result
@@ -98,8 +90,8 @@ def reconstruction_metrics(
 
 
 def prior_metrics_from_codes(req: EvaluateRequest, metas: Metas, device: torch.device) -> dict[str, Any]:
-    dataset = held_out_codes(req.codes, req.split)
-    train = held_out_codes(req.codes, "train")
+    dataset = load_split(req.codes, req.split)
+    train = load_split(req.codes, "train")
     source = f"{req.split} codes of {req.codes}"
     return prior_metrics(req, metas["prior"], dataset, train, source, device)
 
@@ -108,9 +100,6 @@ def prior_metrics_from_images(
     req: EvaluateRequest, metas: Metas, data: ImageData, device: torch.device
 ) -> dict[str, Any]:
     """No code file given: encode the split (and the train split, for the histogram) with the prior's VQ-VAE."""
-    from vqgen.stages.extract_codes import encode_split
-    from vqgen.stages.sample import resolve_vqvae_path
-
     vq_path = resolve_vqvae_path(req.prior, metas["prior"], req.vqvae)
     if file_sha256(vq_path) != metas["prior"].get("vqvae_sha256"):
         raise VQGenError(
@@ -140,8 +129,6 @@ def prior_metrics(
     """NLL of held-out code maps (nats and bits per code, bits per image dimension), and what the prior gains
     over the histogram of the training codes. Two levels: per code of both maps together, per image both
     maps' bits, and each level's bits per code as ``top_``/``bottom_bits_per_code``."""
-    from vqgen.train.prior import evaluate_prior_levels, histogram_bits
-
     if len(dataset) == 0:
         raise VQGenError(f"{source}: no code maps to evaluate the prior on")
     model, _ = load_prior(req.prior, device)

@@ -13,41 +13,11 @@ else is in the batch, so real and fake images can go through in one forward pass
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from vqgen.config import to_dict
-from vqgen.errors import VQGenError
-
-
-@dataclass
-class DiscriminatorConfig:
-    in_channels: int = 3
-    channels: int = 64  # width of the first layer; doubles per stride-2 layer, capped at 8x
-    layers: int = 3  # stride-2 layers (each halves the resolution)
-
-    def validate(self) -> None:
-        if self.layers < 1:
-            raise VQGenError(f"--disc-layers must be at least 1, not {self.layers}")
-        if self.channels < 1:
-            raise VQGenError(f"--disc-channels must be at least 1, not {self.channels}")
-
-    def check_image_size(self, image_size: tuple[int, int]) -> None:
-        """The last two 4x4 convs need at least a 4x4 map after the stride-2 layers (2x2 logits)."""
-        smallest = 4 * 2**self.layers
-        if min(image_size) < smallest:
-            h, w = image_size
-            raise VQGenError(
-                f"--disc-layers {self.layers}: {h}x{w} images are too small (need at least {smallest}x{smallest}); "
-                "use fewer discriminator layers"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+from vqgen.config import DiscriminatorConfig
 
 
 def _conv(c_in: int, c_out: int, stride: int) -> nn.Module:

@@ -62,6 +62,11 @@ class CodePrior(nn.Module):
         labels = self.check_labels(labels)
         return self.drop_labels(labels) if labels is not None else None
 
+    def cache(self, n: int, labels: torch.Tensor | None = None, **given: torch.Tensor):
+        """An empty incremental evaluation of ``n`` maps (``prefill``, ``step_logits``, ``append``): each
+        architecture's own, beside its layers; the cached sampler drives it."""
+        raise NotImplementedError
+
     def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per code."""
         return F.cross_entropy(self(codes, labels), codes)

@@ -145,6 +145,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("steps", torch.tensor(0))
         # last step that may restart codes (set_restart_horizon); -1: no limit
         self.register_buffer("restart_until", torch.tensor(-1))
+        self._host = None  # (initialized, steps, restart_until) as Python values: a step never reads the buffers
 
     def set_restart_horizon(self, total_steps: int) -> None:
         """Allow dead-code restarts only in the first ``restart_stop`` of a run of ``total_steps`` steps.
@@ -154,11 +155,21 @@ class VectorQuantizer(nn.Module):
         its last steps on a codebook that no longer jumps.
         """
         self.restart_until.fill_(int(self.restart_stop * total_steps))
+        self._host = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the restart horizon existed: restarts until the end
         state_dict.setdefault(prefix + "restart_until", torch.tensor(-1))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._host = None
+
+    def _host_state(self) -> dict:
+        """The upkeep counters as Python values, read from the buffers once (after building or loading) and
+        then kept beside them, so that training steps do not wait for the device to read them."""
+        if self._host is None:
+            self._host = {"initialized": bool(self.initialized), "steps": int(self.steps),
+                          "restart_until": int(self.restart_until)}
+        return self._host
 
     # -------------------------------------------------------------------------- lookup
 
@@ -227,7 +238,7 @@ class VectorQuantizer(nn.Module):
         At most KMEANS_ROWS_PER_CODE * K rows of the global batch take part: rank 0 draws which,
         and each rank sends only its picked rows, so N processes pick what one process would.
         """
-        if bool(self.initialized):
+        if self._host_state()["initialized"]:
             return
         total, cap = sum(dist.row_counts(flat)), KMEANS_ROWS_PER_CODE * self.num_codes
         if total <= cap:
@@ -241,6 +252,7 @@ class VectorQuantizer(nn.Module):
         centroids = dist.broadcast(centroids.to(flat.device))
         self._set_codes(torch.arange(self.num_codes, device=flat.device), centroids)
         self.initialized.fill_(True)
+        self._host_state()["initialized"] = True
 
     @torch.no_grad()
     def _set_codes(self, which: torch.Tensor, vectors: torch.Tensor) -> None:
@@ -261,7 +273,8 @@ class VectorQuantizer(nn.Module):
         counts = torch.bincount(indices, minlength=self.num_codes).float()
         sums = torch.zeros(self.num_codes, self.code_dim, device=flat.device).index_add_(0, indices, flat)
         counts, sums = dist.all_reduce_sum(counts), dist.all_reduce_sum(sums)
-        if int(self.steps) == 0:  # start every code at the mean count, so usage.mean() tracks rows/K from here on
+        host = self._host_state()
+        if host["steps"] == 0:  # start every code at the mean count, so usage.mean() tracks rows/K from here on
             self.usage.fill_(float(counts.sum()) / self.num_codes)
         self.usage.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         if self.ema:
@@ -273,7 +286,8 @@ class VectorQuantizer(nn.Module):
             if self.cosine:
                 self.codebook.data.copy_(F.normalize(self.codebook.data, dim=1))
         self.steps += 1
-        step, until = int(self.steps), int(self.restart_until)
+        host["steps"] += 1
+        step, until = host["steps"], host["restart_until"]
         if self.restart_dead and step % self.restart_every == 0 and (until < 0 or step <= until):
             self._restart_dead_codes(flat)
 

@@ -2,24 +2,22 @@
 
 * ``draw``: Gumbel-max draws, temperature, top-k, classifier-free guidance, near-tie handling;
 * ``full``: the reference sampler (one whole forward pass per position), for any causal prior;
-* ``cached``: the cached sampler (identical codes, much faster), driving each architecture's cache:
-  ``pixelcnn`` (per-layer row caches of the gated PixelCNN), ``transformer`` (a key/value cache);
+* ``cached``: the cached sampler (identical codes, much faster), driving the prior's own incremental step
+  (``model.cache(n, labels)``: the PixelCNN's row caches, the transformer's key/value cache, in ``vqgen.models``);
 * ``levels``: ``sample_maps``, one map from a one-level prior, top then bottom from a two-level one.
 """
 
-from vqgen.sampling.cached import CACHES, cached_logits, sample_cached
+from vqgen.sampling.cached import cached_logits, sample_cached
 from vqgen.sampling.draw import (
     TIE_TOLERANCE, Guidance, check_guidance, choose_guidance, choose_temperature, draw_codes, exact_float32, is_decisive,
 )
 from vqgen.sampling.full import sample_full
 from vqgen.sampling.levels import sample_maps
-from vqgen.sampling.pixelcnn import CachedPixelCNN
-from vqgen.sampling.transformer import CachedTransformer
 
 SAMPLERS = {"cached": sample_cached, "full": sample_full}
 
 __all__ = [
-    "CACHES", "SAMPLERS", "TIE_TOLERANCE", "CachedPixelCNN", "CachedTransformer", "Guidance", "cached_logits",
+    "SAMPLERS", "TIE_TOLERANCE", "Guidance", "cached_logits",
     "check_guidance", "choose_guidance", "choose_temperature", "draw_codes", "exact_float32", "is_decisive",
     "sample_cached", "sample_full", "sample_maps",
 ]

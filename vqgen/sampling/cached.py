@@ -1,6 +1,7 @@
-"""The cached sampler: each architecture's cache, driven one raster position at a time.
+"""The cached sampler: the prior's own incremental step (``model.cache(n, labels)``), driven one raster
+position at a time.
 
-A cache (``CachedPixelCNN``, ``CachedTransformer``) evaluates its prior incrementally: per step only
+A cache (``CachedPixelCNN``, ``CachedTransformer``, beside their models) evaluates its prior incrementally: per step only
 the activations the new position changes. It offers, for n maps of raster positions 0 .. T-1:
 ``prefill(codes (n, t))`` takes the first t codes as given, ``step_logits()`` gives the logits (n, K)
 of the next position, ``append(codes (n,))`` stores the codes chosen there and moves on.
@@ -29,15 +30,6 @@ from vqgen.sampling.draw import (
     is_decisive,
     pick_codes,
 )
-from vqgen.sampling.pixelcnn import CachedPixelCNN
-from vqgen.sampling.transformer import CachedTransformer
-
-CACHES = {"pixelcnn": CachedPixelCNN, "transformer": CachedTransformer}  # by the prior's cfg.arch
-
-
-def new_cache(model: torch.nn.Module, n: int, labels: torch.Tensor | None, **given: torch.Tensor):
-    """An empty cache of ``model``'s architecture for ``n`` maps (``given``: ``cond``, the conditioning maps)."""
-    return CACHES[model.cfg.arch](model, n, labels, **given)
 
 
 @exact_float32()
@@ -92,7 +84,7 @@ def _cached_pass(
     """Draw ``codes`` (n, T) from raster position ``start`` on (the earlier codes are given) with the
     cache. Returns the generator state before each draw and the near-ties as (position, noise)."""
     n, total = codes.shape
-    cache = new_cache(model, guide.batch_size(n), guide.labels, **given)
+    cache = model.cache(guide.batch_size(n), guide.labels, **given)
     cache.prefill(guide.rows(codes[:, :start]))
     tolerance = guide.tolerance(tolerance)
     states, near_ties = {}, []
@@ -118,7 +110,7 @@ def cached_logits(model: torch.nn.Module, codes: torch.Tensor, labels: torch.Ten
     Equals ``model(codes, labels, cond)`` up to float rounding; used to check the cached sampler.
     """
     n, h, w = codes.shape
-    cache = new_cache(model, n, labels, **({} if cond is None else {"cond": cond}))
+    cache = model.cache(n, labels, **({} if cond is None else {"cond": cond}))
     steps = []
     for code in codes.reshape(n, h * w).unbind(1):
         steps.append(cache.step_logits())

@@ -9,17 +9,9 @@ from vqgen.sampling.draw import Guidance, draw_codes, exact_float32
 
 @exact_float32()
 @torch.no_grad()
-def sample_full(
-    model: torch.nn.Module,
-    n: int,
-    labels: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-    guidance: float = 1.0,
-    cond: torch.Tensor | None = None,
-) -> torch.Tensor:
+def sample_full(model: torch.nn.Module, n: int, labels: torch.Tensor | None = None, temperature: float = 1.0,
+                top_k: int | None = None, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                guidance: float = 1.0, cond: torch.Tensor | None = None) -> torch.Tensor:
     """Sample ``n`` code maps by recomputing the whole map for every position.
 
     ``model(codes (B, H, W), labels) -> logits (B, K, H, W)`` with logits[..., i, j] causal.

@@ -1,23 +1,5 @@
-"""Stage 2: encode a dataset into code maps and save them, with labels, in one safetensors file.
-
-Code file layout (readable with safetensors alone):
-
-* tensors ``<split>_codes``: (N, h, w) int16 (int32 when K > 32767), for residual VQ stacks
-  (N, depth, h, w) of codes 0..K-1 per codebook, and ``<split>_labels``: (N,) int64, -1 where
-  unlabelled, for the splits ``train`` and ``val`` (what train-prior reads), plus ``test`` where the
-  data has an official test split, or the splits asked for (e.g. ``all``); ``train_codes`` holds the
-  codes of the training images, then those of each of ``augment.augment_copies`` shifted copies of
-  them (``vqgen.config.ExtractOptions``), in the same order, and ``train_labels`` repeats their labels;
-* two-level VQ-VAEs (VQ-VAE-2) add ``<split>_codes_top``: (N, ht, wt), the top map; then
-  ``<split>_codes`` is the bottom map (N, hb, wb), at twice the top's size;
-* metadata key ``vqgen``: JSON with ``kind: "codes"``, ``levels`` (1 or 2; files without it: 1),
-  ``num_codes`` (per codebook), ``code_depth`` (codes per position: 1, or the residual VQ's depth),
-  ``quantizer``, ``latent_shape`` (the bottom map's), ``latent_shape_top`` (two levels),
-  ``vqvae_sha256``, ``vqvae_path``, ``dataset``, ``label_names``, ``image``, and per split a count
-  ``num_<split>`` (for train: every map, copies included), ``augment`` (the options and
-  ``num_train_images``; files without it: no copies) and a codebook audit of the images themselves
-  (``usage``, ``perplexity``, ``top10_share``, ``dead_codes``) in ``codebook_audit`` (of the top map:
-  ``codebook_audit_top``).
+"""Stage 2: encode a dataset into code maps and save them, with labels, in one code file
+(``vqgen.formats.codes`` describes it).
 """
 
 from __future__ import annotations
@@ -28,25 +10,19 @@ from typing import Any
 
 import torch
 
-from vqgen import __version__
-from vqgen.checkpoint import check_output_path, expect_kind, file_sha256, load_vqvae, read_metadata, save_vqgen_file
+from vqgen.formats.checkpoints import load_vqvae
+from vqgen.formats.codes import AUDIT_KEYS, code_dtype, save_codes
+from vqgen.formats.files import check_output_path, expect_kind, file_sha256, read_metadata
 from vqgen.config import ExtractOptions, to_dict
-from vqgen.data import ImageData, image_data_from_spec
-from vqgen.data.augment import draw_shifts, shift_images
+from vqgen.data import ImageData, rebuild_data
+from vqgen.data.augment import draw_copy_shifts, shift_images
 from vqgen.data.batches import make_loader
 from vqgen.device import resolve_device
-from vqgen.eval.metrics import CodeHistogram
+from vqgen.measures import CodeHistogram
 from vqgen.logs import progress, say, warn
 from vqgen.models.vqvae import MAP_NAMES, level_shapes
 
 LOW_USAGE_WARNING = 0.25
-
-
-def code_dtype(num_codes: int) -> torch.dtype:
-    return torch.int16 if num_codes <= torch.iinfo(torch.int16).max + 1 else torch.int32
-
-
-AUDIT_KEYS = {"codes": "codebook_audit", "codes_top": "codebook_audit_top"}
 
 
 @torch.no_grad()
@@ -62,7 +38,7 @@ def encode_split(model, dataset, batch_size: int, device: torch.device, desc: st
     histograms count the images' own codes only.
     """
     copies = augment.augment_copies if augment else 0
-    shifts = [draw_shifts(len(dataset), augment.augment_shift, augment.augment_seed, c) for c in range(copies)]
+    shifts = [draw_copy_shifts(len(dataset), augment.augment_shift, augment.augment_seed, c) for c in range(copies)]
     loader = make_loader(dataset, batch_size, shuffle=False, seed=0)
     dtype = code_dtype(model.cfg.num_codes)
     names = MAP_NAMES[model.cfg.levels]
@@ -102,7 +78,6 @@ def extract_codes(
     ``vqvae_path`` into the code file ``out``, and shifted copies of the training images as ``augment``
     (default ``ExtractOptions()``) asks."""
     augment = augment or ExtractOptions()
-    augment.validate()
     splits = list(splits or default_splits(data))
     datasets = {split: data.pick(split) for split in splits}  # an unknown or missing split fails before encoding
     check_output_path(out)
@@ -119,8 +94,6 @@ def extract_codes(
             audits[AUDIT_KEYS[name]][split] = histograms[name].summary()
         tensors[f"{split}_labels"] = labels
     meta = {
-        "kind": "codes",
-        "vqgen_version": __version__,
         **level_shapes(model.cfg),
         "num_codes": model.cfg.num_codes,
         "code_depth": model.cfg.code_depth,
@@ -132,29 +105,25 @@ def extract_codes(
         "dataset": data.spec,
         "label_names": data.label_names,
         "image": vq_meta["image"],
-        **{f"num_{split}": len(tensors[f"{split}_codes"]) for split in splits},
         # train_codes holds the images' codes, then those of each shifted copy: (1 + copies) x num_train_images
         "augment": {**to_dict(augment), "num_train_images": len(datasets["train"])} if "train" in datasets else None,
         **audits,
     }
-    save_vqgen_file(out, tensors, meta)
-    return meta
+    return save_codes(out, tensors, meta)
 
 
-def extract_codes_for(vqvae_path: Path, out: Path, data: str | None = None, data_root: str | Path = "data",
+def run(vqvae_path: Path, out: Path, data: str | None = None, data_root: str | Path = "data",
                       batch_size: int = 256, device: str = "auto",
                       augment: ExtractOptions | None = None) -> dict[str, Any]:
-    """``vqgen extract-codes``: encode the VQ-VAE's own dataset and split (or ``data``, resized to the
+    """Stage 2, ``vqgen extract-codes``: encode the VQ-VAE's own dataset and split (or ``data``, resized to the
     VQ-VAE's image size and channels), with the shifted copies ``augment`` asks for, and warn when the codebook
     is barely used."""
-    (augment or ExtractOptions()).validate()  # before the data is opened
+    augment = augment or ExtractOptions()
+    augment.validate()  # before the data is opened
     meta = read_metadata(vqvae_path)
     expect_kind(vqvae_path, meta, "vqvae")
     check_output_path(out)
-    spec = {**meta["dataset"], "image_size": meta["image"]["size"], "channels": meta["image"]["channels"]}
-    if data is not None:
-        spec["data"] = data
-    images = image_data_from_spec(spec, root=data_root)
+    images = rebuild_data(meta["dataset"], meta["image"], data, data_root)
     say(images.describe())
     result = extract_codes(vqvae_path, images, out, batch_size=batch_size, device=device, augment=augment)
     for key, which in (("codebook_audit", "the codebook"), ("codebook_audit_top", "the top codebook")):

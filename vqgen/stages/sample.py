@@ -15,38 +15,16 @@ from typing import Any
 
 import torch
 
-from vqgen import __version__
-from vqgen.checkpoint import check_output_path, make_output_folder, file_sha256, load_prior, load_vqvae, save_vqgen_file
+from vqgen.formats.checkpoints import load_prior, load_vqvae
+from vqgen.formats.files import check_output_path, file_sha256
+from vqgen.formats.samples import save_samples
 from vqgen.config import SampleOptions
 from vqgen.errors import VQGenError
-from vqgen.images import save_grid, save_png
 from vqgen.device import resolve_device
 from vqgen.models.rvq import stacked_codes
 from vqgen.models.vqvae import MAP_NAMES
 from vqgen.sampling import SAMPLERS, choose_guidance, choose_temperature, sample_maps
-
-
-def parse_labels(
-    label: str | None, label_names: list[str] | None, conditional: bool, n: int
-) -> tuple[list[int] | None, list[int] | None]:
-    """``--label`` -> (one label per sample or None, images per grid row or None for rows of 8).
-
-    Accepts a class index or name, a comma-separated list (cycled over the n samples), or
-    ``all`` (the default when conditional): n samples spread over the classes, the first
-    n % C classes one more, each class one grid row.
-    """
-    if not conditional:
-        if label is not None:
-            raise VQGenError("--label was given, but this prior is unconditional")
-        return None, None
-    names = label_names or []
-    if label is None or label == "all":
-        base, extra = divmod(n, len(names))
-        counts = [base + (c < extra) for c in range(len(names))]
-        labels = [c for c, count in enumerate(counts) for _ in range(count)]
-        return labels, [count for count in counts if count]
-    wanted = [_label_index(part.strip(), names) for part in label.split(",")]
-    return [wanted[i % len(wanted)] for i in range(n)], None
+from vqgen.sampling.labels import parse_labels
 
 
 def grid_cells(images: torch.Tensor, row_lengths: list[int] | None) -> tuple[torch.Tensor, int]:
@@ -62,15 +40,6 @@ def grid_cells(images: torch.Tensor, row_lengths: list[int] | None) -> tuple[tor
     return torch.cat(cells), columns
 
 
-def _label_index(text: str, names: list[str]) -> int:
-    if text in names:
-        return names.index(text)
-    if text.lstrip("-").isdigit() and 0 <= int(text) < len(names):
-        return int(text)
-    shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-    raise VQGenError(f"--label {text!r} is not one of the prior's classes (0..{len(names) - 1}: {shown})")
-
-
 def resolve_vqvae_path(prior_path: Path, meta: dict[str, Any], override: Path | None) -> Path:
     """The VQ-VAE named in the prior (as recorded, else beside the prior), unless overridden."""
     if override is not None:
@@ -82,10 +51,10 @@ def resolve_vqvae_path(prior_path: Path, meta: dict[str, Any], override: Path | 
     raise VQGenError(f"{prior_path}: its VQ-VAE {recorded} is missing; pass --vqvae PATH")
 
 
-def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path: Path | None = None,
-           options: SampleOptions | None = None, **changes: Any) -> dict[str, Any]:
-    """Draw, decode and write samples; ``options`` (default ``SampleOptions()``) with ``changes`` applied,
-    e.g. ``sample(prior, out, 100, guidance=2)``."""
+def run(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path: Path | None = None,
+        options: SampleOptions | None = None, **changes: Any) -> dict[str, Any]:
+    """Stage 4, ``vqgen sample``: draw, decode and write samples; ``options`` (default ``SampleOptions()``) with
+    ``changes`` applied, e.g. ``run(prior, out, 100, guidance=2)``."""
     opts = replace(options or SampleOptions(), **changes, **({} if n is None else {"n": n}))
     opts.validate()
     n, label, temperature, top_k, guidance = opts.n, opts.label, opts.temperature, opts.top_k, opts.guidance
@@ -126,15 +95,7 @@ def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path:
         images.append(vqvae.decode(batch).cpu())
     images_t = torch.cat(images)
 
-    make_output_folder(out_dir)
-    width = max(4, len(str(n - 1)))
-    for i, image in enumerate(images_t):
-        save_png(image, out_dir / f"{i:0{width}d}.png")
-    cells, columns = grid_cells(images_t, row_lengths)
-    save_grid(cells, out_dir / "grid.png", nrow=columns)
     record = {
-        "kind": "samples",
-        "vqgen_version": __version__,
         "prior_path": str(prior_path.resolve()),
         "prior_sha256": file_sha256(prior_path),
         "vqvae_path": str(vq_path.resolve()),
@@ -153,10 +114,8 @@ def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path:
         "image": vq_meta["image"],
         "dataset": meta.get("dataset"),
     }
-    tensors = {name: torch.cat([m[i] for m in maps]).to(torch.int32) for i, name in enumerate(MAP_NAMES[levels])}
-    if labels is not None:
-        tensors["labels"] = torch.tensor(labels, dtype=torch.long)
-    save_vqgen_file(out_dir / "codes.safetensors", tensors, record)
+    tensors = {name: torch.cat([m[i] for m in maps]) for i, name in enumerate(MAP_NAMES[levels])}
+    record = save_samples(out_dir, images_t, grid_cells(images_t, row_lengths), tensors, labels, record)
     return {**record, "count": n, "grid": str(out_dir / "grid.png")}
 
 

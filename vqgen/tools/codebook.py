@@ -9,10 +9,11 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from vqgen.checkpoint import check_output_path, load_vqvae
+from vqgen.formats.checkpoints import load_vqvae
+from vqgen.formats.files import check_output_path
 from vqgen.errors import VQGenError
-from vqgen.images import to_pil
-from vqgen.eval.metrics import CodeHistogram
+from vqgen.formats.images import to_pil
+from vqgen.measures import CodeHistogram
 from vqgen.models.vqvae import VQVAE
 from vqgen.data.batches import make_loader
 from vqgen.device import resolve_device

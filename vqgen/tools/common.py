@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from vqgen.data import BUILTIN_DATASETS, SPLITS, ImageData, ImageFolder, fit_image, image_data_from_spec, read_image
+from vqgen.data import BUILTIN_DATASETS, SPLITS, ImageData, ImageFolder, fit_image, read_image, rebuild_data
 from vqgen.errors import VQGenError
 
 __all__ = ["SPLITS", "data_for_vqvae", "load_image_ref", "pick_split", "source_name", "vqvae_image_format"]
@@ -23,12 +23,7 @@ def vqvae_image_format(meta: dict[str, Any]) -> tuple[tuple[int, int], int]:
 
 def data_for_vqvae(meta: dict[str, Any], data: str | None = None, root: str | Path = "data") -> ImageData:
     """The VQ-VAE's own dataset and split (or ``data`` with the same split settings), at its image format."""
-    size, channels = vqvae_image_format(meta)
-    spec = dict(meta["dataset"])
-    if data is not None:
-        spec["data"] = data
-    spec["image_size"], spec["channels"] = list(size), channels
-    return image_data_from_spec(spec, root=root)
+    return rebuild_data(meta["dataset"], meta["image"], data, root)
 
 
 def pick_split(images: ImageData, split: str) -> Dataset:

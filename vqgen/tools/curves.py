@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vqgen.checkpoint import check_output_path
+from vqgen.formats.files import check_output_path
 from vqgen.errors import VQGenError
 from vqgen.tools.draw import line_chart, save_image, stack
 

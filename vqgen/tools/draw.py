@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from vqgen.checkpoint import atomic_write
+from vqgen.formats.files import atomic_write
 
 BACKGROUND = (255, 255, 255)
 INK = (40, 40, 40)

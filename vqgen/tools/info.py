@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vqgen.checkpoint import file_sha256, kind_name, read_metadata
+from vqgen.formats.files import file_sha256, kind_name, read_metadata
 
 MAX_TENSOR_ROWS = 40
 MAX_LIST_ITEMS = 12

@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
-from vqgen.checkpoint import check_output_path, load_vqvae
-from vqgen.errors import VQGenError
-from vqgen.images import save_grid
+from vqgen.formats.checkpoints import load_vqvae
+from vqgen.formats.files import check_output_path
+from vqgen.config import check
+from vqgen.formats.images import save_grid
 from vqgen.models.vqvae import VQVAE
 from vqgen.device import resolve_device
 from vqgen.tools.common import load_image_ref
@@ -55,22 +56,11 @@ def code_walk(model: VQVAE, a: torch.Tensor, b: torch.Tensor, steps: int, seed: 
     return model.decode(maps if len(maps) > 1 else maps[0]), int((code_a != code_b).sum())
 
 
-def interpolate(
-    vqvae_path: Path,
-    image_a: str,
-    image_b: str,
-    out: Path,
-    *,
-    steps: int = 10,
-    seed: int = 0,
-    device: str = "auto",
-    data_root: str | Path = "data",
-) -> dict[str, Any]:
+def interpolate(vqvae_path: Path, image_a: str, image_b: str, out: Path, *, steps: int = 10, seed: int = 0,
+                device: str = "auto", data_root: str | Path = "data") -> dict[str, Any]:
     """Write two strips, ``out`` (encoder-space walk) and ``out``.codes.png (code swaps), each A, steps..., B."""
-    if steps < 2:
-        raise VQGenError(f"--steps must be at least 2, not {steps}")
-    if out.suffix.lower() != ".png":
-        raise VQGenError(f"--out {out}: must be a .png file")
+    check(steps >= 2, f"--steps must be at least 2, not {steps}")
+    check(out.suffix.lower() == ".png", f"--out {out}: must be a .png file")
     check_output_path(out)
     check_output_path(codes_path_for(out))
     dev = resolve_device(device)

@@ -10,11 +10,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from vqgen.checkpoint import atomic_write_text, check_output_path, load_vqvae
+from vqgen.formats.checkpoints import load_vqvae
+from vqgen.formats.files import atomic_write_text, check_output_path
 from vqgen.data import spread
-from vqgen.errors import VQGenError
-from vqgen.images import interleave, save_grid, save_png
-from vqgen.eval.metrics import psnr_per_image
+from vqgen.config import check
+from vqgen.formats.images import interleave, save_grid, save_png
+from vqgen.measures import psnr_per_image
 from vqgen.device import resolve_device
 from vqgen.tools.common import data_for_vqvae, pick_split, source_name
 
@@ -32,10 +33,8 @@ def reconstruct(
     data_root: str | Path = "data",
 ) -> dict[str, Any]:
     """Reconstruct ``n`` images spread over a split; write ``out_dir``/grid.png, images/ and metrics.json."""
-    if n < 1:
-        raise VQGenError(f"--n must be at least 1, not {n}")
-    if batch_size < 1:
-        raise VQGenError(f"--batch-size must be positive, not {batch_size}")
+    check(n >= 1, f"--n must be at least 1, not {n}")
+    check(batch_size >= 1, f"--batch-size must be positive, not {batch_size}")
     check_output_path(out_dir, folder=True)
     dev = resolve_device(device)
     model, meta = load_vqvae(vqvae_path, dev)

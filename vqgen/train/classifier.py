@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from vqgen import __version__
 from vqgen.data.batches import make_loader
-from vqgen.checkpoint import read_metadata, save_vqgen_file
+from vqgen.formats.checkpoints import image_record, save_classifier
+from vqgen.formats.files import read_metadata
 from vqgen.config import ClassifierTrainOptions, to_dict
 from vqgen.data import ImageData
 from vqgen.logs import say
@@ -105,7 +105,7 @@ class ClassifierTrainer(Trainer):
         if self.task == "transforms":
             images, labels = transformed_batch(images, None)  # the global RNG: restored on resume
         loss = F.cross_entropy(net(images.to(self.device)), torch.as_tensor(labels).to(self.device))
-        return StepResult(loss, {"loss": loss.item()})
+        return StepResult(loss, {"loss": loss.detach()})
 
     def evaluate(self) -> dict[str, float]:
         return {"accuracy": classifier_accuracy(self.model, self.data.val, self.task, self.opts.batch_size, self.device)}
@@ -119,22 +119,18 @@ class ClassifierTrainer(Trainer):
         if not last:
             return
         self.model.set_feature_statistics(raw_features(self.model, self.data.train, self.opts.batch_size, self.device))
-        self.meta = {
-            "kind": "classifier",
-            "vqgen_version": __version__,
-            "config": self.cfg.to_dict(),
+        self.meta = save_classifier(self.out, self.model, {
             "task": self.task,
             "class_names": self.class_names,
             "label_names": self.data.label_names if self.task == "labels" else None,
             "val_accuracy": metrics["val_accuracy"],
             "dataset": self.data.spec,
-            "image": {"channels": self.data.channels, "size": list(self.data.image_size), "pixel_range": [0, 1]},
+            "image": image_record(self.data.channels, self.data.image_size),
             "train_options": to_dict(self.opts),
             "epochs": self.opts.epochs,
             "steps": metrics["step"],
             "train_seconds": round(time.time() - self.started, 1),
-        }
-        save_vqgen_file(self.out, self.model.state_dict(), self.meta)
+        })
 
 
 def train_classifier(data: ImageData, opts: ClassifierTrainOptions, out: Path,
@@ -143,11 +139,15 @@ def train_classifier(data: ImageData, opts: ClassifierTrainOptions, out: Path,
 
     Small datasets get more epochs than ``opts.epochs``, so that at least ``opts.min_steps`` steps are taken.
     """
+    opts.validate()  # the classifier's stage boundary (train-classifier, evaluate --train-classifier)
     device = prepare_run(opts, out)
     trainer = ClassifierTrainer(data, opts, device, Path(out))
     steps_per_epoch = len(trainer.train_batches)
     epochs = max(opts.epochs, math.ceil(opts.min_steps / max(1, steps_per_epoch)))
-    trainer.opts = opts = replace(opts, epochs=epochs, warmup_steps=min(opts.warmup_steps, max(1, epochs * steps_per_epoch // 10)))
+    warmup = min(opts.warmup_steps, max(1, epochs * steps_per_epoch // 10))
+    if warmup < opts.warmup_steps:
+        say(f"--warmup-steps {opts.warmup_steps} capped at {warmup}, a tenth of the {epochs * steps_per_epoch} steps")
+    trainer.opts = opts = replace(opts, epochs=epochs, warmup_steps=warmup)
     fit(trainer, opts, Path(out), resume, curves=False)
     return read_metadata(out)
 

@@ -1,12 +1,12 @@
-"""VQGAN-style autoencoder training (Esser et al. 2021): reconstruction loss of choice, optional
-perceptual loss, and a PatchGAN discriminator whose loss is balanced by VQGAN's adaptive weight.
+"""VQGAN-style autoencoder training (Esser et al. 2021): a PatchGAN discriminator whose loss is balanced by
+VQGAN's adaptive weight, on top of the reconstruction loss (``vqgen.losses.ReconstructionLoss``).
 
 ``GanTrainer`` owns everything the plain VQ-VAE training does not have: the discriminator, its
-optimizer and gradient scaler, the perceptual network and the running log of GAN numbers. The
-VQ-VAE trainer's loss calls ``generator_loss`` (added to the quantizer loss and backpropagated
-through the autoencoder); as a hook of the training loop (``vqgen.train.loop``) it then updates the
-discriminator after each optimizer step (``after_step``). The discriminator never enters the
-VQ-VAE checkpoint; it lives in the resumable state only.
+optimizer and gradient scaler, and the running log of GAN numbers; the VQ-VAE trainer makes one only
+with ``--gan``. Its ``generator_loss`` adds the adversarial term to the reconstruction loss (then the
+quantizer loss is added and backpropagated through the autoencoder); as a hook of the training loop
+(``vqgen.train.loop``) it then updates the discriminator after each optimizer step (``after_step``).
+The discriminator never enters the VQ-VAE checkpoint; it lives in the resumable state only.
 """
 
 from __future__ import annotations
@@ -15,23 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from vqgen import distributed as dist
 from vqgen.config import GanOptions
-from vqgen.losses import (
-    PerceptualLoss,
-    adaptive_weight,
-    discriminator_accuracy,
-    hinge_d_loss,
-    hinge_g_loss,
-    reconstruction_loss,
-    settle_at_bounds,
-)
+from vqgen.losses import ReconstructionLoss, adaptive_weight, discriminator_accuracy, hinge_d_loss, hinge_g_loss
 from vqgen.device import autocast, grad_scaler, memory_format
 from vqgen.models.discriminator import PatchDiscriminator
-from vqgen.train.loop import StepResult, check_finite
+from vqgen.train.loop import StepResult
 
 # numbers averaged per epoch (only over the steps where they were computed)
 LOGGED = ("perceptual", "g_loss", "adaptive_weight", "d_loss", "d_acc_real", "d_acc_fake")
@@ -50,14 +41,13 @@ class GanTrainer:
         lr: float,
         device: torch.device,
         amp: str = "off",
+        reconstruction: ReconstructionLoss | None = None,
     ):
-        opts.validate()
         opts = opts.for_image(image_size)
         self.opts, self.device, self.amp = opts, device, amp
         self.last_layer_weight = last_layer_weight
-        self.perceptual: PerceptualLoss | None = None
-        if opts.perceptual_weights:
-            self.perceptual = PerceptualLoss.from_file(opts.perceptual_weights).to(device)
+        self.reconstruction = reconstruction or ReconstructionLoss(
+            opts.recon_loss, opts.perceptual_weights, opts.perceptual_weight, device)
         self.disc: PatchDiscriminator | None = None
         if opts.gan:
             cfg = opts.disc_config(in_channels)
@@ -92,19 +82,10 @@ class GanTrainer:
     def generator_loss(
         self, recon: torch.Tensor, target: torch.Tensor, step: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Autoencoder loss without the quantizer terms: recon (+ perceptual) (+ weighted adversarial).
-
-        ``recon`` and ``target`` are in model space [-1, 1]. The logs always hold ``mse`` (the pixel
-        MSE of what decoding shows, overshoot at the range's bounds removed, for comparison across
-        loss choices) and ``recon`` (the chosen pixel loss).
-        """
+        """Autoencoder loss without the quantizer terms: the reconstruction loss (``ReconstructionLoss``, whose
+        logs it returns) plus, from ``--gan-start`` on, the adaptively weighted adversarial loss."""
         recon = recon.float()
-        rec = reconstruction_loss(recon, target, self.opts.recon_loss)
-        logs = {"mse": F.mse_loss(settle_at_bounds(recon.detach(), target), target).item(), "recon": rec.item()}
-        if self.perceptual is not None:
-            perceptual = self.perceptual(recon, target)
-            rec = rec + self.opts.perceptual_weight * perceptual
-            logs["perceptual"] = perceptual.item()
+        rec, logs = self.reconstruction(recon, target)
         self.last_logs = logs
         if not self.active(step):
             self._record(logs)
@@ -116,19 +97,20 @@ class GanTrainer:
         self.disc.requires_grad_(True)
         g_loss = hinge_g_loss(logits_fake)
         weight = adaptive_weight(rec, g_loss, self.last_layer_weight, self.opts.max_adaptive_weight)
-        logs.update(g_loss=g_loss.item(), adaptive_weight=weight.item())
+        logs.update(g_loss=g_loss.detach(), adaptive_weight=weight)
         self._record(logs)
         return rec + self.opts.gan_weight * weight * g_loss, logs
 
     # ------------------------------------------------------------------------- discriminator side
 
-    def after_step(self, result: StepResult, step: int, device: torch.device) -> None:
-        """The loop's hook: update the discriminator on the step's (reconstruction, target)."""
+    def after_step(self, result: StepResult, step: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """The loop's hook: update the discriminator on the step's (reconstruction, target); returns its loss
+        for the loop's NaN check."""
         logs = self.discriminator_step(*result.outputs, step)
         self.last_logs.update(logs)
-        check_finite(logs.get("d_loss", 0.0), "the discriminator loss", step + 1, device)
+        return {"the discriminator loss": logs["d_loss"]} if "d_loss" in logs else {}
 
-    def discriminator_step(self, fake: torch.Tensor, real: torch.Tensor, step: int) -> dict[str, float]:
+    def discriminator_step(self, fake: torch.Tensor, real: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         """One hinge-loss update of the discriminator on detached reconstructions vs real images."""
         if not self.active(step):
             return {}
@@ -145,17 +127,17 @@ class GanTrainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         acc_real, acc_fake = discriminator_accuracy(logits_real.detach(), logits_fake.detach())
-        logs = {"d_loss": d_loss.item(), "d_acc_real": acc_real, "d_acc_fake": acc_fake}
+        logs = {"d_loss": d_loss.detach(), "d_acc_real": acc_real, "d_acc_fake": acc_fake}
         self._record(logs)
         return logs
 
     # ------------------------------------------------------------------------- logs
 
     def _reset_log(self) -> None:
-        self._sums = torch.zeros(len(LOGGED), dtype=torch.float64)
+        self._sums = torch.zeros(len(LOGGED), dtype=torch.float64, device=self.device)
         self._counts = torch.zeros(len(LOGGED), dtype=torch.float64)
 
-    def _record(self, logs: dict[str, float]) -> None:
+    def _record(self, logs: dict[str, torch.Tensor]) -> None:
         for i, key in enumerate(LOGGED):
             if key in logs:
                 self._sums[i] += logs[key]
@@ -166,7 +148,7 @@ class GanTrainer:
 
         A collective under torchrun: every rank must call it.
         """
-        both = torch.stack([self._sums, self._counts]).to(self.device)
+        both = torch.stack([self._sums, self._counts.to(self.device)])
         sums, counts = dist.all_reduce_sum(both).cpu()
         self._reset_log()
         return {f"gan_{key}": float(s / c) for key, s, c in zip(LOGGED, sums, counts) if c > 0}
@@ -174,7 +156,7 @@ class GanTrainer:
     def postfix(self) -> dict[str, str]:
         """Short progress-bar fields of the last step."""
         names = {"g_loss": "g", "d_loss": "d", "adaptive_weight": "λ", "perceptual": "lpips"}
-        return {short: f"{self.last_logs[key]:.3g}" for key, short in names.items() if key in self.last_logs}
+        return {short: f"{float(self.last_logs[key]):.3g}" for key, short in names.items() if key in self.last_logs}
 
     # ------------------------------------------------------------------------- resumable state
 
@@ -192,7 +174,7 @@ class GanTrainer:
         if ("discriminator" in state) != (self.disc is not None):
             raise ValueError("the saved run and this one disagree on --gan (a discriminator is saved only with --gan)")
         if "log_sums" in state:
-            self._sums, self._counts = state["log_sums"].double().cpu(), state["log_counts"].double().cpu()
+            self._sums, self._counts = state["log_sums"].double().to(self.device), state["log_counts"].double().cpu()
         if self.disc is None:
             return
         try:

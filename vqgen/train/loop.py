@@ -15,8 +15,9 @@ for every trainer. Everything stateful goes into the resume file (``vqgen.train.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -25,7 +26,7 @@ import torch.nn as nn
 from vqgen import distributed as dist
 from vqgen.data.batches import Batches
 from vqgen.config import TrainOptions
-from vqgen.checkpoint import check_output_path
+from vqgen.formats.files import check_output_path
 from vqgen.device import autocast, grad_scaler, resolve_device, seed_everything
 from vqgen.errors import VQGenError
 from vqgen.logs import JsonlLog, progress
@@ -54,18 +55,52 @@ class NonFiniteLoss(VQGenError):
     """A loss became NaN or infinite; ``fit`` adds what was kept to the message."""
 
 
-def check_finite(value: float, what: str, step: int, device: torch.device | None = None) -> None:
-    """Stop (before the optimizer step, so nothing non-finite is ever saved) when a loss is NaN/inf.
+LOG_EVERY = 25  # steps between reads of the running numbers from the device (each read waits for the GPU)
+NO_STEP = 2**62  # "no non-finite step yet", larger than any step
 
-    Under torchrun the check is all-reduced: every rank stops at the same step with the same message,
-    instead of the healthy ranks stepping on with NaN gradients until the launcher kills them.
+
+class StepNumbers:
+    """The logged numbers of the steps since the last read, and the first step whose loss was not finite,
+    kept on the device so that a step never waits for the GPU; ``read`` fetches both in one transfer.
+
+    The check of a loss is thus late by up to LOG_EVERY steps, but ``fit`` reads before every evaluation
+    and every save, so nothing non-finite is ever saved. Under torchrun ``read`` is a collective: every
+    rank stops at the same (earliest) step with the same message.
     """
-    bad = not math.isfinite(value)
-    if dist.is_distributed():
-        bad = bool(dist.all_reduce_sum(torch.tensor(float(bad), device=device)).item() > 0)
-    if bad:
-        shown = value if not math.isfinite(value) else "NaN or infinite on another process"
-        raise NonFiniteLoss(f"{what} became {shown} at step {step}")
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.bad: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # what -> (first bad step, its value)
+
+    def add(self, logged: dict[str, torch.Tensor]) -> None:
+        for key, value in logged.items():
+            value = torch.as_tensor(value, device=self.device).detach().double()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+
+    def watch(self, loss: torch.Tensor, what: str, step: int) -> None:
+        """Note ``loss`` (of optimizer step ``step``, counted from 1) if it is NaN or infinite."""
+        first, value = self.bad.get(what) or (torch.full((), NO_STEP, device=self.device),
+                                               torch.zeros((), device=self.device))
+        here = ~torch.isfinite(loss.detach()) & (first == NO_STEP)
+        self.bad[what] = (torch.where(here, step, first), torch.where(here, loss.detach().float(), value))
+
+    def read(self) -> dict[str, float]:
+        """The sums since the last read (then start afresh); raise NonFiniteLoss for the earliest bad step."""
+        names, whats = list(self.sums), list(self.bad)
+        firsts = [self.bad[w][0] for w in whats]
+        if dist.is_distributed() and firsts:
+            firsts = list(dist.all_reduce_min(torch.stack(firsts)).unbind())
+        parts = [self.sums[k] for k in names] + [t.double() for t in firsts] + [self.bad[w][1].double() for w in whats]
+        numbers = torch.stack(parts).tolist() if parts else []
+        self.sums = {}
+        steps, values = numbers[len(names):len(names) + len(whats)], numbers[len(names) + len(whats):]
+        bad = [(int(step), what, value) for step, what, value in zip(steps, whats, values) if step < NO_STEP]
+        if bad:
+            step, what, value = min(bad)
+            shown = value if not math.isfinite(value) else "NaN or infinite on another process"
+            raise NonFiniteLoss(f"{what} became {shown} at step {step}")
+        return dict(zip(names, numbers))
 
 
 def dist_mean(value: float, device: torch.device) -> float:
@@ -77,15 +112,17 @@ def dist_mean(value: float, device: torch.device) -> float:
 @dataclass
 class StepResult:
     loss: torch.Tensor  # what is backpropagated
-    logged: dict[str, float]  # averaged over the epoch: train_<key> in the metrics
+    logged: dict[str, torch.Tensor]  # detached scalars, averaged over the epoch: train_<key> in the metrics
     outputs: tuple = ()  # what the hooks need of this step (the GAN hook: reconstruction and target)
-    shown: dict[str, Any] = field(default_factory=dict)  # extra progress-bar fields
 
 
 class Hook(Protocol):
     """Something that acts after every optimizer step and keeps state of its own (the GAN's discriminator)."""
 
-    def after_step(self, result: StepResult, step: int, device: torch.device) -> None: ...
+    def after_step(self, result: StepResult, step: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """Act on the step; returns its own losses to check for NaN, by what they are ("the discriminator loss")."""
+        ...
+
     def epoch_summary(self) -> dict[str, float]: ...
     def postfix(self) -> dict[str, str]: ...
     def state_dict(self) -> dict[str, Any]: ...
@@ -122,22 +159,34 @@ class Trainer:
     def report(self, metrics: dict[str, Any]) -> None:
         """One console line per epoch (rank 0)."""
 
+    def postfix(self) -> dict[str, Any]:
+        """Extra progress-bar fields, read once per LOG_EVERY steps."""
+        return {}
+
     def save(self, metrics: dict[str, Any], last: bool) -> None:
         """Write the checkpoint and pictures after an epoch (called on rank 0 only)."""
         raise NotImplementedError
 
 
-def prepare_run(opts: TrainOptions, out: Path, cfg: Any = None) -> torch.device:
-    """What every training run does before building its trainer: check the options and the output path,
-    pick the device, join torchrun's process group, seed every generator. Returns the device."""
-    opts.validate()
-    if cfg is not None:
-        cfg.validate()
+def prepare_run(opts: TrainOptions, out: Path) -> torch.device:
+    """What every training run does before building its trainer (its options checked by the stage): check the
+    output path, pick the device, join torchrun's process group, seed every generator. Returns the device."""
     check_output_path(out)
     device = resolve_device(opts.device)
     dist.setup(device)
     seed_everything(opts.seed)
     return device
+
+
+def train(make_trainer: Callable[[torch.device], Trainer], opts: TrainOptions, out: Path,
+          resume: str | Path | None = None, curves: bool = True) -> dict[str, Any]:
+    """Prepare the run (``prepare_run``), build the trainer on its device, and ``fit`` it.
+
+    Every ``opts.save_every`` epochs, and when SIGINT/SIGTERM stops the run, the full training
+    state goes to OUT.resume.safetensors; ``resume`` (a path or "auto") continues from one.
+    """
+    trainer = make_trainer(prepare_run(opts, out))
+    return fit(trainer, opts, Path(out), resume, curves)
 
 
 def fit(trainer: Trainer, opts: TrainOptions, out: Path, resume: str | Path | None = None,
@@ -166,16 +215,19 @@ def fit(trainer: Trainer, opts: TrainOptions, out: Path, resume: str | Path | No
             batches.set_epoch(epoch, skip=p.batch)
             model.train()
             bar = progress(batches, len(batches), f"{trainer.stage} epoch {epoch}/{opts.epochs}", initial=p.batch)
+            numbers = StepNumbers(device)
             for batch in bar:
                 try:
-                    result = train_step(trainer, net, batch, p.step, optimizer, scheduler, scaler, opts.amp)
+                    result = train_step(trainer, net, batch, p.step, optimizer, scheduler, scaler, opts.amp, numbers)
+                    p.step += 1
+                    p.batch += 1
+                    numbers.add(result.logged)
+                    stopping = stop.requested(device)
+                    if p.step % LOG_EVERY == 0 or p.batch == len(batches) or stopping:
+                        read_numbers(numbers, p, trainer, bar)
                 except NonFiniteLoss as e:
                     raise VQGenError(f"{e}; stopping ({state.kept()})") from None
-                p.step += 1
-                p.count_batch(**result.logged)
-                shown = {k: f"{v:.4f}" for k, v in list(result.logged.items())[:1]}
-                bar.set_postfix(**shown, **result.shown, **{k: v for h in trainer.hooks.values() for k, v in h.postfix().items()})
-                if stop.requested(device):
+                if stopping:
                     raise state.stop(p, stop, len(batches))
             train = {k: dist_mean(v, device) for k, v in p.means().items()}
             metrics = {"epoch": epoch, "step": p.step, "lr": scheduler.get_last_lr()[0], "elapsed_s": state.elapsed()}
@@ -200,18 +252,28 @@ def fit(trainer: Trainer, opts: TrainOptions, out: Path, resume: str | Path | No
     return log.records[-1] if log.records else {}
 
 
+def read_numbers(numbers: StepNumbers, p: Progress, trainer: Trainer, bar: Any) -> None:
+    """Fetch the running numbers from the device into the epoch's sums (checking the losses), and show them."""
+    for key, value in numbers.read().items():
+        p.sums[key] = p.sums.get(key, 0.0) + value
+    shown = {k: f"{v:.4f}" for k, v in list(p.means().items())[:1]}
+    bar.set_postfix(**shown, **trainer.postfix(), **{k: v for h in trainer.hooks.values() for k, v in h.postfix().items()})
+
+
 def train_step(trainer: Trainer, net: nn.Module, batch: Any, step: int, optimizer: torch.optim.Optimizer,
-               scheduler: Any, scaler: torch.amp.GradScaler, amp: str) -> StepResult:
-    """One optimizer step (``step`` counts the steps before it), then the hooks."""
+               scheduler: Any, scaler: torch.amp.GradScaler, amp: str, numbers: StepNumbers) -> StepResult:
+    """One optimizer step (``step`` counts the steps before it), then the hooks; their losses go to ``numbers``
+    to be checked for NaN without waiting for the device."""
     device = trainer.device
     with autocast(device, amp):
         result = trainer.loss(net, batch, step)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(result.loss).backward()
-    check_finite(result.loss.item(), trainer.what, step + 1, device)
+    numbers.watch(result.loss, trainer.what, step + 1)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
     for hook in trainer.hooks.values():
-        hook.after_step(result, step, device)
+        for what, loss in (hook.after_step(result, step, device) or {}).items():
+            numbers.watch(loss, what, step + 1)
     return result

@@ -1,4 +1,5 @@
-"""Stage 3: fit a prior (gated PixelCNN or transformer) to the code maps of a code file.
+"""The prior's trainer (stage 3 is ``vqgen.stages.train_prior``): a gated PixelCNN or transformer fit to the code
+maps of a code file.
 
 The model, its loss (cross-entropy over the K codes at every position), its validation (NLL in
 nats and bits per code over the whole split) and what it keeps (the best-validation weights, or
@@ -14,107 +15,24 @@ the best epoch), with each level's NLL logged beside it; one file holds both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
 
-from vqgen import __version__
 from vqgen import distributed as dist
 from vqgen.data.batches import Batches, make_loader
-from vqgen.checkpoint import check_output_path, load_vqgen_file, save_vqgen_file
+from vqgen.formats.checkpoints import save_prior
+from vqgen.formats.codes import CodeFile
 from vqgen.config import PriorConfig, PriorTrainOptions, TwoLevelPriorConfig, to_dict
 from vqgen.device import memory_format
-from vqgen.errors import VQGenError
 from vqgen.logs import say
-from vqgen.eval.metrics import histogram_bits_per_code, nats_to_bits
-from vqgen.models import CodePrior, build_prior
-from vqgen.models.rvq import flat_codes, prior_map_shape
+from vqgen.measures import histogram_bits, nats_to_bits
+from vqgen.models import build_prior
 from vqgen.train.ema import WeightEMA
-from vqgen.train.loop import StepResult, Trainer, fit, prepare_run
+from vqgen.train.loop import StepResult, Trainer, train
 from vqgen.train.resume import Progress
-
-
-@dataclass
-class CodeFile:
-    path: Path
-    meta: dict[str, Any]
-    train: TensorDataset
-    val: TensorDataset
-
-    @property
-    def depth(self) -> int:
-        return int(self.meta.get("code_depth") or 1)
-
-    @property
-    def prior_latent_shape(self) -> tuple[int, int]:
-        """The maps the prior models: (h, w), or (h, w*depth) for stacks."""
-        return prior_map_shape(tuple(self.meta["latent_shape"]), self.depth)
-
-    @property
-    def labelled(self) -> bool:
-        return bool(self.meta.get("label_names")) and bool((self.train.tensors[1] >= 0).all())
-
-    @property
-    def levels(self) -> int:
-        return self.meta.get("levels", 1)
-
-    @property
-    def variants(self) -> int:
-        """Encodings of each training image: the image's own and those of its shifted copies (``ExtractOptions``)."""
-        return 1 + int((self.meta.get("augment") or {}).get("augment_copies", 0))
-
-    def identity(self) -> dict[str, Any]:
-        """What a resumed prior run must find unchanged in its code file."""
-        keys = ("num_codes", "latent_shape", "vqvae_sha256", "label_names", "num_train", "num_val")
-        return {k: self.meta.get(k) for k in keys}
-
-
-def code_split(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], split: str) -> TensorDataset:
-    """One split of a code file, checked: (code map long (h, w), or (h, w*depth) for residual VQ stacks, label
-    long), and with two levels the top map (ht, wt) third."""
-    k, depth = meta["num_codes"], meta.get("code_depth") or 1
-    names = [("codes", "latent_shape")] + ([("codes_top", "latent_shape_top")] if meta.get("levels", 1) == 2 else [])
-    try:
-        labels = tensors[f"{split}_labels"].long()
-        maps = [(tensors[f"{split}_{name}"].long(), meta[shape]) for name, shape in names]
-    except KeyError as e:
-        raise VQGenError(f"{path}: code file lacks the tensor or entry {e.args[0]}") from e
-    for codes, shape in maps:
-        shape = tuple(shape) if depth == 1 else (depth, *shape)
-        if codes.numel() and (codes.min() < 0 or codes.max() >= k):
-            raise VQGenError(f"{path}: {split} codes lie outside 0..{k - 1}")
-        if codes.shape[1:] != shape or len(labels) != len(codes):
-            raise VQGenError(f"{path}: {split} tensors do not match the recorded shape {list(shape)}")
-    return TensorDataset(flat_codes(maps[0][0]), labels, *(flat_codes(codes) for codes, _ in maps[1:]))
-
-
-def load_codes(path: Path) -> CodeFile:
-    """Read and check a code file -> datasets of (code map long (h, w) or (h, w*depth), label long[, top codes
-    long (ht, wt)])."""
-    tensors, meta = load_vqgen_file(path, "codes")
-    splits = [code_split(path, tensors, meta, split) for split in ("train", "val")]
-    if len(splits[0]) == 0:
-        raise VQGenError(f"{path}: the code file holds no training codes")
-    codes = CodeFile(path, meta, *splits)
-    if len(codes.train) % codes.variants:
-        raise VQGenError(f"{path}: {len(codes.train)} training maps are not {codes.variants} encodings of each image")
-    return codes
-
-
-def histogram_bits(train: TensorDataset, val: TensorDataset, num_codes: int) -> tuple[float, dict[str, float]]:
-    """Bits per ``val`` code of the histogram-only model of the ``train`` codes (datasets of ``load_codes``):
-    (over every code, {}); with two levels one histogram per level, (averaged over every code of both
-    maps, {"top": ..., "bottom": ...})."""
-    if len(train.tensors) == 2:
-        return histogram_bits_per_code(train.tensors[0], val.tensors[0], num_codes), {}
-    levels = {name: (histogram_bits_per_code(train.tensors[i], val.tensors[i], num_codes), val.tensors[i].numel())
-              for name, i in (("top", 2), ("bottom", 0))}
-    overall = sum(bits * n for bits, n in levels.values()) / max(1, sum(n for _, n in levels.values()))
-    return overall, {name: bits for name, (bits, _) in levels.items()}
 
 
 class PriorTrainer(Trainer):
@@ -126,8 +44,9 @@ class PriorTrainer(Trainer):
         self.model = build_prior(cfg).to(device, memory_format=memory_format(device, opts.amp))
         # each epoch reads one encoding of every training image (of the image itself or of a shifted copy)
         self.train_batches = make_loader(codes.train, opts.batch_size, shuffle=True, seed=opts.seed, drop_last=True,
-                                         variants=codes.variants)
-        self.val_batches = make_loader(codes.val, opts.batch_size * 4, shuffle=False, seed=opts.seed)
+                                         variants=codes.variants, num_workers=opts.num_workers)
+        self.val_batches = make_loader(codes.val, opts.batch_size * 4, shuffle=False, seed=opts.seed,
+                                       num_workers=opts.num_workers)
         # with --ema-decay, validation and the saved file use the average of the weights
         self.ema = WeightEMA(self.model, opts.ema_decay) if opts.ema_decay else None
         self.hooks = {"ema": self.ema} if self.ema else {}
@@ -145,12 +64,12 @@ class PriorTrainer(Trainer):
         if len(batch) == 3:  # two levels
             sums, counts = level_nll_sums(net, batch, self.device, self.model.conditional)
             loss = sum(sums.values()) / sum(counts.values())
-            levels = {f"{level}_nll": (sums[level] / counts[level]).item() for level in sums}
-            return StepResult(loss, {"nll": loss.item(), **levels})
+            levels = {f"{level}_nll": (sums[level] / counts[level]).detach() for level in sums}
+            return StepResult(loss, {"nll": loss.detach(), **levels})
         x, y = batch
         x = x.to(self.device)
         loss = F.cross_entropy(net(x, self.labels(y)).float(), x)
-        return StepResult(loss, {"nll": loss.item()})
+        return StepResult(loss, {"nll": loss.detach()})
 
     @property
     def kept_model(self) -> torch.nn.Module:
@@ -193,45 +112,11 @@ class PriorTrainer(Trainer):
             save_prior(self.out, self.kept_model, self.codes, metrics, self.opts)
 
 
-def train_prior(
-    codes: CodeFile, cfg: PriorConfig, opts: PriorTrainOptions, out: Path, resume: str | Path | None = None
-) -> dict[str, Any]:
-    """Train with cross-entropy, validate each epoch, and keep the best-validation weights in ``out``.
-
-    Every ``opts.save_every`` epochs, and when SIGINT/SIGTERM stops the run, the full training
-    state goes to OUT.resume.safetensors; ``resume`` (a path or "auto") continues from one.
-    """
-    device = prepare_run(opts, out, cfg)
-    return fit(PriorTrainer(codes, cfg, opts, device, Path(out)), opts, Path(out), resume)
-
-
-def train_prior_on(codes_path: Path, cfg: PriorConfig, opts: PriorTrainOptions, out: Path,
-                   conditional: bool | None = None, resume: str | None = None) -> dict[str, Any]:
-    """``vqgen train-prior``: read the code file, size the prior to it, then train.
-
-    ``conditional`` None: class-conditional exactly when the codes have labels.
-    """
-    codes = load_codes(codes_path)
-    check_output_path(out)
-    if conditional is None:
-        conditional = codes.labelled
-    elif conditional and not codes.labelled:
-        raise VQGenError(f"{codes_path}: --conditional needs labelled codes, but these have no labels")
-    cfg.num_codes, cfg.latent_shape, cfg.code_depth = codes.meta["num_codes"], codes.prior_latent_shape, codes.depth
-    cfg.num_classes = len(codes.meta["label_names"]) if conditional else 0
-    cfg = cfg.with_label_dropout_for(conditional)
-    cfg.validate()
-    kind = f"conditional on {cfg.num_classes} classes" if conditional else "unconditional"
-    levels = ", top and bottom priors" if codes.levels == 2 else ""
-    images = len(codes.train) // codes.variants
-    copies = f" (each of {images} images and {codes.variants - 1} shifted copies)" if codes.variants > 1 else ""
-    say(f"prior: {len(codes.train)} train{copies} / {len(codes.val)} val code maps, {kind}{levels}")
-    if codes.levels == 2:
-        if cfg.arch != "pixelcnn":
-            raise VQGenError(f"{codes_path}: the codes of a two-level VQ-VAE take --arch pixelcnn priors (its bottom "
-                             f"prior is conditioned on the top map), not --arch {cfg.arch}")
-        return train_prior(codes, TwoLevelPriorConfig.for_maps(cfg, codes.meta["latent_shape_top"]), opts, out, resume)
-    return train_prior(codes, cfg, opts, out, resume)
+def train_prior(codes: CodeFile, cfg: PriorConfig, opts: PriorTrainOptions, out: Path,
+                resume: str | Path | None = None) -> dict[str, Any]:
+    """Train with cross-entropy, validate each epoch, and keep the best-validation weights in ``out``
+    (``vqgen.train.loop.train``: resumable, ``resume`` a path or "auto")."""
+    return train(lambda device: PriorTrainer(codes, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 
 def level_nll_sums(net: torch.nn.Module, batch: Any, device: torch.device,
@@ -273,19 +158,3 @@ def evaluate_prior(model: torch.nn.Module, batches: Batches, device: torch.devic
     return evaluate_prior_levels(model, batches, device)["nll"]
 
 
-def save_prior(out: Path, model: torch.nn.Module, codes: CodeFile, metrics: dict[str, Any],
-               opts: PriorTrainOptions) -> None:
-    keep = ("vqvae_path", "vqvae_sha256", "dataset", "label_names", "image", "latent_shape", "num_codes", "code_depth")
-    meta = {
-        "kind": "prior",
-        "vqgen_version": __version__,
-        "config": model.cfg.to_dict(),
-        **{k: codes.meta.get(k) for k in keep},
-        "levels": codes.levels,
-        **({"latent_shape_top": codes.meta["latent_shape_top"]} if codes.levels == 2 else {}),
-        "codes_path": str(codes.path.resolve()),
-        "epoch": metrics["epoch"],
-        "metrics": metrics,
-        "train_options": to_dict(opts),
-    }
-    save_vqgen_file(out, model.state_dict(), meta)

@@ -29,7 +29,7 @@ import torch
 
 from vqgen import __version__
 from vqgen import distributed as dist
-from vqgen.checkpoint import load_vqgen_file, save_vqgen_file
+from vqgen.formats.files import load_vqgen_file, save_vqgen_file
 from vqgen.errors import VQGenError
 from vqgen.logs import say
 from vqgen.train.signals import StopSignal, TrainingStopped
@@ -56,12 +56,6 @@ class Progress:
     sums: dict[str, float] = field(default_factory=dict)  # running sums over the batches of the unfinished epoch
     history: list[dict[str, Any]] = field(default_factory=list)  # one metrics record per completed epoch
     elapsed_s: float = 0.0  # training time spent so far (by earlier processes too)
-
-    def count_batch(self, **values: float) -> None:
-        """One more batch of this epoch done; ``values`` are added to the epoch's sums."""
-        self.batch += 1
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
 
     def means(self) -> dict[str, float]:
         return {key: value / max(1, self.batch) for key, value in self.sums.items()}
@@ -163,11 +157,12 @@ class TrainingState:
             f"(saved run: --epochs {saved['epochs']} --lr {saved['lr']:g}); the LR schedule follows the new values")
         for part in self.parts.values():
             if isinstance(part, torch.optim.lr_scheduler.LambdaLR):
-                part.base_lrs = [base * scale for base in part.base_lrs]
-                lrs = [base * f(part.last_epoch) for base, f in zip(part.base_lrs, part.lr_lambdas)]
-                for group, base, lr in zip(part.optimizer.param_groups, part.base_lrs, lrs):
+                state = part.state_dict()  # the scheduler's public state: base and last LRs included
+                bases = [base * scale for base in state["base_lrs"]]
+                lrs = [base * f(part.last_epoch) for base, f in zip(bases, part.lr_lambdas)]
+                part.load_state_dict({**state, "base_lrs": bases, "_last_lr": lrs})
+                for group, base, lr in zip(part.optimizer.param_groups, bases, lrs):
                     group["lr"], group["initial_lr"] = lr, base
-                part._last_lr = lrs
 
     # ------------------------------------------------------------------------- saving
 

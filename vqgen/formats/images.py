@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid
 
-from vqgen.checkpoint import atomic_write
+from vqgen.formats.files import atomic_write
 
 
 def to_pil(image: torch.Tensor):

@@ -1,4 +1,5 @@
-"""Every file vqgen writes: safetensors tensors plus one JSON metadata blob, written atomically.
+"""The vqgen file, which every file kind builds on: safetensors tensors plus one JSON metadata blob, written
+atomically; and the atomic writes of every other output (PNGs, logs, JSON).
 
 A vqgen file is a plain safetensors file whose string metadata holds one key, ``vqgen``, with a
 JSON object inside. That object always has ``kind`` (``vqvae``, ``prior``, ``codes``,
@@ -146,14 +147,14 @@ def save_vqgen_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """Read only the JSON metadata of a vqgen file (cheap: the header, not the tensors)."""
-    path = _existing_file(path)
+    path = existing_file(path)
     try:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise VQGenError(f"{path}: {_not_safetensors_reason(path)}") from e
+        raise VQGenError(f"{path}: {not_safetensors_reason(path)}") from e
     if METADATA_KEY not in header:
         raise VQGenError(f"{path}: a safetensors file, but not one written by vqgen (no '{METADATA_KEY}' metadata)")
     try:
@@ -212,7 +213,7 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _existing_file(path: str | Path) -> Path:
+def existing_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise VQGenError(f"{path}: no such file")
@@ -221,7 +222,7 @@ def _existing_file(path: str | Path) -> Path:
     return path
 
 
-def _not_safetensors_reason(path: Path) -> str:
+def not_safetensors_reason(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(PICKLE_MAGIC):
@@ -229,55 +230,3 @@ def _not_safetensors_reason(path: Path) -> str:
     if not head:
         return "the file is empty"
     return "not a safetensors file (truncated or of another format)"
-
-
-# ----------------------------------------------------------------------------- model files
-
-
-def load_model(path: str | Path, kind: str, build: Callable[[dict[str, Any]], torch.nn.Module],
-               device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Load a model file of ``kind`` -> (model built from its recorded config, in eval mode; metadata)."""
-    tensors, meta = load_vqgen_file(path, kind)
-    model = build(meta["config"])
-    _load_weights(path, model, tensors)
-    return model.to(device).eval(), meta
-
-
-def load_vqvae(path: str | Path, device: torch.device | str = "cpu"):
-    """Load a VQ-VAE checkpoint -> (VQVAE in eval mode, metadata)."""
-    from vqgen.models.vqvae import VQVAE, VQVAEConfig
-
-    return load_model(path, "vqvae", lambda cfg: VQVAE(VQVAEConfig.from_dict(cfg)), device)
-
-
-def load_prior(path: str | Path, device: torch.device | str = "cpu"):
-    """Load a prior checkpoint -> (its model in eval mode, metadata).
-
-    The model is that of the recorded architecture (``config.arch``): a GatedPixelCNN or a
-    TransformerPrior; files written before there was a choice hold a PixelCNN.
-    """
-    from vqgen.config import prior_config_from_dict
-    from vqgen.models import build_prior
-
-    def build(cfg: dict[str, Any]) -> torch.nn.Module:
-        try:
-            return build_prior(prior_config_from_dict(cfg))
-        except VQGenError as e:
-            raise VQGenError(f"{path}: {e}") from None
-
-    return load_model(path, "prior", build, device)
-
-
-def load_classifier(path: str | Path, device: torch.device | str = "cpu"):
-    """Load a classifier file -> (Classifier in eval mode, metadata)."""
-    from vqgen.models.classifier import Classifier, ClassifierConfig
-
-    return load_model(path, "classifier", lambda cfg: Classifier(ClassifierConfig.from_dict(cfg)), device)
-
-
-def _load_weights(path: str | Path, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise VQGenError(f"{path}: weights do not match the recorded model configuration ({first})") from e
