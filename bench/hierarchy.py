@@ -15,7 +15,7 @@ real-vs-real floor and their share in the asked class, in the features of a refe
 trained once per size on the same images.
 
     .venv/bin/python bench/hierarchy.py --quick    # a smoke run of everything on 400 images (a few minutes)
-    .venv/bin/python bench/hierarchy.py            # the table (see the README for its run time)
+    .venv/bin/python bench/hierarchy.py            # the table (see docs/benchmarks.md for its run time)
     .venv/bin/python bench/hierarchy.py --sample-speed --sizes 64   # seconds of `vqgen sample --n 64`
 
 --sample-speed trains each model for one epoch on 10 images per class (sampling time does not depend on

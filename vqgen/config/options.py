@@ -120,14 +120,12 @@ class GanOptions:
 
 @dataclass
 class VQVAETrainOptions(TrainOptions):
-    # the default recipe is the fast one (README command 1 in minutes on a laptop CPU); --preset best is the long one.
-    # 35 epochs, not 40: the five saved go to the prior, whose samples gain more from them (README, "The four stages")
+    # the fast recipe (README command 1 in minutes on a CPU); --preset best is the long one. Why these values:
+    # docs/benchmarks.md#vq-vae-warm-up-and-learning-rate
     epochs: int = 35
     batch_size: int = 64
     lr: float = 4e-3
-    # 100 steps of warm-up let lr 4e-3 kill the decoder of a K=1024 model on CIFAR-10 in its first epoch
-    # (constant output, 12.7 dB for good); 500 train it (24.0 dB by epoch 20) and give mnist5k 29.41 dB
-    # against 29.04 in the same time (README, "The four stages")
+    # a long warm-up keeps lr 4e-3 from collapsing the decoder (docs/benchmarks.md#vq-vae-warm-up-and-learning-rate)
     warmup_steps: int = option(500, WARMUP_HELP)
     augment_shift: int = option(2, SHIFT_HELP)
     gan: GanOptions = option(factory=GanOptions)  # loss options: --recon-loss, perceptual, --gan
@@ -139,10 +137,7 @@ class VQVAETrainOptions(TrainOptions):
 
 @dataclass
 class PriorTrainOptions(TrainOptions):
-    # lr 4e-3: 7 epochs beat 12 at 1e-3 on the mnist5k demo codes (6.489 against 6.717 val bits/code). With the
-    # shifted copies of extract-codes, each epoch reads new maps and 12 epochs no longer overfit: 6.235 bits/code,
-    # and at S = 1.5 about 97% of samples in class at 0.6x the FD floor, against 95% at 1.5x for 7 epochs
-    # (README, "The four stages")
+    # hot and short: the best prior a few CPU minutes buy (docs/benchmarks.md#the-priors-schedule-ema-and-attention)
     epochs: int = 12
     batch_size: int = 64
     lr: float = 4e-3
@@ -156,8 +151,7 @@ class PriorTrainOptions(TrainOptions):
 
 @dataclass
 class ClassifierTrainOptions(TrainOptions):
-    # width 32, 2-pixel shifts and 16 epochs: 99.6% on mnist5k's validation digits, against 97.6% for width 16,
-    # no shifts and 8 epochs; its errors would count as wrong-class samples in `evaluate` (README, "Sampling")
+    # accurate enough that its errors hardly count as wrong-class samples (docs/benchmarks.md#the-reference-classifier)
     epochs: int = 16
     batch_size: int = 128
     min_steps: int = option(200, "Train at least this many steps (more epochs on small datasets).")
@@ -190,9 +184,7 @@ class ExtractOptions:
     fresh maps every epoch. Validation codes are never shifted.
     """
 
-    # 3 copies shifted by up to 1 pixel: a 12-epoch prior reaches 6.235 val bits/code, against 6.485 without them
-    # (dropout 0.25, where 12 epochs would otherwise overfit), on the mnist5k codes of README command 1 (README,
-    # "The four stages")
+    # copies give the prior new maps every epoch (docs/benchmarks.md#shifted-copies-of-the-training-codes)
     augment_copies: int = option(3, "Also encode this many copies of every training image, each shifted at random "
                                     "(0: off); train-prior reads one encoding of each image per epoch.")
     augment_shift: int = option(1, "Shift of the copies: up to this many whole pixels in each direction.")
@@ -249,8 +241,8 @@ class EvaluateRequest:
 # ----------------------------------------------------------------------------- sampling
 
 
-# the default guidance and temperature for priors trained with label dropout: bench/samples.py's best row on the
-# models of README command 1 (98.4% in class, FD 0.92x its floor, recall 0.036 below its floor; 3 seeds)
+# the default guidance and temperature for priors trained with label dropout: bench/samples.py's best row
+# (docs/benchmarks.md#sampling-settings)
 GUIDED_SCALE = 1.5
 GUIDED_TEMPERATURE = 0.9
 
