@@ -20,3 +20,4 @@ def test_cli_reference_lists_every_command_option_and_default():
     assert "| `--ema` / `--no-ema` | --ema |" in text
     assert "| `--channels` `<int>` | pixelcnn 64, transformer 160 |" in text  # a OneOf option: each choice's default
     assert "`--help`" not in text
+    assert "**Codebook (vq, rvq)**" in text and text.index("**Data**") < text.index("**Output**")  # the help panels

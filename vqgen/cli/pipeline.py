@@ -13,7 +13,11 @@ from vqgen.cli import (
 )
 from vqgen.cli.options import OneOf, options_from
 from vqgen.config import (
+    CLASSES,
+    DATA,
     DEFAULT_PRIOR_ARCH,
+    MODEL,
+    OUTPUT,
     PRIOR_ARCHS,
     VQVAE_PRESETS,
     DataOptions,
@@ -61,7 +65,8 @@ def train_vqvae_cmd(
 def extract_codes_cmd(
     vqvae: VQVAEArg,
     data: Annotated[
-        Optional[str], typer.Option("--data", help="Dataset to encode; default: the one the VQ-VAE was trained on.")
+        Optional[str],
+        typer.Option("--data", help="Dataset to encode; default: the one the VQ-VAE was trained on.", rich_help_panel=DATA),
     ] = None,
     out: Annotated[Path, out_option("Code file")] = Path("checkpoints/codes.safetensors"),
     data_root: DataRootOpt = Path("data"),
@@ -121,7 +126,8 @@ def train_prior_cmd(
     out: Annotated[Path, out_option("Prior checkpoint")] = Path("checkpoints/prior.safetensors"),
     conditional: Annotated[
         Optional[bool],
-        typer.Option("--conditional/--unconditional", help="Class-conditional prior; default: on when codes have labels."),
+        typer.Option("--conditional/--unconditional", help="Class-conditional prior; default: on when codes have labels.",
+                     rich_help_panel=CLASSES, metavar=""),
     ] = None,
     resume: ResumeOpt = None,
     *,
@@ -147,12 +153,14 @@ def sample_cmd(
     prior: Annotated[
         Path, typer.Argument(help="Prior checkpoint from train-prior, or a shipped model: mnist5k.", parser=prior_path)
     ],
-    out: Annotated[Path, typer.Option("--out", help="Folder for grid.png, one PNG per sample and codes.safetensors.")] = Path(
-        "samples"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for grid.png, one PNG per sample and codes.safetensors.",
+                           rich_help_panel=OUTPUT)
+    ] = Path("samples"),
     vqvae: Annotated[
         Optional[Path],
-        typer.Option("--vqvae", help="VQ-VAE to decode with; default: the one recorded in the prior.", parser=vqvae_path),
+        typer.Option("--vqvae", help="VQ-VAE to decode with; default: the one recorded in the prior.", parser=vqvae_path,
+                     rich_help_panel=MODEL),
     ] = None,
     *,
     sample_options: SampleOptions,

@@ -24,9 +24,17 @@ def cell(text: str) -> str:
     return " ".join(text.replace("\\[", "[").replace("|", "\\|").split())
 
 
+def value_name(param: Any, ctx: typer.Context) -> str:
+    """What ``--help`` shows for the option's value: its metavar, else its type."""
+    if param.metavar:
+        return param.metavar
+    display = getattr(param, "display_type", None)  # Typer's own; older Typers build on click's types
+    return display(ctx) if display else param.type.name.upper()
+
+
 def option_names(param: Any, ctx: typer.Context) -> str:
     names = " / ".join(f"`{name}`" for name in param.opts + param.secondary_opts)
-    return names if param.is_flag else f"{names} `{param.display_type(ctx)}`"
+    return names if param.is_flag else f"{names} `{value_name(param, ctx)}`"
 
 
 def shown_default(param: Any) -> str:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from vqgen.config import check, from_dict, option, to_dict
+from vqgen.config import CLASSES, CODEBOOK, DEAD_CODES, MODEL, QUANTIZER, check, from_dict, option, to_dict
 from vqgen.errors import VQGenError
 
 
@@ -27,6 +27,13 @@ NORMS = ("none", "group")
 
 @dataclass
 class VQVAEConfig:
+    help_panel = MODEL
+    field_panels = {  # the on/off switches apart: their --no- names need a column of their own
+        **{name: QUANTIZER for name in ("quantizer", "num_codes", "code_dim", "codebook_dim", "beta", "decay",
+                                        "rotation_trick", "fsq_levels", "fsq_tail", "rvq_depth")},
+        **{name: CODEBOOK for name in ("ema", "kmeans_init", "restart_dead", "cosine")},
+        **{name: DEAD_CODES for name in ("dead_threshold", "restart_every", "restart_stop")},
+    }
     in_channels: int = 1
     image_size: tuple[int, int] = (28, 28)
     hidden_channels: int = option(128, "Channels of the encoder/decoder trunk.", flag="--hidden")
@@ -195,6 +202,8 @@ class PriorConfig:
     Each architecture subclasses it; ``arch`` (set by the subclass, never by hand) names it in checkpoints.
     """
 
+    help_panel = MODEL
+    field_panels = {"label_dropout": CLASSES}
     arch: str = dataclasses.field(default="", init=False)
     num_codes: int = 512
     latent_shape: tuple[int, int] = (7, 7)

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vqgen.config import check, option
+from vqgen.config import (
+    COPIES, DATA, DEVICE, FEATURES, GAN, INPUTS, METRICS, MODEL, OUTPUT, SAMPLING, TRAINING, check, option,
+)
 
 
 # ----------------------------------------------------------------------------- data
@@ -17,6 +19,8 @@ from vqgen.config import check, option
 @dataclass
 class DataOptions:
     """Which images, at what size, and how they are split (``vqgen.data.load_image_data``)."""
+
+    help_panel = DATA
 
     data: str = option("mnist5k", "mnist5k (shipped), mnist, fashion-mnist, cifar10, or a folder of images.")
     root: str = option("data", "Where torchvision datasets are downloaded.", flag="--data-root")
@@ -38,6 +42,9 @@ SHIFT_HELP = "Shift training images by up to this many whole pixels, at random e
 @dataclass
 class TrainOptions:
     """What every training run has: the schedule, seeding, device and precision, saving."""
+
+    help_panel = TRAINING
+    field_panels = {"device": DEVICE, "amp": DEVICE, "compile": DEVICE, "num_workers": DEVICE}
 
     epochs: int = option(100, "Passes over the training split.")
     batch_size: int = option(16, "Batch size per process (global = this x processes).")
@@ -68,6 +75,8 @@ class TrainOptions:
 @dataclass
 class GanOptions:
     """Loss options of ``train-vqvae`` beyond the VQ-VAE's own; recorded as train_options["gan"]."""
+
+    help_panel = GAN
 
     gan: bool = option(False, "VQGAN-style training: add a PatchGAN discriminator (hinge loss, adaptive weight).")
     gan_start: int = option(500, "Steps of plain reconstruction training before the discriminator joins.")
@@ -151,6 +160,7 @@ class PriorTrainOptions(TrainOptions):
 
 @dataclass
 class ClassifierTrainOptions(TrainOptions):
+    field_panels = {**TrainOptions.field_panels, "width": MODEL}
     # accurate enough that its errors hardly count as wrong-class samples (docs/benchmarks.md#the-reference-classifier)
     epochs: int = 16
     batch_size: int = 128
@@ -184,6 +194,8 @@ class ExtractOptions:
     fresh maps every epoch. Validation codes are never shifted.
     """
 
+    help_panel = COPIES
+
     # copies give the prior new maps every epoch (docs/benchmarks.md#shifted-copies-of-the-training-codes)
     augment_copies: int = option(3, "Also encode this many copies of every training image, each shifted at random "
                                     "(0: off); train-prior reads one encoding of each image per epoch.")
@@ -205,6 +217,11 @@ SPLIT_HELP = ("train, val, test (mnist/fashion-mnist/cifar10: the official test 
 @dataclass
 class EvaluateRequest:
     """Every option of `vqgen evaluate`, with its default."""
+
+    help_panel = INPUTS
+    field_panels = {"data": DATA, "data_root": DATA, "split": DATA, "classifier": FEATURES, "train_classifier": FEATURES,
+                    "inception_weights": FEATURES, "json_out": OUTPUT, "batch_size": DEVICE, "device": DEVICE,
+                    "seed": METRICS, "kid_subsets": METRICS}
 
     vqvae: Path | None = option(None, "VQ-VAE checkpoint (or mnist5k, shipped): reconstruction MSE/PSNR/SSIM, "
                                 "codebook use, FD/KID.")
@@ -250,6 +267,9 @@ GUIDED_TEMPERATURE = 0.9
 @dataclass
 class SampleOptions:
     """How `vqgen sample` (and ``vqgen.sample_codes``) draws; the defaults are the best row of bench/samples.py."""
+
+    help_panel = SAMPLING
+    field_panels = {"batch_size": DEVICE, "device": DEVICE, "allow_vqvae_mismatch": MODEL}
 
     n: int = option(64, "Number of images (--label all: spread over the classes).")
     label: str | None = option(None, "Class index or name, a comma list, or 'all' (one row per class; the default).")
