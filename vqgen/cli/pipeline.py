@@ -52,7 +52,8 @@ def train_vqvae_cmd(
     m = train_vqvae_on(data_options, vqvae_config, vqvae_train_options, out, resume=resume)
     out_console.print(
         f"wrote {out}: val PSNR {m['val_psnr']:.2f} dB, perplexity {m['val_perplexity']:.1f}, "
-        f"codes used {m['val_codes_used']}/{m['val_num_codes']}"
+        f"codes used {m['val_codes_used']}/{m['val_num_codes']}",
+        soft_wrap=True,  # one line also in a log file (rich wraps at 80 columns when it is not a terminal)
     )
 
 
@@ -89,7 +90,8 @@ def extract_codes_cmd(
         f"wrote {out}: {result['num_train']} train"
         + (f" (the images and {copies} shifted copies)" if copies else "") + f" + {result['num_val']} val code maps of "
         f"{result['latent_shape'][0]}x{result['latent_shape'][1]}"
-        + (f" (bottom) and {top[0]}x{top[1]} (top)" if top else "") + f", K={result['num_codes']}"
+        + (f" (bottom) and {top[0]}x{top[1]} (top)" if top else "") + f", K={result['num_codes']}",
+        soft_wrap=True,
     )
 
 
@@ -139,7 +141,8 @@ def train_prior_cmd(
 
     m = train_prior_on(codes, prior_config, prior_train_options, out, conditional=conditional, resume=resume)
     out_console.print(
-        f"wrote {out}: best val {m['best_val_bits_per_code']:.3f} bits/code (last epoch {m['val_bits_per_code']:.3f})"
+        f"wrote {out}: best val {m['best_val_bits_per_code']:.3f} bits/code (last epoch {m['val_bits_per_code']:.3f})",
+        soft_wrap=True,
     )
 
 
@@ -170,4 +173,4 @@ def sample_cmd(
     from vqgen.stages.sample import sample
 
     result = sample(prior, out, vqvae_path=vqvae, options=sample_options)
-    out_console.print(f"wrote {result['count']} samples to {out}/ (grid: {result['grid']})")
+    out_console.print(f"wrote {result['count']} samples to {out}/ (grid: {result['grid']})", soft_wrap=True)
