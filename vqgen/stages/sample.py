@@ -19,7 +19,7 @@ from vqgen import __version__
 from vqgen.checkpoint import check_output_path, make_output_folder, file_sha256, load_prior, load_vqvae, save_vqgen_file
 from vqgen.config import SampleOptions
 from vqgen.errors import VQGenError
-from vqgen.images import save_grid, save_png
+from vqgen.images import save_grid, save_png, viewer_scale
 from vqgen.device import resolve_device
 from vqgen.models.rvq import stacked_codes
 from vqgen.models.vqvae import MAP_NAMES
@@ -49,15 +49,23 @@ def parse_labels(
     return [wanted[i % len(wanted)] for i in range(n)], None
 
 
+GRID_COLUMNS = 16  # a class with more samples wraps into a block of rows
+
+
 def grid_cells(images: torch.Tensor, row_lengths: list[int] | None) -> tuple[torch.Tensor, int]:
-    """The grid's cells and columns: rows of 8, or the given rows, short ones padded with blank cells."""
+    """The grid's cells and columns: rows of 8, or one block per class of the given row lengths, wrapped at
+    ``GRID_COLUMNS``, short rows padded with blank cells; blocks of several rows are parted by a blank row."""
     if row_lengths is None:
         return images, min(8, len(images))
-    columns = max(row_lengths)
+    columns = min(max(row_lengths), GRID_COLUMNS)
     blank = torch.full_like(images[:1], 0.5)  # the grid's padding colour
+    parted = max(row_lengths) > columns
     cells, start = [], 0
-    for length in row_lengths:
-        cells += [images[start : start + length]] + [blank] * (columns - length)
+    for block, length in enumerate(row_lengths):
+        if parted and block:
+            cells += [blank] * columns
+        rows = -(-length // columns)
+        cells += [images[start : start + length]] + [blank] * (rows * columns - length)
         start += length
     return torch.cat(cells), columns
 
@@ -131,7 +139,7 @@ def sample(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path:
     for i, image in enumerate(images_t):
         save_png(image, out_dir / f"{i:0{width}d}.png")
     cells, columns = grid_cells(images_t, row_lengths)
-    save_grid(cells, out_dir / "grid.png", nrow=columns)
+    save_grid(cells, out_dir / "grid.png", nrow=columns, scale=viewer_scale(images_t.shape[-1], columns))
     record = {
         "kind": "samples",
         "vqgen_version": __version__,
