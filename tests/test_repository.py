@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# /work/..., /home/<user>/..., /Users/<user>/... at the start of a path (not inside a URL)
+# paths under /work, /home/<user> or /Users/<user> at the start of a path (not inside a URL)
 MACHINE_PATH = re.compile(r"(?<![\w.-])/(?:work|home/[A-Za-z_][\w.-]*|Users/[A-Za-z_][\w.-]*)/")
 
 
