@@ -1,6 +1,6 @@
 """PixelCNN recipes against sample quality: priors trained on one code file, scored at the default settings.
 
-    python bench/prior_sweep.py --codes checkpoints/codes.safetensors     # the table in docs/benchmarks.md (about 75 minutes)
+    python bench/prior_sweep.py --codes checkpoints/codes.safetensors     # docs/benchmarks.md's table (75 minutes)
     python bench/prior_sweep.py --out bench-out/wide --variant "default=" --variant "10x80=--layers 10 --channels 80"
     python bench/prior_sweep.py --codes checkpoints/codes.safetensors --out bench-out/half \\
         --fraction 0.5 --variant "half, 24 epochs=--epochs 24"

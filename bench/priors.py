@@ -22,7 +22,7 @@ is timed on its first --full-positions positions and extrapolated (one whole pas
 CIFAR-10 comes from --cifar-npz (images (N, 32, 32, 3) uint8, labels (N,)), written out as an image
 folder with one subfolder per class, which is what vqgen reads; vqgen itself does not know that file.
 
-    python bench/priors.py --out bench-out/priors --cifar-npz CIFAR_NPZ   # the table in docs/benchmarks.md (1 to 2 hours)
+    python bench/priors.py --out bench-out/priors --cifar-npz CIFAR_NPZ   # docs/benchmarks.md's table (1 to 2 hours)
     python bench/priors.py --out /tmp/priors --tiny --datasets mnist5k   # a quick check that it all runs
 """
 

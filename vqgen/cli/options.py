@@ -110,7 +110,8 @@ class OneOf:
     def parameters(self) -> list[inspect.Parameter]:
         flag = "--" + self.option.replace("_", "-")
         panel = getattr(next(iter(self.choices.values())), "help_panel", None)
-        chooser = Annotated[str, typer.Option(flag, help=f"{self.help} ({', '.join(self.choices)})", rich_help_panel=panel)]
+        help = f"{self.help} ({', '.join(self.choices)})"
+        chooser = Annotated[str, typer.Option(flag, help=help, rich_help_panel=panel)]
         params = [inspect.Parameter(self.option, inspect.Parameter.KEYWORD_ONLY, default=self.default, annotation=chooser)]
         for f, meta, kind, defaults in self.merged().values():
             values = set(map(repr, defaults.values()))

@@ -67,7 +67,8 @@ def extract_codes_cmd(
     vqvae: VQVAEArg,
     data: Annotated[
         Optional[str],
-        typer.Option("--data", help="Dataset to encode; default: the one the VQ-VAE was trained on.", rich_help_panel=DATA),
+        typer.Option("--data", help="Dataset to encode; default: the one the VQ-VAE was trained on.",
+                     rich_help_panel=DATA),
     ] = None,
     out: Annotated[Path, out_option("Code file")] = Path("checkpoints/codes.safetensors"),
     data_root: DataRootOpt = Path("data"),
@@ -128,8 +129,8 @@ def train_prior_cmd(
     out: Annotated[Path, out_option("Prior checkpoint")] = Path("checkpoints/prior.safetensors"),
     conditional: Annotated[
         Optional[bool],
-        typer.Option("--conditional/--unconditional", help="Class-conditional prior; default: on when codes have labels.",
-                     rich_help_panel=CLASSES, metavar=""),
+        typer.Option("--conditional/--unconditional", rich_help_panel=CLASSES, metavar="",
+                     help="Class-conditional prior; default: on when codes have labels."),
     ] = None,
     resume: ResumeOpt = None,
     *,
