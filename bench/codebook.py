@@ -17,7 +17,7 @@ stages: a class-conditional prior at the `train-prior` defaults on its codes (it
 bits per code; for RVQ per code of the depth-2 stacks, two codes a position), 1,000 samples (100 per
 class) and the share of them the reference classifier puts in the asked class.
 
-    python bench/codebook.py                      # the README table (12 to 22 minutes a row on 2 cores)
+    python bench/codebook.py                      # the table in docs/benchmarks.md (12 to 22 minutes a row on 2 cores)
     python bench/codebook.py --epochs 3 --only default
     python bench/codebook.py --only no-augment --train-psnr   # one default changed at a time
     python bench/codebook.py --only default --only k2048 --only k8192   # codebook size

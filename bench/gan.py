@@ -88,7 +88,7 @@ def make_shapes_dataset(folder: Path, n: int, seed: int = 0, size: int = 32) -> 
 # ----------------------------------------------------------------------------- runs
 
 
-# the train-vqvae defaults of the time the README's table was measured (the defaults have changed since)
+# the train-vqvae defaults of the time the table in docs/benchmarks.md was measured (the defaults have changed since)
 PINNED = ["--recon-loss", "mse", "--codebook-dim", "0", "--head-channels", "0", "--augment-shift", "0"]
 
 

@@ -14,14 +14,14 @@ reconstruction Fréchet distance; the prior's bits per image; the samples' Fréc
 real-vs-real floor and their share in the asked class, in the features of a reference classifier
 trained once per size on the same images.
 
-    .venv/bin/python bench/hierarchy.py --quick    # a smoke run of everything on 400 images (a few minutes)
-    .venv/bin/python bench/hierarchy.py            # the table (see the README for its run time)
-    .venv/bin/python bench/hierarchy.py --sample-speed --sizes 64   # seconds of `vqgen sample --n 64`
+    .venv/bin/python bench/hierarchy.py --npz CIFAR_NPZ --quick    # a smoke run on 400 images (a few minutes)
+    .venv/bin/python bench/hierarchy.py --npz CIFAR_NPZ            # the table (docs/benchmarks.md: run time)
+    .venv/bin/python bench/hierarchy.py --npz CIFAR_NPZ --sample-speed --sizes 64   # `vqgen sample --n 64`
 
 --sample-speed trains each model for one epoch on 10 images per class (sampling time does not depend on
 the weights) and times `vqgen sample --n 64` with the default cached samplers, start-up included.
 
-The images come from /work/shared/data/cifar10_5k.npz (``--npz``: arrays ``images`` (N, 32, 32, 3)
+The images come from ``--npz PATH`` (not shipped: a CIFAR-10 subset with arrays ``images`` (N, 32, 32, 3)
 uint8 and ``labels`` (N,)), written once into a folder of PNGs per size (bicubic upsampling for 64);
 the package reads such folders and does not depend on the file.
 """
@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+NPZ_HELP = "an .npz of CIFAR-10 images, arrays images (N, 32, 32, 3) uint8 and labels (N,)"
 RUNS = {"one level": (1, 1024), "two levels": (2, 256)}  # levels, K: the same bits per image
 
 
@@ -145,7 +146,7 @@ HEADER = ("| px | model | maps | K | code bits | epochs | train s | PSNR dB | SS
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--npz", type=Path, default=Path("/work/shared/data/cifar10_5k.npz"))
+    parser.add_argument("--npz", type=Path, help=f"{NPZ_HELP} (required)")
     parser.add_argument("--sizes", default="32,64", help="image sizes, comma separated")
     parser.add_argument("--minutes", type=float, default=15.0, help="wall time of each VQ-VAE's training")
     parser.add_argument("--epochs", type=int, default=None, help="instead of --minutes: this many epochs for both")
@@ -160,6 +161,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 40 images per class, tiny networks")
     parser.add_argument("--sample-speed", action="store_true", help="only time `vqgen sample --n 64` (see above)")
     args = parser.parse_args()
+    if args.npz is None or not args.npz.is_file():
+        missing = "" if args.npz is None else f" ({args.npz} does not exist)"
+        sys.exit(f"error: bench/hierarchy.py needs --npz PATH{missing}: {NPZ_HELP}")
     if args.sample_speed:
         return sample_speed(args)
     if args.quick:

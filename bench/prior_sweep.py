@@ -1,6 +1,6 @@
 """PixelCNN recipes against sample quality: priors trained on one code file, scored at the default settings.
 
-    python bench/prior_sweep.py --codes checkpoints/codes.safetensors     # the README table (about 75 minutes)
+    python bench/prior_sweep.py --codes checkpoints/codes.safetensors     # docs/benchmarks.md's table (75 minutes)
     python bench/prior_sweep.py --out bench-out/wide --variant "default=" --variant "10x80=--layers 10 --channels 80"
     python bench/prior_sweep.py --codes checkpoints/codes.safetensors --out bench-out/half \\
         --fraction 0.5 --variant "half, 24 epochs=--epochs 24"
@@ -35,7 +35,7 @@ from vqgen.eval import EvaluateRequest, evaluate
 from vqgen.stages.sample import run as sample
 from vqgen.train.classifier import train_classifier
 
-# the rows of the README table that use every training image of the given codes
+# the rows of the docs/benchmarks.md table that use every training image of the given codes
 DEFAULT_VARIANTS = (
     "default=", "default, --seed 1=--seed 1", "default, --seed 2=--seed 2", "10x80=--layers 10 --channels 80",
     "8x96, 10 epochs=--layers 8 --channels 96 --epochs 10", "kernel 5, 8 layers=--kernel-size 5 --layers 8",
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-out/prior-sweep"),
                         help="work folder (priors, samples, classifier)")
     parser.add_argument("--variant", action="append", help='"NAME=train-prior flags" (repeatable); default: the '
-                        "README table's rows on all the images")
+                        "docs/benchmarks.md table's rows on all the images")
     parser.add_argument("--fraction", type=float, default=1.0, help="share of the training images to keep")
     parser.add_argument("--seeds", default="0,1", help="sampling seeds, comma-separated")
     parser.add_argument("--classifier", type=Path, help="reference classifier to score with; default: train one "

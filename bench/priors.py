@@ -22,8 +22,8 @@ is timed on its first --full-positions positions and extrapolated (one whole pas
 CIFAR-10 comes from --cifar-npz (images (N, 32, 32, 3) uint8, labels (N,)), written out as an image
 folder with one subfolder per class, which is what vqgen reads; vqgen itself does not know that file.
 
-    python bench/priors.py --out bench-out/priors              # the README table (2 CPU cores: 1 to 2 hours)
-    python bench/priors.py --out /tmp/priors --tiny            # a quick check that it all runs
+    python bench/priors.py --out bench-out/priors --cifar-npz CIFAR_NPZ   # docs/benchmarks.md's table (1 to 2 hours)
+    python bench/priors.py --out /tmp/priors --tiny --datasets mnist5k   # a quick check that it all runs
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -203,11 +204,14 @@ def tables(results: dict[str, list[dict[str, Any]]], speed: list[dict[str, Any]]
     return lines
 
 
+NPZ_HELP = "an .npz of CIFAR-10 images, arrays images (N, 32, 32, 3) uint8 and labels (N,)"
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench-out/priors"), help="work folder (models, samples)")
     parser.add_argument("--datasets", default="mnist5k,cifar10", help="mnist5k and/or cifar10")
-    parser.add_argument("--cifar-npz", type=Path, default=Path("/work/shared/data/cifar10_5k.npz"))
+    parser.add_argument("--cifar-npz", type=Path, help=f"{NPZ_HELP} (needed for the cifar10 rows)")
     parser.add_argument("--vqvae-mnist", type=Path, help="a VQ-VAE trained on mnist5k (default: train one)")
     parser.add_argument("--vqvae-cifar", type=Path, help="a VQ-VAE trained on the CIFAR folder (default: train one)")
     parser.add_argument("--vqvae-epochs", type=int, default=10)
@@ -227,6 +231,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="tiny models, epochs and sample counts: does it all run?")
     args = parser.parse_args()
+    if "cifar10" in args.datasets.split(",") and (args.cifar_npz is None or not args.cifar_npz.is_file()):
+        missing = "" if args.cifar_npz is None else f" ({args.cifar_npz} does not exist)"
+        sys.exit(f"error: the cifar10 rows need --cifar-npz PATH{missing}: {NPZ_HELP}; or pass --datasets mnist5k")
     if args.tiny:
         args.vqvae_epochs = args.prior_epochs = args.classifier_epochs = 1
         args.pixelcnn_layers, args.pixelcnn_channels, args.transformer_layers, args.transformer_heads = 2, 8, 1, 2

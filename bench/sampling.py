@@ -17,7 +17,7 @@ A second table times classifier-free guidance: a conditional prior (10 classes, 
 sampled by the cached sampler with --guidance S (default 2) against S = 1, which runs only the
 conditional rows; guidance batches both halves, so the target is at most 2.2x the time.
 
-    python bench/sampling.py                       # the README table
+    python bench/sampling.py                       # the table in docs/benchmarks.md
     python bench/sampling.py --sizes 7x7 --threads 2
     python bench/sampling.py --sizes 4x4 --batch 4 --guidance-only   # a quick check
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Redraw the README pictures (docs/*.png) from the demo models that the README's demo writes to
+# Redraw the pictures of the README and docs/ (docs/*.png) from the demo models that the README's demo writes to
 # checkpoints/ (vqvae.safetensors, codes.safetensors, prior.safetensors and their metrics logs).
 #
 #   bash docs/make_pictures.sh            # uses .venv/bin/vqgen and checkpoints/

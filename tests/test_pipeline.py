@@ -87,7 +87,7 @@ def test_n_counts_images_spread_over_the_classes_one_grid_row_each(tiny_pipeline
     expected = [c for c in range(10) for _ in range(3 if c < 3 else 2)]  # the remainder goes to the first classes
     assert tensors["labels"].tolist() == expected == meta["labels_requested"]
     with Image.open(out / "grid.png") as grid:
-        cell = 28 + 2  # image and padding
+        cell = 5 * 28 + 2  # image (enlarged 5x, for a grid at least 400 px wide) and padding
         assert grid.size == (3 * cell + 2, 10 * cell + 2)  # 3 columns (the most per class), 10 rows
         pixels = torch.from_numpy(np.array(grid)).float()
     third_column = slice(2 * cell + 2, 3 * cell)

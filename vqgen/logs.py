@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +36,51 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def progress(iterable, total: int, desc: str, initial: int = 0) -> Iterator:
-    """tqdm bar on rank 0 (silent elsewhere).
+    """tqdm bar on rank 0 (silent elsewhere); when stderr is not a terminal, ``LineProgress`` instead.
 
     Plain tqdm, not tqdm.auto: the latter's asyncio mixin calls ``iter()`` on the iterable up front,
     which for a DataLoader builds a second, unused iterator every epoch (and starts its workers).
     """
+    if not sys.stderr.isatty():
+        return LineProgress(iterable, total, desc, initial, quiet=not dist.is_main())
     from tqdm import tqdm
 
     return tqdm(
         iterable, total=total, desc=desc, initial=initial, disable=not dist.is_main(), leave=False, dynamic_ncols=True
     )
+
+
+class LineProgress:
+    """Progress for a log file: one line when the loop ends, and while a loop runs longer than ``long_s``
+    seconds one line per tenth of it; never a carriage return (a redrawn bar fills a log with frames)."""
+
+    def __init__(self, iterable: Iterable, total: int, desc: str, initial: int = 0, quiet: bool = False,
+                 long_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.iterable, self.total, self.desc, self.initial = iterable, total, desc, initial
+        self.quiet, self.long_s, self.clock = quiet, long_s, clock
+        self.postfix: dict[str, Any] = {}
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = values
+
+    def __iter__(self) -> Iterator:
+        start = self.clock()
+        done, next_tenth = self.initial, 1
+        for item in self.iterable:
+            yield item
+            done += 1
+            while self.total and next_tenth < 10 and done * 10 >= next_tenth * self.total:
+                next_tenth += 1
+                if self.clock() - start > self.long_s:
+                    self.write(done, self.clock() - start)
+        self.write(done, self.clock() - start)
+
+    def write(self, done: int, seconds: float) -> None:
+        if self.quiet:
+            return
+        rate = (done - self.initial) / seconds if seconds > 0 else 0.0
+        shown = "".join(f", {key} {value}" for key, value in self.postfix.items())
+        print(f"{self.desc}: {done}/{self.total} in {seconds:.1f}s ({rate:.1f}/s){shown}", file=sys.stderr, flush=True)
 
 
 def say(text: str, style: str | None = None) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from vqgen.config import DATA, DEVICE, OUTPUT, TRAINING
 from vqgen.errors import VQGenError
 from vqgen.pretrained import resolve
 
@@ -87,22 +88,25 @@ VQVAEArg = Annotated[
 
 # ---------------------------------------------------------------------------- shared options
 
-DataRootOpt = Annotated[Path, typer.Option("--data-root", help="Where torchvision datasets are downloaded.")]
+DataRootOpt = Annotated[
+    Path, typer.Option("--data-root", help="Where torchvision datasets are downloaded.", rich_help_panel=DATA)
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed (CPU runs repeat exactly).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.", rich_help_panel=DEVICE)]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size.", rich_help_panel=DEVICE)]
 ResumeOpt = Annotated[
     Optional[str],
     typer.Option(
         "--resume",
         help="Continue a stopped run from a resume file, or 'auto' for this --out's OUT.resume.safetensors "
         "(starts fresh when there is none). \\[default: start fresh]",
+        rich_help_panel=TRAINING,
     ),
 ]
 
 
 def out_option(what: str) -> Any:
-    return typer.Option("--out", help=f"{what} to write (.safetensors).")
+    return typer.Option("--out", help=f"{what} to write (.safetensors).", rich_help_panel=OUTPUT)
 
 
 def main() -> None:

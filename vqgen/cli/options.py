@@ -19,7 +19,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from vqgen.config import field_help
+from vqgen.config import PANELS, TRAINING, field_help
 from vqgen.errors import VQGenError
 
 
@@ -29,14 +29,23 @@ def parameter_name(cls: type) -> str:
 
 
 def option_fields(cls: type, skip: tuple[str, ...] = ()) -> list[tuple[dataclasses.Field, dict[str, Any], Any]]:
-    """(field, option metadata, resolved type) of every field of ``cls`` that is a command-line option."""
+    """(field, option metadata, resolved type) of every field of ``cls`` that is a command-line option.
+
+    The metadata's ``panel`` is the ``--help`` group: the class's ``field_panels`` entry, else its ``help_panel``.
+    """
     hints = typing.get_type_hints(cls)
+    panels = getattr(cls, "field_panels", {})
     found = []
     for f in dataclasses.fields(cls):
         meta = field_help(cls, f.name)
         if meta and f.name not in skip:
+            meta["panel"] = panels.get(f.name, getattr(cls, "help_panel", None))
             found.append((f, meta, hints[f.name]))
     return found
+
+
+# shorter than Typer's own, so that the help text keeps a readable column at 80 characters; a flag takes no value
+METAVARS = {bool: "", float: "<num>"}
 
 
 def flag_of(f: dataclasses.Field, meta: dict[str, Any]) -> str:
@@ -53,7 +62,9 @@ def typer_parameter(f: dataclasses.Field, meta: dict[str, Any], kind: Any, defau
         flag = f"{flag}/--no-{flag[2:]}"
     names = [flag] + ([meta["short"]] if meta.get("short") else [])
     shown = {} if shown_default is None else {"show_default": shown_default}
-    annotation = Annotated[Optional[base] if optional else base, typer.Option(*names, help=meta["help"], **shown)]
+    metavar = {"metavar": METAVARS[base]} if base in METAVARS else {}
+    option = typer.Option(*names, help=meta["help"], rich_help_panel=meta.get("panel"), **shown, **metavar)
+    annotation = Annotated[Optional[base] if optional else base, option]
     default = f.default if default is dataclasses.MISSING else default
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
@@ -98,13 +109,17 @@ class OneOf:
 
     def parameters(self) -> list[inspect.Parameter]:
         flag = "--" + self.option.replace("_", "-")
-        chooser = Annotated[str, typer.Option(flag, help=f"{self.help} ({', '.join(self.choices)})")]
+        panel = getattr(next(iter(self.choices.values())), "help_panel", None)
+        help = f"{self.help} ({', '.join(self.choices)})"
+        chooser = Annotated[str, typer.Option(flag, help=help, rich_help_panel=panel)]
         params = [inspect.Parameter(self.option, inspect.Parameter.KEYWORD_ONLY, default=self.default, annotation=chooser)]
         for f, meta, kind, defaults in self.merged().values():
             values = set(map(repr, defaults.values()))
             shown = str(next(iter(defaults.values()))) if len(values) == 1 else ", ".join(
                 f"{choice} {'auto' if value is None else value}" for choice, value in defaults.items()
             )
+            if values == {"None"}:  # chosen later (the help says how): no default to show
+                shown = None
             params.append(typer_parameter(f, meta, Optional[kind], default=None, shown_default=shown))
         return params
 
@@ -161,18 +176,37 @@ def options_from(*groups: type | OneOf, skip: tuple[str, ...] = (),
             built.update({g.parameter: g.build(values) for g in chosen})
             return command(**values, **built)
 
-        wrapper.__signature__ = inspect.Signature(own + generated)
-        wrapper.__annotations__ = {p.name: p.annotation for p in own + generated}
+        # --help lists the panels in the order their first option comes: sorted, the data and the model come
+        # first and the output last
+        arguments = [p for p in own if is_argument(p)]
+        options = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if not is_argument(p)] + generated
+        parameters = arguments + sorted(options, key=panel_rank)
+        wrapper.__signature__ = inspect.Signature(parameters)
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
         del wrapper.__wrapped__  # Typer must read the new signature, not the command's own
         return wrapper
 
     return decorate
 
 
+def is_argument(parameter: inspect.Parameter) -> bool:
+    """Whether a command parameter is a positional ``typer.Argument`` (not an option)."""
+    return any(isinstance(extra, typer.models.ArgumentInfo) for extra in typing.get_args(parameter.annotation)[1:])
+
+
+def panel_rank(parameter: inspect.Parameter) -> int:
+    """Where an option's ``--help`` panel comes in ``PANELS`` (options without a known panel first)."""
+    for extra in typing.get_args(parameter.annotation)[1:]:
+        if isinstance(extra, typer.models.OptionInfo) and extra.rich_help_panel in PANELS:
+            return 1 + PANELS.index(extra.rich_help_panel)
+    return 0
+
+
 def preset_parameter(presets: dict[str, dict[str, Any]]) -> inspect.Parameter:
     shown = "; ".join(f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
                       for name, values in presets.items())
-    annotation = Annotated[Optional[str], typer.Option("--preset", help=f"Named settings for the options not given ({shown}).")]
+    help = f"Named settings for the options not given ({shown})."
+    annotation = Annotated[Optional[str], typer.Option("--preset", help=help, rich_help_panel=TRAINING)]
     return inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 

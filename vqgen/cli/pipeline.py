@@ -14,7 +14,11 @@ from vqgen.cli import (
 )
 from vqgen.cli.options import OneOf, options_from
 from vqgen.config import (
+    CLASSES,
+    DATA,
     DEFAULT_PRIOR_ARCH,
+    MODEL,
+    OUTPUT,
     PRIOR_ARCHS,
     VQVAE_PRESETS,
     DataOptions,
@@ -48,7 +52,8 @@ def train_vqvae_cmd(
     m = train_vqvae.run(data_options, vqvae_config, replace(vqvae_train_options, gan=gan_options), out, resume=resume)
     out_console.print(
         f"wrote {out}: val PSNR {m['val_psnr']:.2f} dB, perplexity {m['val_perplexity']:.1f}, "
-        f"codes used {m['val_codes_used']}/{m['val_num_codes']}"
+        f"codes used {m['val_codes_used']}/{m['val_num_codes']}",
+        soft_wrap=True,  # one line also in a log file (rich wraps at 80 columns when it is not a terminal)
     )
 
 
@@ -61,7 +66,9 @@ def train_vqvae_cmd(
 def extract_codes_cmd(
     vqvae: VQVAEArg,
     data: Annotated[
-        Optional[str], typer.Option("--data", help="Dataset to encode; default: the one the VQ-VAE was trained on.")
+        Optional[str],
+        typer.Option("--data", help="Dataset to encode; default: the one the VQ-VAE was trained on.",
+                     rich_help_panel=DATA),
     ] = None,
     out: Annotated[Path, out_option("Code file")] = Path("checkpoints/codes.safetensors"),
     data_root: DataRootOpt = Path("data"),
@@ -84,7 +91,8 @@ def extract_codes_cmd(
         f"wrote {out}: {result['num_train']} train"
         + (f" (the images and {copies} shifted copies)" if copies else "") + f" + {result['num_val']} val code maps of "
         f"{result['latent_shape'][0]}x{result['latent_shape'][1]}"
-        + (f" (bottom) and {top[0]}x{top[1]} (top)" if top else "") + f", K={result['num_codes']}"
+        + (f" (bottom) and {top[0]}x{top[1]} (top)" if top else "") + f", K={result['num_codes']}",
+        soft_wrap=True,
     )
 
 
@@ -121,7 +129,8 @@ def train_prior_cmd(
     out: Annotated[Path, out_option("Prior checkpoint")] = Path("checkpoints/prior.safetensors"),
     conditional: Annotated[
         Optional[bool],
-        typer.Option("--conditional/--unconditional", help="Class-conditional prior; default: on when codes have labels."),
+        typer.Option("--conditional/--unconditional", rich_help_panel=CLASSES, metavar="",
+                     help="Class-conditional prior; default: on when codes have labels."),
     ] = None,
     resume: ResumeOpt = None,
     *,
@@ -133,7 +142,8 @@ def train_prior_cmd(
 
     m = train_prior.run(codes, prior_config, prior_train_options, out, conditional=conditional, resume=resume)
     out_console.print(
-        f"wrote {out}: best val {m['best_val_bits_per_code']:.3f} bits/code (last epoch {m['val_bits_per_code']:.3f})"
+        f"wrote {out}: best val {m['best_val_bits_per_code']:.3f} bits/code (last epoch {m['val_bits_per_code']:.3f})",
+        soft_wrap=True,
     )
 
 
@@ -147,12 +157,14 @@ def sample_cmd(
     prior: Annotated[
         Path, typer.Argument(help="Prior checkpoint from train-prior, or a shipped model: mnist5k.", parser=prior_path)
     ],
-    out: Annotated[Path, typer.Option("--out", help="Folder for grid.png, one PNG per sample and codes.safetensors.")] = Path(
-        "samples"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for grid.png, one PNG per sample and codes.safetensors.",
+                           rich_help_panel=OUTPUT)
+    ] = Path("samples"),
     vqvae: Annotated[
         Optional[Path],
-        typer.Option("--vqvae", help="VQ-VAE to decode with; default: the one recorded in the prior.", parser=vqvae_path),
+        typer.Option("--vqvae", help="VQ-VAE to decode with; default: the one recorded in the prior.", parser=vqvae_path,
+                     rich_help_panel=MODEL),
     ] = None,
     *,
     sample_options: SampleOptions,
@@ -162,4 +174,4 @@ def sample_cmd(
     from vqgen.stages import sample
 
     result = sample.run(prior, out, vqvae_path=vqvae, options=sample_options)
-    out_console.print(f"wrote {result['count']} samples to {out}/ (grid: {result['grid']})")
+    out_console.print(f"wrote {result['count']} samples to {out}/ (grid: {result['grid']})", soft_wrap=True)

@@ -13,24 +13,26 @@ from vqgen.cli import (
     model_file, out_console, single_process,
 )
 from vqgen.cli.options import options_from
-from vqgen.config import SPLIT_HELP, ClassifierTrainOptions, DataOptions, EvaluateRequest, to_dict
+from vqgen.config import DATA, OUTPUT, SPLIT_HELP, ClassifierTrainOptions, DataOptions, EvaluateRequest, to_dict
 
 # ---------------------------------------------------------------------------- everyday tools
 
 ToolDataOpt = Annotated[
     Optional[str],
-    typer.Option("--data", help="Dataset (as for train-vqvae); default: the one the VQ-VAE was trained on."),
+    typer.Option("--data", help="Dataset (as for train-vqvae); default: the one the VQ-VAE was trained on.",
+                 rich_help_panel=DATA),
 ]
-SplitOpt = Annotated[str, typer.Option("--split", help=SPLIT_HELP)]
+SplitOpt = Annotated[str, typer.Option("--split", help=SPLIT_HELP, rich_help_panel=DATA)]
 
 
 @app.command("reconstruct")
 @friendly_errors
 def reconstruct_cmd(
     vqvae: VQVAEArg,
-    out: Annotated[Path, typer.Option("--out", help="Folder for grid.png, images/ (one PNG per input) and metrics.json.")] = Path(
-        "reconstructions"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for grid.png, images/ (one PNG per input) and metrics.json.",
+                           rich_help_panel=OUTPUT)
+    ] = Path("reconstructions"),
     data: ToolDataOpt = None,
     split: SplitOpt = "val",
     n: Annotated[int, typer.Option("--n", help="How many images, spread evenly over the split.")] = 64,
@@ -61,7 +63,8 @@ def interpolate_cmd(
     image_a: Annotated[str, typer.Argument(help="First image: a file, or DATA:INDEX (e.g. mnist5k:0, a validation image).")],
     image_b: Annotated[str, typer.Argument(help="Second image, as IMAGE_A.")],
     out: Annotated[
-        Path, typer.Option("--out", help="Strip PNG of the encoder-space walk; the code-swap walk goes to OUT.codes.png.")
+        Path, typer.Option("--out", help="Strip PNG of the encoder-space walk; the code-swap walk goes to OUT.codes.png.",
+                           rich_help_panel=OUTPUT)
     ] = Path("interpolation.png"),
     steps: Annotated[int, typer.Option("--steps", help="Decoded steps from A's codes to B's (at least 2).")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the order in which codes are swapped.")] = 0,
@@ -105,7 +108,7 @@ def info_cmd(
 @friendly_errors
 def codebook_cmd(
     vqvae: VQVAEArg,
-    out: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("codebook.png"),
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.", rich_help_panel=OUTPUT)] = Path("codebook.png"),
     data: ToolDataOpt = None,
     split: SplitOpt = "val",
     map_size: Annotated[
@@ -161,6 +164,7 @@ def train_classifier_cmd(
             "--out",
             help="Classifier file to write; default: checkpoints/classifier-<data>-<C>x<H>x<W>.safetensors "
             "(where evaluate looks for it beside checkpoints/*.safetensors).",
+            rich_help_panel=OUTPUT,
         ),
     ] = None,
     resume: ResumeOpt = None,

@@ -6,7 +6,9 @@ size, the code map's shape) makes a new one with ``dataclasses.replace``.
 The dataclasses live in ``config.models`` (the networks) and ``config.options`` (the stages); this
 package holds the helpers and re-exports them all. A field made with ``option(default, help)`` is a command-line option: ``vqgen.cli.options`` builds its
 ``--flag`` from the field name (or ``flag=``), and ``--help`` shows the help and this default. A field
-without help is set by the program (image size, number of classes, ...), never by a flag. The model
+without help is set by the program (image size, number of classes, ...), never by a flag. A class's
+``help_panel`` names the group of ``--help`` its options are listed in, and ``field_panels`` moves some of them
+to other groups. The model
 configurations (``VQVAEConfig``, the priors' ``PixelCNNConfig`` and ``TransformerConfig``) live here too,
 as do the training, data and loss options.
 """
@@ -20,6 +22,14 @@ from typing import Any, TypeVar
 from vqgen.errors import VQGenError
 
 T = TypeVar("T")
+
+# the groups of `--help` (a dataclass's help_panel and field_panels)
+DATA, MODEL, QUANTIZER, CLASSES, TRAINING, DEVICE = "Data", "Model", "Quantizer", "Classes", "Training", "Device"
+CODEBOOK, DEAD_CODES = "Codebook (vq, rvq)", "Dead-code restarts (vq, rvq)"
+GAN, SAMPLING, COPIES, OUTPUT = "GAN and losses", "Sampling", "Shifted copies", "Output"
+INPUTS, FEATURES, METRICS = "What to evaluate", "Feature network", "Metrics"
+PANELS = (INPUTS, DATA, MODEL, QUANTIZER, CODEBOOK, DEAD_CODES, CLASSES, COPIES, FEATURES, SAMPLING, METRICS, TRAINING,
+          GAN, DEVICE, OUTPUT)  # the order --help lists them in
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, short: str | None = None,

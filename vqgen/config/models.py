@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from vqgen.config import check, from_dict, option, to_dict
+from vqgen.config import CLASSES, CODEBOOK, DEAD_CODES, MODEL, QUANTIZER, check, from_dict, option, to_dict
 from vqgen.errors import VQGenError
 
 
@@ -27,6 +27,13 @@ NORMS = ("none", "group")
 
 @dataclass(frozen=True)
 class VQVAEConfig:
+    help_panel = MODEL
+    field_panels = {  # the on/off switches apart: their --no- names need a column of their own
+        **{name: QUANTIZER for name in ("quantizer", "num_codes", "code_dim", "codebook_dim", "beta", "decay",
+                                        "rotation_trick", "fsq_levels", "fsq_tail", "rvq_depth")},
+        **{name: CODEBOOK for name in ("ema", "kmeans_init", "restart_dead", "cosine")},
+        **{name: DEAD_CODES for name in ("dead_threshold", "restart_every", "restart_stop")},
+    }
     in_channels: int = 1
     image_size: tuple[int, int] = (28, 28)
     hidden_channels: int | None = option(
@@ -53,10 +60,8 @@ class VQVAEConfig:
     decay: float = option(0.99, "EMA decay of codebook statistics.")
     kmeans_init: bool = option(True, "Initialise codes by k-means on the first batch.")
     restart_dead: bool = option(True, "Re-seed unused codes from recent encoder outputs.")
-    # 0.5: used less than half as often as uniform use would give it. The old absolute 1.0 was 0.65 of
-    # the mean at B=16, 7x7, K=512 but 10x the mean at K=8192 (every code re-seeded at every check).
-    # Lower values revive codes later (ln(1/t)/(1-decay) steps after they stop): 0.05 and 0.1 lost 1.4
-    # and 1.0 dB val PSNR against 0.5 after 3 epochs of the defaults.
+    # relative to the mean count per code, so it means the same for any K; lower values revive codes too late
+    # (docs/benchmarks.md#codebook-health)
     dead_threshold: float = option(
         0.5, "A code is dead when its EMA count falls below this fraction of the mean count per code."
     )
@@ -214,6 +219,8 @@ class PriorConfig:
     Each architecture subclasses it; ``arch`` (set by the subclass, never by hand) names it in checkpoints.
     """
 
+    help_panel = MODEL
+    field_panels = {"label_dropout": CLASSES}
     arch: str = dataclasses.field(default="", init=False)
     num_codes: int = 512
     latent_shape: tuple[int, int] = (7, 7)
@@ -262,8 +269,8 @@ class PixelCNNConfig(PriorConfig):
         f"{MAX_DEFAULT_LAYERS}: 8 for 7x7 maps).", flag="--layers")
     kernel_size: int = option(3, "Odd kernel size k of the stacks.")
     head_channels: int = 256
-    dropout: float = option(0.1, "Dropout on the gated horizontal features (0.1: 0.06 bits/code better on "
-                                 "mnist5k codes, where 4,500 maps are little data).")
+    # small code sets overfit without it (docs/benchmarks.md#the-priors-schedule-ema-and-attention)
+    dropout: float = option(0.1, "Dropout on the gated horizontal features.")
     attention_heads: int = option(0, "Heads of one causal self-attention block over the whole map between the "
                                      "skips and the head (PixelSNAIL-style); 0: none.")
     # the bottom prior of a two-level model: conditioned on the top code map (cond_codes codes of cond_shape)
@@ -293,8 +300,7 @@ class PixelCNNConfig(PriorConfig):
 @dataclass(frozen=True)
 class TransformerConfig(PriorConfig):
     arch: str = dataclasses.field(default="transformer", init=False)
-    # 3 blocks of width 160 with dropout 0.1: 6.553 val bits/code in 68 s on the mnist5k demo codes (10 epochs),
-    # where 8 blocks of 128 without dropout reached 7.086 in 77 s (4 epochs) (README, "A transformer prior")
+    # shallow and regularised suits a few thousand small maps (docs/benchmarks.md#pixelcnn-against-transformer)
     channels: int = option(160, "Width: channels of the embeddings, attention and residual stream.")
     num_layers: int = option(3, "Transformer blocks.", flag="--layers")
     num_heads: int = option(4, "Attention heads (must divide --channels).", flag="--heads")

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vqgen.config import check, option
+from vqgen.config import (
+    COPIES, DATA, DEVICE, FEATURES, GAN, INPUTS, METRICS, MODEL, OUTPUT, SAMPLING, TRAINING, check, option,
+)
 from vqgen.config.models import DiscriminatorConfig
 
 
@@ -18,6 +20,8 @@ from vqgen.config.models import DiscriminatorConfig
 @dataclass(frozen=True)
 class DataOptions:
     """Which images, at what size, and how they are split (``vqgen.data.load_image_data``)."""
+
+    help_panel = DATA
 
     data: str = option("mnist5k", "mnist5k (shipped), mnist, fashion-mnist, cifar10, or a folder of images.")
     root: str = option("data", "Where torchvision datasets are downloaded.", flag="--data-root")
@@ -40,6 +44,9 @@ SHIFT_HELP = "Shift training images by up to this many whole pixels, at random e
 @dataclass(frozen=True)
 class TrainOptions:
     """What every training run has: the schedule, seeding, device and precision, saving."""
+
+    help_panel = TRAINING
+    field_panels = {"device": DEVICE, "amp": DEVICE, "compile": DEVICE, "num_workers": DEVICE}
 
     epochs: int = option(100, "Passes over the training split.")
     batch_size: int = option(16, "Batch size per process (global = this x processes).")
@@ -70,6 +77,8 @@ class TrainOptions:
 @dataclass(frozen=True)
 class GanOptions:
     """Loss options of ``train-vqvae`` beyond the VQ-VAE's own; recorded as train_options["gan"]."""
+
+    help_panel = GAN
 
     gan: bool = option(False, "VQGAN-style training: add a PatchGAN discriminator (hinge loss, adaptive weight).")
     gan_start: int = option(500, "Steps of plain reconstruction training before the discriminator joins.")
@@ -116,15 +125,12 @@ class GanOptions:
 
 @dataclass(frozen=True)
 class VQVAETrainOptions(TrainOptions):
-    # the default recipe is the fast one (README command 1 in minutes on any CPU); --preset best is the long one.
-    # Batches of 32: more steps per epoch reach a given PSNR in less time (docs/benchmarks.md, "Speed of the
-    # default recipe")
+    # the fast recipe (README command 1 in minutes on any CPU); --preset best is the long one. Why these values:
+    # docs/benchmarks.md#speed-of-the-default-recipe
     epochs: int = 26
     batch_size: int = 32
     lr: float = 4e-3
-    # 100 steps of warm-up let lr 4e-3 kill the decoder of a K=1024 model on CIFAR-10 in its first epoch
-    # (constant output, 12.7 dB for good); 500 train it (24.0 dB by epoch 20) and give mnist5k 29.41 dB
-    # against 29.04 in the same time (README, "The four stages")
+    # a long warm-up keeps lr 4e-3 from collapsing the decoder (docs/benchmarks.md#vq-vae-warm-up-and-learning-rate)
     warmup_steps: int = option(500, WARMUP_HELP)
     augment_shift: int = option(2, SHIFT_HELP)
     gan: GanOptions = option(factory=GanOptions)  # loss options: --recon-loss, perceptual, --gan
@@ -136,10 +142,7 @@ class VQVAETrainOptions(TrainOptions):
 
 @dataclass(frozen=True)
 class PriorTrainOptions(TrainOptions):
-    # lr 4e-3: 7 epochs beat 12 at 1e-3 on the mnist5k demo codes (6.489 against 6.717 val bits/code). With the
-    # shifted copies of extract-codes, each epoch reads new maps and 12 epochs no longer overfit: 6.235 bits/code,
-    # and at S = 1.5 about 97% of samples in class at 0.6x the FD floor, against 95% at 1.5x for 7 epochs
-    # (README, "The four stages")
+    # hot and short: the best prior a few CPU minutes buy (docs/benchmarks.md#the-priors-schedule-ema-and-attention)
     epochs: int = 12
     batch_size: int = 64
     lr: float = 4e-3
@@ -153,8 +156,8 @@ class PriorTrainOptions(TrainOptions):
 
 @dataclass(frozen=True)
 class ClassifierTrainOptions(TrainOptions):
-    # width 32, 2-pixel shifts and 16 epochs: 99.6% on mnist5k's validation digits, against 97.6% for width 16,
-    # no shifts and 8 epochs; its errors would count as wrong-class samples in `evaluate` (README, "Sampling")
+    field_panels = {**TrainOptions.field_panels, "width": MODEL}
+    # accurate enough that its errors hardly count as wrong-class samples (docs/benchmarks.md#the-reference-classifier)
     epochs: int = 16
     batch_size: int = 128
     # the same default as every trainer's; only the help differs: the cap is applied by train_classifier
@@ -190,9 +193,9 @@ class ExtractOptions:
     fresh maps every epoch. Validation codes are never shifted.
     """
 
-    # 3 copies shifted by up to 1 pixel: a 12-epoch prior reaches 6.235 val bits/code, against 6.485 without them
-    # (dropout 0.25, where 12 epochs would otherwise overfit), on the mnist5k codes of README command 1 (README,
-    # "The four stages")
+    help_panel = COPIES
+
+    # copies give the prior new maps every epoch (docs/benchmarks.md#shifted-copies-of-the-training-codes)
     augment_copies: int = option(3, "Also encode this many copies of every training image, each shifted at random "
                                     "(0: off); train-prior reads one encoding of each image per epoch.")
     augment_shift: int = option(1, "Shift of the copies: up to this many whole pixels in each direction.")
@@ -213,6 +216,11 @@ SPLIT_HELP = ("train, val, test (mnist/fashion-mnist/cifar10: the official test 
 @dataclass(frozen=True)
 class EvaluateRequest:
     """Every option of `vqgen evaluate`, with its default."""
+
+    help_panel = INPUTS
+    field_panels = {"data": DATA, "data_root": DATA, "split": DATA, "classifier": FEATURES, "train_classifier": FEATURES,
+                    "inception_weights": FEATURES, "json_out": OUTPUT, "batch_size": DEVICE, "device": DEVICE,
+                    "seed": METRICS, "kid_subsets": METRICS}
 
     vqvae: Path | None = option(None, "VQ-VAE checkpoint (or mnist5k, shipped): reconstruction MSE/PSNR/SSIM, "
                                 "codebook use, FD/KID.")
@@ -251,8 +259,8 @@ class EvaluateRequest:
 # ----------------------------------------------------------------------------- sampling
 
 
-# the default guidance and temperature for priors trained with label dropout: bench/samples.py's best row on the
-# models of README command 1, 3 seeds (docs/benchmarks.md, "Speed of the default recipe")
+# the default guidance and temperature for priors trained with label dropout: bench/samples.py's best row
+# (docs/benchmarks.md#speed-of-the-default-recipe)
 GUIDED_SCALE = 1.75
 GUIDED_TEMPERATURE = 0.9
 
@@ -260,6 +268,9 @@ GUIDED_TEMPERATURE = 0.9
 @dataclass(frozen=True)
 class SampleOptions:
     """How `vqgen sample` (and ``vqgen.sample_codes``) draws; the defaults are the best row of bench/samples.py."""
+
+    help_panel = SAMPLING
+    field_panels = {"batch_size": DEVICE, "device": DEVICE, "allow_vqvae_mismatch": MODEL}
 
     n: int = option(64, "Number of images (--label all: spread over the classes).")
     label: str | None = option(None, "Class index or name, a comma list, or 'all' (one row per class; the default).")

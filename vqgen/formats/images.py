@@ -25,12 +25,25 @@ def save_png(image: torch.Tensor, path: str | Path) -> None:
     atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, padding: int = 2) -> None:
-    """Save (N, C, H, W) images in [0, 1] as one grid PNG with ``nrow`` images per row."""
-    grid = make_grid(images.detach().float().cpu(), nrow=nrow, padding=padding, pad_value=0.5)
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, padding: int = 2, scale: int = 1) -> None:
+    """Save (N, C, H, W) images in [0, 1] as one grid PNG with ``nrow`` images per row, each enlarged ``scale``
+    times (nearest neighbour: every pixel a ``scale`` x ``scale`` block)."""
+    images = images.detach().float().cpu()
+    if scale > 1:
+        images = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    grid = make_grid(images, nrow=nrow, padding=padding, pad_value=0.5)
     if images.shape[1] == 1:
         grid = grid[:1]
     save_png(grid, path)
+
+
+def viewer_scale(size: int, columns: int, padding: int = 2, min_width: int = 400, max_scale: int = 8) -> int:
+    """How many times to enlarge images of side ``size`` in a grid of ``columns`` so that it reads in an image
+    viewer: at least 2x below 64 px, and enough for a grid ``min_width`` pixels wide, up to ``max_scale``."""
+    scale = 1 if size >= 64 else 2
+    while scale < max_scale and columns * (scale * size + padding) + padding < min_width:
+        scale += 1
+    return scale
 
 
 def interleave(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

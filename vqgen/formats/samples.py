@@ -20,7 +20,7 @@ from vqgen import __version__
 from vqgen.errors import VQGenError
 from vqgen.formats.files import make_output_folder, save_vqgen_file
 from vqgen.data import read_image
-from vqgen.formats.images import save_grid, save_png
+from vqgen.formats.images import save_grid, save_png, viewer_scale
 
 CODES_FILE = "codes.safetensors"
 
@@ -34,7 +34,7 @@ def save_samples(folder: Path, images: torch.Tensor, grid: tuple[torch.Tensor, i
     for i, image in enumerate(images):
         save_png(image, folder / f"{i:0{width}d}.png")
     cells, columns = grid
-    save_grid(cells, folder / "grid.png", nrow=columns)
+    save_grid(cells, folder / "grid.png", nrow=columns, scale=viewer_scale(images.shape[-1], columns))
     record = {"kind": "samples", "vqgen_version": __version__, **record}
     tensors = {name: codes.to(torch.int32) for name, codes in maps.items()}
     if labels is not None:

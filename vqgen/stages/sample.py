@@ -27,15 +27,23 @@ from vqgen.sampling import SAMPLERS, choose_guidance, choose_temperature, sample
 from vqgen.sampling.labels import parse_labels
 
 
+GRID_COLUMNS = 16  # a class with more samples wraps into a block of rows
+
+
 def grid_cells(images: torch.Tensor, row_lengths: list[int] | None) -> tuple[torch.Tensor, int]:
-    """The grid's cells and columns: rows of 8, or the given rows, short ones padded with blank cells."""
+    """The grid's cells and columns: rows of 8, or one block per class of the given row lengths, wrapped at
+    ``GRID_COLUMNS``, short rows padded with blank cells; blocks of several rows are parted by a blank row."""
     if row_lengths is None:
         return images, min(8, len(images))
-    columns = max(row_lengths)
+    columns = min(max(row_lengths), GRID_COLUMNS)
     blank = torch.full_like(images[:1], 0.5)  # the grid's padding colour
+    parted = max(row_lengths) > columns
     cells, start = [], 0
-    for length in row_lengths:
-        cells += [images[start : start + length]] + [blank] * (columns - length)
+    for block, length in enumerate(row_lengths):
+        if parted and block:
+            cells += [blank] * columns
+        rows = -(-length // columns)
+        cells += [images[start : start + length]] + [blank] * (rows * columns - length)
         start += length
     return torch.cat(cells), columns
 

@@ -1,0 +1,23 @@
+"""The documentation that is generated or checked: docs/cli.md, made from the command line itself."""
+
+from pathlib import Path
+
+from vqgen.cli.reference import REGENERATE, reference
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_cli_reference_is_current():
+    written = (ROOT / "docs" / "cli.md").read_text()
+    assert written == reference(), f"docs/cli.md is out of date; run: {REGENERATE}"
+
+
+def test_cli_reference_lists_every_command_option_and_default():
+    text = reference()
+    for command in ("train-vqvae", "extract-codes", "train-prior", "sample", "evaluate", "info"):
+        assert f"## vqgen {command}\n" in text
+    assert "| `--num-codes` / `-K` `<int>` | 512 |" in text
+    assert "| `--ema` / `--no-ema` | --ema |" in text
+    assert "| `--channels` `<int>` | pixelcnn 64, transformer 160 |" in text  # a OneOf option: each choice's default
+    assert "`--help`" not in text
+    assert "**Codebook (vq, rvq)**" in text and text.index("**Data**") < text.index("**Output**")  # the help panels
