@@ -115,8 +115,23 @@ def train_both(folder: Path, batch_size: int) -> None:
     vq_opts = config.VQVAETrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
     vqvae_stage.train_vqvae(image_data(), vqvae_config(), vq_opts, folder / "vqvae.safetensors")
     prior_opts = config.PriorTrainOptions(epochs=2, batch_size=batch_size, lr=3e-3, warmup_steps=1, device="cpu", amp="off")
-    for name, prior_cfg in PRIOR_CONFIGS.items():
-        prior_stage.train_prior(code_file(folder), prior_cfg(), prior_opts, folder / f"{name}.safetensors")
+    with plain_sgd():
+        for name, prior_cfg in PRIOR_CONFIGS.items():
+            prior_stage.train_prior(code_file(folder), prior_cfg(), prior_opts, folder / f"{name}.safetensors")
+
+
+@contextlib.contextmanager
+def plain_sgd():
+    """The priors' runs step with SGD instead of Adam. Adam's first steps move every weight by about +-lr
+    whatever the size of its gradient, so a gradient component near zero whose sign differs in the last bit
+    between one batch of 8 and two of 4 moves its weight by 2 lr: the comparison would test rounding, not
+    DDP. SGD moves each weight in proportion to its gradient, so rounding stays rounding."""
+    adam = torch.optim.Adam
+    torch.optim.Adam = lambda params, lr: torch.optim.SGD(params, lr=lr * 30)  # steps that move the weights
+    try:
+        yield
+    finally:
+        torch.optim.Adam = adam
 
 
 # each run's model as it starts (before training), by the name of its files

@@ -261,7 +261,7 @@ class EvaluateRequest:
 
 # the default guidance and temperature for priors trained with label dropout: bench/samples.py's best row
 # (docs/benchmarks.md#speed-of-the-default-recipe)
-GUIDED_SCALE = 1.75
+GUIDED_SCALE = 1.6
 GUIDED_TEMPERATURE = 0.9
 
 
