@@ -26,7 +26,10 @@ while [ $# -gt 0 ]; do
 done
 python=${PYTHON:-.venv/bin/python}
 [ -x "$python" ] || { echo "first_grid.sh: no interpreter at $python (install first, or set PYTHON)" >&2; exit 2; }
+case "$python" in /*) ;; */*) python=$(pwd)/$python ;; esac
 here=$(pwd)
+mkdir -p "$work"
+work=$(cd "$work" && pwd)  # each run starts in its own source folder: `python -m` puts the cwd first on sys.path
 
 runs=(current)
 declare -A src=([current]=$here)
@@ -49,7 +52,7 @@ stage() {  # stage NAME ARGS...: run NAME for every run, in turn; ARGS may use @
     mkdir -p "$out"
     args=("${@//@OUT@/$out}")
     start=$(date +%s.%N)
-    if ! PYTHONPATH="${src[$run]}" "$python" -m vqgen "${args[@]}" > "$out/$name.log" 2>&1; then
+    if ! (cd "${src[$run]}" && PYTHONPATH="${src[$run]}" "$python" -m vqgen "${args[@]}") > "$out/$name.log" 2>&1; then
       echo "$name ($run) failed: $(tail -n 1 "$out/$name.log") (log: $out/$name.log)" >&2
       exit 1
     fi
