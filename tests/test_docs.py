@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from vqgen.cli.reference import REGENERATE, reference
+from vqgen.config import VQVAEConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +17,7 @@ def test_cli_reference_lists_every_command_option_and_default():
     text = reference()
     for command in ("train-vqvae", "extract-codes", "train-prior", "sample", "evaluate", "info"):
         assert f"## vqgen {command}\n" in text
-    assert "| `--num-codes` / `-K` `<int>` | 512 |" in text
+    assert f"| `--num-codes` / `-K` `<int>` | {VQVAEConfig.num_codes} |" in text
     assert "| `--ema` / `--no-ema` | --ema |" in text
     assert "| `--channels` `<int>` | pixelcnn 64, transformer 160 |" in text  # a OneOf option: each choice's default
     assert "`--help`" not in text
