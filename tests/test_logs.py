@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from tests.conftest import TINY_VQVAE
+from vqgen.config import VQVAETrainOptions
 from vqgen.logs import LineProgress, progress
 
 
@@ -55,5 +56,6 @@ def test_a_redirected_training_run_logs_lines_not_frames(tmp_path):
     assert 3 <= len(lines) <= 12, result.stderr
     steps = [re.match(r"vqvae epoch 1/1: (\d+)/(\d+) in [\d.]+s \([\d.]+/s\), loss ", line) for line in lines]
     done = [(int(m[1]), int(m[2])) for m in steps if m]
-    assert done and done[-1] == (4500 // 64, 4500 // 64) and len(done) <= 10  # whole batches of 64
+    batches = 4500 // VQVAETrainOptions.batch_size  # whole batches of the default size
+    assert done and done[-1] == (batches, batches) and len(done) <= 10
     assert any(line.startswith("vqvae epoch 1  train mse") for line in lines)  # the epoch's report
