@@ -105,10 +105,10 @@ class VQVAEConfig:
         channel, at most 32 px a side, e.g. digits) get the light trunk, everything else the wider one.
         Models are built from sized configs, so checkpoints record the sizes used."""
         light = self.in_channels == 1 and max(self.image_size) <= 32
-        hidden = self.hidden_channels or (64 if light else 128)
-        head = self.head_channels if self.head_channels is not None else (16 if light else 32)
-        return dataclasses.replace(self, hidden_channels=hidden, res_channels=self.res_channels or hidden // 2,
-                                   head_channels=head)
+        hidden = (64 if light else 128) if self.hidden_channels is None else self.hidden_channels
+        res = hidden // 2 if self.res_channels is None else self.res_channels
+        head = (16 if light else 32) if self.head_channels is None else self.head_channels
+        return dataclasses.replace(self, hidden_channels=hidden, res_channels=res, head_channels=head)
 
     @property
     def fsq_shape(self) -> tuple[int, ...]:
