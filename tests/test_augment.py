@@ -1,10 +1,10 @@
-"""Whole-pixel shift augmentation: exact pixel values, a fixed shift per (seed, epoch, index)."""
+"""Whole-pixel shifts and mirror images: exact pixel values, a fixed shift and flip per (seed, epoch, index)."""
 
 import pytest
 import torch
 
 from vqgen import distributed as dist
-from vqgen.data.augment import draw_shifts, shift_images
+from vqgen.data.augment import draw_flips, draw_shifts, flip_images, flips_for, shift_images
 from vqgen.data import TensorImages
 from vqgen.errors import VQGenError
 from vqgen.data.batches import Batches, make_loader
@@ -65,7 +65,7 @@ def test_shards_together_read_the_images_one_process_reads():
 
     def read(batch, shard, shards):
         batches = Batches(dataset, dist.ShardedBatchSampler(
-            12, batch, shuffle=True, seed=0, drop_last=True, shard=shard, num_shards=shards), 2, {})
+            12, batch, shuffle=True, seed=0, drop_last=True, shard=shard, num_shards=shards), 2, True, {})
         batches.set_epoch(5)
         return [x for x, _ in batches]
 
@@ -92,3 +92,41 @@ def test_extract_codes_copies_do_not_reuse_the_training_shifts():
     for copy in range(3):
         assert not torch.equal(draw_copy_shifts(500, 2, 0, copy), draw_shifts(500, 2, 0, copy))
     assert torch.equal(draw_copy_shifts(500, 2, 7, 1), draw_copy_shifts(500, 2, 7, 1))
+
+
+def test_flip_images_mirrors_exactly_the_flagged_images():
+    images = torch.stack([numbered_images()[i][0] for i in range(4)])
+    flips = torch.tensor([True, False, False, True])
+    out = flip_images(images, flips)
+    for i in range(4):
+        expected = images[i].flip(-1) if flips[i] else images[i]
+        assert torch.equal(out[i], expected)
+    assert not torch.equal(images[0].flip(-1), images[0])  # the test images are not symmetric
+
+
+def test_flips_are_fixed_by_seed_and_epoch_and_mirror_about_half():
+    a, b = draw_flips(2000, seed=1, epoch=3), draw_flips(2000, seed=1, epoch=3)
+    assert torch.equal(a, b) and a.dtype == torch.bool
+    assert not torch.equal(a, draw_flips(2000, seed=1, epoch=4)) and not torch.equal(a, draw_flips(2000, seed=2, epoch=3))
+    assert 0.45 < a.double().mean() < 0.55
+
+
+def test_loader_with_flips_serves_the_shifted_images_mirrored_as_drawn():
+    dataset = numbered_images()
+    plain = make_loader(dataset, 4, shuffle=True, seed=3, drop_last=True)
+    augmented = make_loader(dataset, 4, shuffle=True, seed=3, drop_last=True, max_shift=1, flip=True)
+    plain.set_epoch(2)
+    augmented.set_epoch(2)
+    shifts, flips = draw_shifts(len(dataset), 1, seed=3, epoch=2), draw_flips(len(dataset), seed=3, epoch=2)
+    for (x, y), (xa, ya) in zip(plain, augmented):
+        assert torch.equal(y, ya)
+        assert torch.equal(flip_images(shift_images(x, shifts[y]), flips[y]), xa)
+    flip_only = make_loader(dataset, 4, shuffle=True, seed=3, drop_last=True, flip=True)
+    flip_only.set_epoch(2)
+    for (x, y), (xf, _) in zip(plain, flip_only):
+        assert torch.equal(flip_images(x, flips[y]), xf)
+
+
+def test_mirror_images_follow_the_image_kind_unless_asked():
+    assert flips_for(3, None) and not flips_for(1, None)  # photos yes, digits no
+    assert flips_for(1, True) and not flips_for(3, False)

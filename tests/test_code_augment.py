@@ -58,7 +58,8 @@ def test_extract_codes_appends_the_codes_of_shifted_copies_of_the_training_image
     plain, plain_meta = load_vqgen_file(tmp_path / "plain.safetensors", "codes")
     n = len(data.train)
     assert meta["num_train"] == 3 * n and plain_meta["num_train"] == n and meta["num_val"] == plain_meta["num_val"]
-    assert meta["augment"] == {"augment_copies": 2, "augment_shift": 1, "augment_seed": 5, "num_train_images": n}
+    assert meta["augment"] == {"augment_copies": 2, "augment_shift": 1, "flip": False, "augment_seed": 5,
+                               "num_train_images": n}  # grey digits: no mirror images unless asked
     assert meta["codebook_audit"] == plain_meta["codebook_audit"]  # the audit is that of the images themselves
     assert torch.equal(copies["train_codes"][:n], plain["train_codes"])
     assert torch.equal(copies["val_codes"], plain["val_codes"])
@@ -71,6 +72,24 @@ def test_extract_codes_appends_the_codes_of_shifted_copies_of_the_training_image
         assert torch.equal(copies["train_codes"][(copy + 1) * n:(copy + 2) * n].long(), expected.long())
     changed = (copies["train_codes"][n:2 * n] != plain["train_codes"]).float().mean()
     assert changed > 0.01  # a one-pixel shift gives other codes (here a few in a hundred; 6 in 7 on command 1)
+
+
+def test_asked_for_mirror_images_every_other_copy_is_mirrored(tiny_pipeline, tmp_path):
+    vqvae_path = tiny_pipeline["vqvae"]
+    model, vq_meta = load_vqvae(vqvae_path, "cpu")
+    spec = {**vq_meta["dataset"], "image_size": vq_meta["image"]["size"], "channels": vq_meta["image"]["channels"]}
+    data = image_data_from_spec(spec)
+    augment = ExtractOptions(augment_copies=3, augment_shift=1, flip=True, augment_seed=5)
+    meta = extract_codes(vqvae_path, data, tmp_path / "mirrored.safetensors", device="cpu", augment=augment)
+    codes, _ = load_vqgen_file(tmp_path / "mirrored.safetensors", "codes")
+    assert meta["augment"]["flip"] is True
+    n = len(data.train)
+    images = torch.cat([x for x, _ in make_loader(data.train, 512, shuffle=False, seed=0)])
+    for copy, mirrored in enumerate([True, False, True]):
+        shifted = shift_images(images, draw_copy_shifts(n, 1, 5, copy))
+        with torch.no_grad():
+            expected = model.encode(shifted.flip(-1) if mirrored else shifted)
+        assert torch.equal(codes["train_codes"][(copy + 1) * n:(copy + 2) * n].long(), expected.long())
 
 
 def test_the_prior_reads_one_encoding_of_each_training_image_per_epoch(tmp_path):

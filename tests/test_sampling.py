@@ -1,5 +1,7 @@
 """The cached sampler (issue 4) against the full-recompute reference, for both architectures; classifier-free guidance."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -378,14 +380,43 @@ def test_the_default_guidance_is_used_only_where_the_prior_can_be_guided():
     from vqgen.config import GUIDED_SCALE
     from vqgen.sampling import choose_guidance
 
-    guided = SimpleNamespace(conditional=True, null_label=10)
-    plain = SimpleNamespace(conditional=True, null_label=None)
-    unconditional = SimpleNamespace(conditional=False, null_label=None)
+    guided = SimpleNamespace(conditional=True, null_label=10, cfg=SimpleNamespace())  # a file recording no scale
+    recorded = SimpleNamespace(conditional=True, null_label=10, cfg=SimpleNamespace(guidance=4.5))
+    plain = SimpleNamespace(conditional=True, null_label=None, cfg=SimpleNamespace(guidance=1.0))
+    unconditional = SimpleNamespace(conditional=False, null_label=None, cfg=SimpleNamespace(guidance=1.0))
     assert choose_guidance(guided, None) == GUIDED_SCALE != 1
+    assert choose_guidance(recorded, None) == 4.5 and choose_guidance(recorded, 2.0) == 2.0
     assert choose_guidance(plain, None) == choose_guidance(unconditional, None) == 1.0
     assert choose_guidance(guided, 1.0) == 1.0  # given: kept
     with pytest.raises(VQGenError, match="label-dropout"):
         choose_guidance(plain, 3.0)
+
+
+def test_the_prior_records_a_guidance_chosen_by_image_kind_unless_given():
+    from vqgen.config import GUIDED_SCALE_COLOUR, GUIDED_SCALE_GREY, PixelCNNConfig
+
+    conditional = PixelCNNConfig(num_classes=10).with_label_dropout_for(True)
+    assert conditional.with_guidance_for(1).guidance == GUIDED_SCALE_GREY
+    assert conditional.with_guidance_for(3).guidance == GUIDED_SCALE_COLOUR > GUIDED_SCALE_GREY
+    assert replace(conditional, guidance=2.5).with_guidance_for(3).guidance == 2.5
+    unguided = PixelCNNConfig(num_classes=10, label_dropout=0.0)
+    assert unguided.with_guidance_for(3).guidance == 1.0
+    with pytest.raises(VQGenError, match="sample-guidance"):
+        replace(unguided, guidance=3.0).validate()
+
+
+def test_train_prior_records_the_guidance_and_sample_uses_it(tiny_pipeline, tmp_path):
+    from conftest import TINY_PRIOR, run_cli
+    from vqgen.config import GUIDED_SCALE_GREY
+    from vqgen.formats.files import read_metadata
+
+    assert read_metadata(tiny_pipeline["prior"])["config"]["guidance"] == GUIDED_SCALE_GREY  # grey digits
+    prior = tmp_path / "prior.safetensors"
+    run_cli("train-prior", tiny_pipeline["codes"], "--out", prior, "--epochs", "1", "--device", "cpu",
+            "--sample-guidance", "2.5", *TINY_PRIOR)
+    assert read_metadata(prior)["config"]["guidance"] == 2.5
+    run_cli("sample", prior, "--n", "2", "--out", tmp_path / "samples", "--device", "cpu")
+    assert read_metadata(tmp_path / "samples" / "codes.safetensors")["guidance"] == 2.5
 
 
 def test_the_default_temperature_goes_with_guidance_and_sample_records_it(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 # one name per kind of draw, so that two kinds never share a stream for the same (seed, epoch)
-SHUFFLE, VARIANT, SHIFT, COPY_SHIFT = 0, 1, 2, 3
+SHUFFLE, VARIANT, SHIFT, COPY_SHIFT, FLIP = 0, 1, 2, 3, 4
 
 
 def stream_seed(seed: int, stream: int, epoch: int) -> int:

@@ -26,7 +26,7 @@ T = TypeVar("T")
 # the groups of `--help` (a dataclass's help_panel and field_panels)
 DATA, MODEL, QUANTIZER, CLASSES, TRAINING, DEVICE = "Data", "Model", "Quantizer", "Classes", "Training", "Device"
 CODEBOOK, DEAD_CODES = "Codebook (vq, rvq)", "Dead-code restarts (vq, rvq)"
-GAN, SAMPLING, COPIES, OUTPUT = "GAN and losses", "Sampling", "Shifted copies", "Output"
+GAN, SAMPLING, COPIES, OUTPUT = "GAN and losses", "Sampling", "Copies", "Output"
 INPUTS, FEATURES, METRICS = "What to evaluate", "Feature network", "Metrics"
 PANELS = (INPUTS, DATA, MODEL, QUANTIZER, CODEBOOK, DEAD_CODES, CLASSES, COPIES, FEATURES, SAMPLING, METRICS, TRAINING,
           GAN, DEVICE, OUTPUT)  # the order --help lists them in

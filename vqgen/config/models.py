@@ -210,6 +210,10 @@ class VQVAEConfig:
 
 
 DEFAULT_LABEL_DROPOUT = 0.1  # enough "no class" rows to learn the unconditional mode; costs little conditional NLL
+# the guidance `sample` uses for a prior with label dropout, by image kind: the best rows of bench/samples.py
+# (digits) and bench/photos.py (photos); docs/benchmarks.md#guidance-by-image-kind
+GUIDED_SCALE_GREY = 1.6
+GUIDED_SCALE_COLOUR = 4.0
 
 
 @dataclass(frozen=True)
@@ -231,11 +235,26 @@ class PriorConfig:
         "so that `sample --guidance S` works; default: 0.1 for a class-conditional prior, else 0."
     )
 
+    guidance: float | None = option(
+        None, f"The guidance scale S `sample` uses unless told, recorded in the prior file; default: "
+        f"{GUIDED_SCALE_GREY:g} for grey images (digits), {GUIDED_SCALE_COLOUR:g} for colour ones (photos); 1 "
+        f"without label dropout.", flag="--sample-guidance"
+    )
+
     def with_label_dropout_for(self, conditional: bool):
         """This config with the default label dropout settled: 0.1 when conditional, 0 otherwise."""
         if self.label_dropout is not None:
             return self
         return dataclasses.replace(self, label_dropout=DEFAULT_LABEL_DROPOUT if conditional else 0.0)
+
+    def with_guidance_for(self, channels: int):
+        """This config with the sampling guidance settled by image kind (after the label dropout): photos
+        want much stronger guidance than digits for samples of the asked class."""
+        if self.guidance is not None:
+            return self
+        if not self.label_dropout:
+            return dataclasses.replace(self, guidance=1.0)
+        return dataclasses.replace(self, guidance=GUIDED_SCALE_COLOUR if channels == 3 else GUIDED_SCALE_GREY)
 
     def validate(self) -> None:
         # every architecture has num_layers and channels (with its own defaults and help; None: sized to the map)
@@ -245,6 +264,9 @@ class PriorConfig:
             raise VQGenError(f"--label-dropout must be in [0, 1), not {self.label_dropout}")
         if self.label_dropout and not self.num_classes:
             raise VQGenError("--label-dropout needs a class-conditional prior, but this one is unconditional")
+        check(self.guidance is None or self.guidance >= 0, f"--sample-guidance must be >= 0, not {self.guidance}")
+        check(self.guidance in (None, 1) or self.label_dropout,
+              f"--sample-guidance {self.guidance} needs a prior trained with --label-dropout > 0")
         check(self.code_depth >= 1 and self.latent_shape[1] % self.code_depth == 0,
               f"a prior over {self.code_depth} codes per position needs a map width divisible by it, "
               f"not {self.latent_shape[1]}")
@@ -341,6 +363,7 @@ class TwoLevelPriorConfig:
     num_codes = property(lambda self: self.bottom.num_codes)
     latent_shape = property(lambda self: self.bottom.latent_shape)
     num_classes = property(lambda self: self.bottom.num_classes)
+    guidance = property(lambda self: self.bottom.guidance)
 
     def validate(self) -> None:
         self.top.validate()

@@ -11,7 +11,7 @@ from typing import Any
 from vqgen.config import (
     COPIES, DATA, DEVICE, FEATURES, GAN, INPUTS, METRICS, MODEL, OUTPUT, SAMPLING, TRAINING, check, option,
 )
-from vqgen.config.models import DiscriminatorConfig
+from vqgen.config.models import GUIDED_SCALE_GREY, DiscriminatorConfig
 
 
 # ----------------------------------------------------------------------------- data
@@ -39,6 +39,8 @@ class DataOptions:
 RECON_LOSSES = ("mse", "l1", "l1+mse", "psnr")  # --recon-loss (vqgen.losses.reconstruction_loss)
 WARMUP_HELP = "Steps of linear LR warm-up from 0 to --lr."
 SHIFT_HELP = "Shift training images by up to this many whole pixels, at random each epoch (0: off)."
+FLIP_HELP = ("Mirror (left-right) half the training images, at random each epoch; default: on for colour images "
+             "(photos), off for grey ones (a mirrored digit is another shape).")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class VQVAETrainOptions(TrainOptions):
     # a long warm-up keeps lr 4e-3 from collapsing the decoder (docs/benchmarks.md#vq-vae-warm-up-and-learning-rate)
     warmup_steps: int = option(500, WARMUP_HELP)
     augment_shift: int = option(2, SHIFT_HELP)
+    flip: bool | None = option(None, FLIP_HELP)
     gan: GanOptions = option(factory=GanOptions)  # loss options: --recon-loss, perceptual, --gan
 
     def validate(self) -> None:
@@ -199,6 +202,9 @@ class ExtractOptions:
     augment_copies: int = option(3, "Also encode this many copies of every training image, each shifted at random "
                                     "(0: off); train-prior reads one encoding of each image per epoch.")
     augment_shift: int = option(1, "Shift of the copies: up to this many whole pixels in each direction.")
+    flip: bool | None = option(None, "Make every other copy a mirror image (left-right); default: on for "
+                                             "colour images (photos), off for grey ones (a mirrored digit is another "
+                                             "shape).")
     augment_seed: int = option(0, "Seed of the copies' shifts.")
 
     def validate(self) -> None:
@@ -259,9 +265,9 @@ class EvaluateRequest:
 # ----------------------------------------------------------------------------- sampling
 
 
-# the default guidance and temperature for priors trained with label dropout: bench/samples.py's best row
-# (docs/benchmarks.md#speed-of-the-default-recipe)
-GUIDED_SCALE = 1.6
+# the guidance of a prior trained with label dropout that records none (files from before it was recorded)
+GUIDED_SCALE = GUIDED_SCALE_GREY
+# the temperature of guided sampling: bench/samples.py's best row (docs/benchmarks.md#speed-of-the-default-recipe)
 GUIDED_TEMPERATURE = 0.9
 
 
@@ -279,8 +285,8 @@ class SampleOptions:
     )
     top_k: int | None = option(None, "Sample only among the k most likely codes.")
     guidance: float | None = option(
-        None, f"Classifier-free guidance scale S >= 0 (1: none; needs a prior trained with --label-dropout); "
-        f"default: {GUIDED_SCALE:g} for such a prior, else 1."
+        None, "Classifier-free guidance scale S >= 0 (1: none; needs a prior trained with --label-dropout); "
+        "default: the scale the prior records (train-prior --sample-guidance: by image kind)."
     )
     sampler: str = option("cached", "cached (fast) or full (recompute the whole map per code).")
     batch_size: int = option(64, "Batch size.")

@@ -1,4 +1,4 @@
-"""Training-set augmentation: random whole-pixel shifts, drawn per epoch together with the shuffle.
+"""Training-set augmentation: random whole-pixel shifts and mirror images, drawn per epoch with the shuffle.
 
 A VQ-VAE trained long on a few thousand images learns them by heart: on mnist5k the training
 PSNR ends several dB above the validation PSNR. Shifting each training image by a few pixels in
@@ -7,9 +7,13 @@ pixels, so every pixel value is kept exactly (sub-pixel shifts, rotations and re
 resample and blur the image, and the model then learns blurrier images than the real ones).
 The border that the shift uncovers repeats the edge row or column (black stays black on MNIST).
 
-The shift of each image is a function of (seed, epoch, index) alone (``draw_shifts``); the
-batches of ``vqgen.data.batches`` apply it to a whole batch at once, so resuming, the batch size and
-the number of torchrun processes do not change what any image looks like.
+Photos also get mirror images (left-right flips): a mirrored cat is still a cat, and it doubles the
+views of each object. Digits and text do not (a mirrored 2 is not a 2), which is why the flip is an
+option whose default follows the images (``flips_for``): on for colour images, off for grey ones.
+
+The shift and the flip of each image are functions of (seed, epoch, index) alone (``draw_shifts``,
+``draw_flips``); the batches of ``vqgen.data.batches`` apply them to a whole batch at once, so
+resuming, the batch size and the number of torchrun processes do not change what any image looks like.
 """
 
 from __future__ import annotations
@@ -19,6 +23,21 @@ import torch.nn.functional as F
 
 from vqgen import seeds
 
+
+def flips_for(channels: int, asked: bool | None) -> bool:
+    """Whether to add mirror images: as ``asked``, else the rule by image kind (colour: photos, mirror them;
+    grey: digits and text, do not)."""
+    return channels == 3 if asked is None else asked
+
+
+def draw_flips(num_items: int, seed: int, epoch: int) -> torch.Tensor:
+    """(num_items,) bool: which training images ``epoch`` shows mirrored (each with probability 1/2)."""
+    return torch.rand(num_items, generator=seeds.stream_generator(seed, seeds.FLIP, epoch)) < 0.5
+
+
+def flip_images(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Mirror (left-right) the images of (B, C, H, W) whose entry of the (B,) bool ``flips`` is set."""
+    return torch.where(flips.to(images.device)[:, None, None, None], images.flip(-1), images)
 
 
 def draw_shifts(num_items: int, max_shift: int, seed: int, epoch: int) -> torch.Tensor:

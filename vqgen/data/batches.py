@@ -1,4 +1,4 @@
-"""Batches for training and evaluation: a seeded, sharded order, resumable mid-epoch, and the shift augmentation.
+"""Batches for training and evaluation: a seeded, sharded order, resumable mid-epoch, and the augmentation.
 
 ``make_loader`` returns ``Batches``: a DataLoader over the dataset whose batch order comes from
 ``ShardedBatchSampler`` (the shuffle depends on (seed, epoch) only; N processes with batch b read
@@ -6,10 +6,10 @@ exactly what one process with batch N*b reads; no sample is repeated to even out
 evaluation over a split is exact). ``set_epoch(epoch, skip)`` picks the epoch's shuffle and, for a
 run resumed in the middle of an epoch, starts after the batches it has already trained on.
 
-Shift augmentation (``max_shift`` > 0) moves each training image by up to that many whole pixels
-(``vqgen.data.augment``). The shift of an image is a function of (seed, epoch, index) alone, applied to
-the whole batch at once: resuming, the batch size and the number of processes do not change what
-any image looks like.
+Augmentation (``vqgen.data.augment``): ``max_shift`` > 0 moves each training image by up to that
+many whole pixels, ``flip`` mirrors half of them. Both are functions of (seed, epoch, index) alone,
+applied to the whole batch at once: resuming, the batch size and the number of processes do not
+change what any image looks like.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vqgen import distributed as dist
-from vqgen.data.augment import draw_shifts, shift_images
+from vqgen.data.augment import draw_flips, draw_shifts, flip_images, shift_images
 from vqgen.errors import VQGenError
 
 
@@ -41,7 +41,7 @@ class _Resumable(Sampler[list[int]]):
 
 
 class _WithIndex(Dataset):
-    """``(item..., index)``: the batch then knows which images it holds (their shifts depend on it)."""
+    """``(item..., index)``: the batch then knows which images it holds (their augmentation depends on it)."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -56,11 +56,13 @@ class _WithIndex(Dataset):
 class Batches:
     """Iterate for ``(images, labels)`` batches; ``set_epoch`` before each pass when training."""
 
-    def __init__(self, dataset: Dataset, sampler: dist.ShardedBatchSampler, max_shift: int, loader_args: dict):
+    def __init__(self, dataset: Dataset, sampler: dist.ShardedBatchSampler, max_shift: int, flip: bool,
+                 loader_args: dict):
         self.sampler = _Resumable(sampler)
-        self.max_shift = max_shift
+        self.max_shift, self.flip = max_shift, flip
         self.shifts: torch.Tensor | None = None
-        source = _WithIndex(dataset) if max_shift else dataset
+        self.flips: torch.Tensor | None = None
+        source = _WithIndex(dataset) if self.augments else dataset
         self.loader = DataLoader(source, batch_sampler=self.sampler, **loader_args)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -71,20 +73,29 @@ class Batches:
         """
         self.sampler.batches.set_epoch(epoch)
         self.sampler.skip = skip
-        self.shifts = None
+        self.shifts = self.flips = None
+
+    @property
+    def augments(self) -> bool:
+        return bool(self.max_shift or self.flip)
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[Any]:
-        if not self.max_shift:
+        if not self.augments:
             yield from self.loader
             return
         b = self.sampler.batches
         if self.shifts is None:
             self.shifts = draw_shifts(b.num_items * b.variants, self.max_shift, b.seed, b.epoch or 0)
+            self.flips = draw_flips(b.num_items * b.variants, b.seed, b.epoch or 0) if self.flip else None
         for images, labels, indices in self.loader:
-            yield shift_images(images, self.shifts[indices]), labels
+            if self.max_shift:
+                images = shift_images(images, self.shifts[indices])
+            if self.flips is not None:
+                images = flip_images(images, self.flips[indices])
+            yield images, labels
 
 
 def make_loader(
@@ -96,6 +107,7 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     max_shift: int = 0,
+    flip: bool = False,
     variants: int = 1,
 ) -> Batches:
     """Seeded batches; ``batch_size`` is per process, and under torchrun each rank reads its own shard.
@@ -115,4 +127,4 @@ def make_loader(
         "num_workers": num_workers,
         "persistent_workers": num_workers > 0,
     }
-    return Batches(dataset, sampler, max_shift, loader_args)
+    return Batches(dataset, sampler, max_shift, flip, loader_args)

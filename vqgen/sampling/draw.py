@@ -67,10 +67,12 @@ def draw_codes(
 
 
 def choose_guidance(model, scale: float | None, option: str = "guidance") -> float:
-    """The guidance scale to sample ``model`` with: ``scale``, checked; None: GUIDED_SCALE for a prior
-    trained with label dropout, else 1 (no guidance)."""
+    """The guidance scale to sample ``model`` with: ``scale``, checked; None: the scale its config records
+    (``--sample-guidance``; files from before it was recorded: GUIDED_SCALE), 1 (no guidance) for a prior
+    trained without label dropout."""
     if scale is None:
-        scale = GUIDED_SCALE if model.conditional and model.null_label is not None else 1.0
+        guided = model.conditional and model.null_label is not None
+        scale = (getattr(model.cfg, "guidance", None) or GUIDED_SCALE) if guided else 1.0
     check_guidance(model, scale, option)
     return scale
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from vqgen.formats.codes import AUDIT_KEYS, code_dtype, save_codes
 from vqgen.formats.files import check_output_path, expect_kind, file_sha256, read_metadata
 from vqgen.config import ExtractOptions, to_dict
 from vqgen.data import ImageData, rebuild_data
-from vqgen.data.augment import draw_copy_shifts, shift_images
+from vqgen.data.augment import draw_copy_shifts, flips_for, shift_images
 from vqgen.data.batches import make_loader
 from vqgen.device import resolve_device
 from vqgen.measures import CodeHistogram
@@ -33,12 +34,14 @@ def encode_split(model, dataset, batch_size: int, device: torch.device, desc: st
     ``codes_top`` (N, ht, wt).
 
     With ``augment``, each batch is also encoded ``augment.augment_copies`` times more, shifted (the shift
-    of copy c of image i drawn from (seed, c, i)), in the same pass over the images: the maps are then those
-    of the N images followed by those of each copy, (N * (1 + copies), ...), the labels repeat, and the
+    of copy c of image i drawn from (seed, c, i)), and with ``augment.flip`` every other copy (the
+    first, third, ...) mirrored, in the same pass over the images: the maps are then those of the N
+    images followed by those of each copy, (N * (1 + copies), ...), the labels repeat, and the
     histograms count the images' own codes only.
     """
     copies = augment.augment_copies if augment else 0
     shifts = [draw_copy_shifts(len(dataset), augment.augment_shift, augment.augment_seed, c) for c in range(copies)]
+    mirrored = [bool(augment.flip) and c % 2 == 0 for c in range(copies)]
     loader = make_loader(dataset, batch_size, shuffle=False, seed=0)
     dtype = code_dtype(model.cfg.num_codes)
     names = MAP_NAMES[model.cfg.levels]
@@ -48,7 +51,7 @@ def encode_split(model, dataset, batch_size: int, device: torch.device, desc: st
     labels, start = [], 0
     for images, y in progress(loader, len(loader), desc):
         stop = start + len(images)
-        versions = [images] + [shift_images(images, shift[start:stop]) for shift in shifts]
+        versions = [images] + [copy_of(images, shift[start:stop], mirror) for shift, mirror in zip(shifts, mirrored)]
         for copy, (version, batch) in enumerate(zip(maps, versions)):
             encoded = model.encode(batch.to(device))
             for name, indices in zip(names, encoded if isinstance(encoded, tuple) else (encoded,)):
@@ -59,6 +62,12 @@ def encode_split(model, dataset, batch_size: int, device: torch.device, desc: st
         start = stop
     joined = {name: torch.cat([part for version in maps for part in version[name]]) for name in names}
     return joined, torch.cat(labels).repeat(1 + copies), histograms
+
+
+def copy_of(images: torch.Tensor, shifts: torch.Tensor, mirror: bool) -> torch.Tensor:
+    """One augmented copy of a batch: shifted, then mirrored (left-right) when ``mirror``."""
+    shifted = shift_images(images, shifts)
+    return shifted.flip(-1) if mirror else shifted
 
 
 def default_splits(data: ImageData) -> list[str]:
@@ -75,18 +84,19 @@ def extract_codes(
     augment: ExtractOptions | None = None,
 ) -> dict[str, Any]:
     """Encode ``splits`` of ``data`` (default: train, val, and test where there is one) with the VQ-VAE at
-    ``vqvae_path`` into the code file ``out``, and shifted copies of the training images as ``augment``
-    (default ``ExtractOptions()``) asks."""
+    ``vqvae_path`` into the code file ``out``, and shifted (and, for colour images by default, mirrored)
+    copies of the training images as ``augment`` (default ``ExtractOptions()``) asks."""
     augment = augment or ExtractOptions()
     splits = list(splits or default_splits(data))
     datasets = {split: data.pick(split) for split in splits}  # an unknown or missing split fails before encoding
     check_output_path(out)
     dev = resolve_device(device)
     model, vq_meta = load_vqvae(vqvae_path, dev)
+    augment = replace(augment, flip=flips_for(model.cfg.in_channels, augment.flip))
     tensors: dict[str, torch.Tensor] = {}
     audits: dict[str, dict[str, dict[str, float]]] = {AUDIT_KEYS[name]: {} for name in MAP_NAMES[model.cfg.levels]}
     for split, dataset in datasets.items():
-        copies = f" and {augment.augment_copies} shifted copies" if split == "train" and augment.augment_copies else ""
+        copies = f" and {augment.augment_copies} copies" if split == "train" and augment.augment_copies else ""
         maps, labels, histograms = encode_split(model, dataset, batch_size, dev, f"encoding {split}{copies}",
                                                 augment if split == "train" else None)
         for name, codes in maps.items():
@@ -105,7 +115,7 @@ def extract_codes(
         "dataset": data.spec,
         "label_names": data.label_names,
         "image": vq_meta["image"],
-        # train_codes holds the images' codes, then those of each shifted copy: (1 + copies) x num_train_images
+        # train_codes holds the images' codes, then those of each copy: (1 + copies) x num_train_images
         "augment": {**to_dict(augment), "num_train_images": len(datasets["train"])} if "train" in datasets else None,
         **audits,
     }

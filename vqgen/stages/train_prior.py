@@ -30,7 +30,7 @@ def run(codes_path: Path, prior_config: PriorConfig, train_options: PriorTrainOp
         raise VQGenError(f"{codes_path}: --conditional needs labelled codes, but these have no labels")
     cfg = replace(prior_config, num_codes=codes.meta["num_codes"], latent_shape=codes.prior_latent_shape,
                   code_depth=codes.depth, num_classes=len(codes.meta["label_names"]) if conditional else 0)
-    cfg = cfg.with_label_dropout_for(conditional)
+    cfg = cfg.with_label_dropout_for(conditional).with_guidance_for(codes.meta.get("image", {}).get("channels", 1))
     cfg.validate()
     describe(codes, cfg, conditional)
     if codes.levels == 2:

@@ -22,6 +22,7 @@ from vqgen.formats.images import interleave, save_grid
 from vqgen.logs import say
 from vqgen.losses import ReconstructionLoss
 from vqgen.measures import reconstruction_numbers
+from vqgen.data.augment import flips_for
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 from vqgen.train.gan import GanTrainer
 from vqgen.train.loop import StepResult, Trainer, artifact_path, train, warmup_cosine
@@ -34,7 +35,8 @@ class VQVAETrainer(Trainer):
         self.data, self.cfg, self.opts, self.device, self.out = data, cfg, opts, device, out
         self.model = VQVAE(cfg).to(device, memory_format=memory_format(device, opts.amp))
         self.train_batches = make_loader(data.train, opts.batch_size, shuffle=True, seed=opts.seed,
-                                         num_workers=opts.num_workers, drop_last=True, max_shift=opts.augment_shift)
+                                         num_workers=opts.num_workers, drop_last=True, max_shift=opts.augment_shift,
+                                         flip=flips_for(cfg.in_channels, opts.flip))
         self.val_batches = make_loader(data.val, opts.batch_size * 2, shuffle=False, seed=opts.seed,
                                        num_workers=opts.num_workers)
         gan = opts.gan
