@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from vqgen import distributed as dist
-from vqgen.data.augment import draw_flips, draw_shifts, flip_images, flips_for, shift_images
+from vqgen.config import VQVAETrainOptions, is_photo
+from vqgen.data.augment import draw_flips, draw_shifts, flip_images, shift_images
 from vqgen.data import TensorImages
 from vqgen.errors import VQGenError
 from vqgen.data.batches import Batches, make_loader
@@ -127,6 +128,10 @@ def test_loader_with_flips_serves_the_shifted_images_mirrored_as_drawn():
         assert torch.equal(flip_images(x, flips[y]), xf)
 
 
-def test_mirror_images_follow_the_image_kind_unless_asked():
-    assert flips_for(3, None) and not flips_for(1, None)  # photos yes, digits no
-    assert flips_for(1, True) and not flips_for(3, False)
+def test_mirror_images_and_the_discriminator_follow_the_image_kind_unless_asked():
+    assert is_photo(3, (32, 32)) and not is_photo(1, (32, 32)) and not is_photo(3, (8, 8))
+    photos, digits = VQVAETrainOptions().settled_for(3, (32, 32)), VQVAETrainOptions().settled_for(1, (28, 28))
+    assert (photos.flip, photos.gan.gan) == (True, True) and (digits.flip, digits.gan.gan) == (False, False)
+    asked = VQVAETrainOptions(flip=False).settled_for(3, (32, 32))
+    assert asked.flip is False and asked.gan.gan is True
+    assert VQVAETrainOptions(flip=True).settled_for(1, (28, 28)).flip is True

@@ -39,8 +39,14 @@ class DataOptions:
 RECON_LOSSES = ("mse", "l1", "l1+mse", "psnr")  # --recon-loss (vqgen.losses.reconstruction_loss)
 WARMUP_HELP = "Steps of linear LR warm-up from 0 to --lr."
 SHIFT_HELP = "Shift training images by up to this many whole pixels, at random each epoch (0: off)."
+def is_photo(channels: int, image_size: tuple[int, int] | list[int]) -> bool:
+    """The image-kind rule of the defaults that differ between photos and digits: colour images of 16 px or
+    more are photos; grey ones are digits, text or drawings (tiny colour images keep the grey defaults)."""
+    return channels == 3 and min(image_size) >= 16
+
+
 FLIP_HELP = ("Mirror (left-right) half the training images, at random each epoch; default: on for colour images "
-             "(photos), off for grey ones (a mirrored digit is another shape).")
+             "of 16 px or more (photos), off for grey ones (a mirrored digit is another shape).")
 
 
 @dataclass(frozen=True)
@@ -82,9 +88,12 @@ class GanOptions:
 
     help_panel = GAN
 
-    gan: bool = option(False, "VQGAN-style training: add a PatchGAN discriminator (hinge loss, adaptive weight).")
+    gan: bool | None = option(None, "VQGAN-style training: add a PatchGAN discriminator (hinge loss, adaptive "
+                                    "weight); default: on for colour images of 16 px or more (photos), off for grey "
+                                    "ones.")
     gan_start: int = option(500, "Steps of plain reconstruction training before the discriminator joins.")
-    gan_weight: float = option(0.1, "Factor on the adaptive weight of the adversarial loss.")
+    # on photos 0.5 keeps the adversarial term felt (docs/benchmarks.md#colour-photos)
+    gan_weight: float = option(0.5, "Factor on the adaptive weight of the adversarial loss.")
     disc_layers: int | None = option(
         None, "Stride-2 layers of the discriminator (patch size grows with it); default: as many as the image size "
         "allows, at most 3."
@@ -141,6 +150,14 @@ class VQVAETrainOptions(TrainOptions):
     def validate(self) -> None:
         super().validate()
         self.gan.validate()  # --augment-shift is checked where the loader is made
+
+    def settled_for(self, channels: int, image_size: tuple[int, int]) -> VQVAETrainOptions:
+        """These options with those left open settled by image kind: photos (colour, 16 px or more) get mirror
+        images and the discriminator, whose sharper decoder their samples need
+        (docs/benchmarks.md#colour-photos); grey images (digits, text) get neither."""
+        photos = is_photo(channels, image_size)
+        gan = self.gan if self.gan.gan is not None else dataclasses.replace(self.gan, gan=photos)
+        return dataclasses.replace(self, flip=photos if self.flip is None else self.flip, gan=gan)
 
 
 @dataclass(frozen=True)
@@ -202,9 +219,9 @@ class ExtractOptions:
     augment_copies: int = option(3, "Also encode this many copies of every training image, each shifted at random "
                                     "(0: off); train-prior reads one encoding of each image per epoch.")
     augment_shift: int = option(1, "Shift of the copies: up to this many whole pixels in each direction.")
-    flip: bool | None = option(None, "Make every other copy a mirror image (left-right); default: on for "
-                                             "colour images (photos), off for grey ones (a mirrored digit is another "
-                                             "shape).")
+    flip: bool | None = option(None, "Make every other copy a mirror image (left-right); default: on for colour "
+                                     "images of 16 px or more (photos), off for grey ones (a mirrored digit is "
+                                     "another shape).")
     augment_seed: int = option(0, "Seed of the copies' shifts.")
 
     def validate(self) -> None:

@@ -9,7 +9,7 @@ The border that the shift uncovers repeats the edge row or column (black stays b
 
 Photos also get mirror images (left-right flips): a mirrored cat is still a cat, and it doubles the
 views of each object. Digits and text do not (a mirrored 2 is not a 2), which is why the flip is an
-option whose default follows the images (``flips_for``): on for colour images, off for grey ones.
+option whose default follows the images (``vqgen.config.is_photo``): on for colour images, off for grey ones.
 
 The shift and the flip of each image are functions of (seed, epoch, index) alone (``draw_shifts``,
 ``draw_flips``); the batches of ``vqgen.data.batches`` apply them to a whole batch at once, so
@@ -22,12 +22,6 @@ import torch
 import torch.nn.functional as F
 
 from vqgen import seeds
-
-
-def flips_for(channels: int, asked: bool | None) -> bool:
-    """Whether to add mirror images: as ``asked``, else the rule by image kind (colour: photos, mirror them;
-    grey: digits and text, do not)."""
-    return channels == 3 if asked is None else asked
 
 
 def draw_flips(num_items: int, seed: int, epoch: int) -> torch.Tensor:

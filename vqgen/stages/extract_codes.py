@@ -14,9 +14,9 @@ import torch
 from vqgen.formats.checkpoints import load_vqvae
 from vqgen.formats.codes import AUDIT_KEYS, code_dtype, save_codes
 from vqgen.formats.files import check_output_path, expect_kind, file_sha256, read_metadata
-from vqgen.config import ExtractOptions, to_dict
+from vqgen.config import ExtractOptions, is_photo, to_dict
 from vqgen.data import ImageData, rebuild_data
-from vqgen.data.augment import draw_copy_shifts, flips_for, shift_images
+from vqgen.data.augment import draw_copy_shifts, shift_images
 from vqgen.data.batches import make_loader
 from vqgen.device import resolve_device
 from vqgen.measures import CodeHistogram
@@ -92,7 +92,8 @@ def extract_codes(
     check_output_path(out)
     dev = resolve_device(device)
     model, vq_meta = load_vqvae(vqvae_path, dev)
-    augment = replace(augment, flip=flips_for(model.cfg.in_channels, augment.flip))
+    if augment.flip is None:
+        augment = replace(augment, flip=is_photo(model.cfg.in_channels, model.cfg.image_size))
     tensors: dict[str, torch.Tensor] = {}
     audits: dict[str, dict[str, dict[str, float]]] = {AUDIT_KEYS[name]: {} for name in MAP_NAMES[model.cfg.levels]}
     for split, dataset in datasets.items():

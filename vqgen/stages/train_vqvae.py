@@ -9,7 +9,6 @@ from typing import Any
 from vqgen import distributed as dist
 from vqgen.config import DataOptions, VQVAEConfig, VQVAETrainOptions, to_dict
 from vqgen.data import load_image_data
-from vqgen.data.augment import flips_for
 from vqgen.device import resolve_device
 from vqgen.formats.files import check_output_path
 from vqgen.logs import say
@@ -20,7 +19,7 @@ def run(data_options: DataOptions, vqvae_config: VQVAEConfig, train_options: VQV
         resume: str | None = None) -> dict[str, Any]:
     """Train a VQ-VAE on the data ``data_options`` name (one download per machine); returns the last epoch's
     metrics. The options are checked before any data is read; the image size and channels come from the data, and
-so does whether mirror images are added (recorded in the checkpoint's options)."""
+so do the options left to the image kind (``VQVAETrainOptions.settled_for``, recorded in the checkpoint)."""
     train_options.validate()
     vqvae_config.validate_quantizer()
     check_output_path(out)
@@ -30,5 +29,4 @@ so does whether mirror images are added (recorded in the checkpoint's options)."
     say(data.describe())
     vqvae_config = replace(vqvae_config, in_channels=data.channels, image_size=data.image_size)
     vqvae_config.validate()
-    train_options = replace(train_options, flip=flips_for(data.channels, train_options.flip))
     return train_vqvae(data, vqvae_config, train_options, Path(out), resume)

@@ -22,7 +22,6 @@ from vqgen.formats.images import interleave, save_grid
 from vqgen.logs import say
 from vqgen.losses import ReconstructionLoss
 from vqgen.measures import reconstruction_numbers
-from vqgen.data.augment import flips_for
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 from vqgen.train.gan import GanTrainer
 from vqgen.train.loop import StepResult, Trainer, artifact_path, train, warmup_cosine
@@ -36,7 +35,7 @@ class VQVAETrainer(Trainer):
         self.model = VQVAE(cfg).to(device, memory_format=memory_format(device, opts.amp))
         self.train_batches = make_loader(data.train, opts.batch_size, shuffle=True, seed=opts.seed,
                                          num_workers=opts.num_workers, drop_last=True, max_shift=opts.augment_shift,
-                                         flip=flips_for(cfg.in_channels, opts.flip))
+                                         flip=bool(opts.flip))
         self.val_batches = make_loader(data.val, opts.batch_size * 2, shuffle=False, seed=opts.seed,
                                        num_workers=opts.num_workers)
         gan = opts.gan
@@ -108,7 +107,8 @@ class VQVAETrainer(Trainer):
 def train_vqvae(data: ImageData, cfg: VQVAEConfig, opts: VQVAETrainOptions, out: Path,
                 resume: str | Path | None = None) -> dict[str, Any]:
     """Train, validate and save the checkpoint (and reconstruction grids) each epoch (``vqgen.train.loop.train``:
-    resumable, ``resume`` a path or "auto")."""
+    resumable, ``resume`` a path or "auto"). Options left to the image kind are settled for ``cfg``'s images."""
+    opts = opts.settled_for(cfg.in_channels, cfg.image_size)
     return train(lambda device: VQVAETrainer(data, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 
