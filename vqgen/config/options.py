@@ -263,6 +263,10 @@ class EvaluateRequest:
 # (docs/benchmarks.md#speed-of-the-default-recipe)
 GUIDED_SCALE = 1.6
 GUIDED_TEMPERATURE = 0.9
+# a masked prior's parallel decoding: steps from bench/masked.py (docs/benchmarks.md#masked-prior-and-parallel-decoding),
+# the choice temperature the paper's
+MASKED_STEPS = 8
+CHOICE_TEMPERATURE = 4.5
 
 
 @dataclass(frozen=True)
@@ -284,10 +288,10 @@ class SampleOptions:
     )
     sampler: str = option("cached", "Raster-order priors: cached (fast) or full (recompute the whole map per code).")
     steps: int | None = option(None, "Masked priors: parallel decoding steps (each draws every hidden code and keeps "
-                               "the most confident by a cosine schedule); default: 8.")
+                               f"the most confident by a cosine schedule); default: {MASKED_STEPS}.")
     choice_temperature: float | None = option(
         None, "Masked priors: Gumbel noise on the confidence that picks which codes a step keeps, annealed to 0 over "
-        "the steps (0: by confidence alone); default: 4.5.")
+        f"the steps (0: by confidence alone); default: {CHOICE_TEMPERATURE:g}.")
     batch_size: int = option(64, "Batch size.")
     seed: int = option(0, "Seed (CPU runs repeat exactly).")
     device: str = option("auto", "auto, cpu or cuda.")

@@ -18,12 +18,12 @@ import math
 
 import torch
 
+from vqgen.config import CHOICE_TEMPERATURE, MASKED_STEPS
 from vqgen.errors import VQGenError
 from vqgen.models.masked import lowest_scores_mask
 from vqgen.sampling.draw import Guidance, top_k_scaled, exact_float32, gumbel_noise, pick_codes
 
-DEFAULT_STEPS = 8  # docs/benchmarks.md#masked-prior-parallel-decoding
-DEFAULT_CHOICE_TEMPERATURE = 4.5  # the paper's
+DEFAULT_STEPS, DEFAULT_CHOICE_TEMPERATURE = MASKED_STEPS, CHOICE_TEMPERATURE  # `vqgen sample`'s defaults
 
 
 def hidden_counts(unknown: int, steps: int) -> list[int]:
