@@ -2,11 +2,13 @@
 
     python bench/masked.py quality --codes checkpoints/codes.safetensors --work bench-masked/
     python bench/masked.py quality --codes ... --work ... --pixelcnn P.safetensors --masked M.safetensors
+    python bench/masked.py quality --codes ... --work ... --rows pixelcnn    # one row (rows can run side by side)
     python bench/masked.py timing --maps 16,32 --n 64
 
-``quality`` trains a PixelCNN and a masked prior on the code file at their defaults (the same epochs; both
-training times are shown) unless given, then draws ``--n`` class-conditional samples (label all, the
-sampling defaults, seed 0) from the PixelCNN and from the masked prior at each of ``--steps``, and scores
+``quality`` trains a PixelCNN and a masked prior on the code file at their defaults, for ``--epochs`` each
+(default: the default 12; both training times are shown), unless given or already in the work folder,
+then draws ``--n`` class-conditional samples (label all, the sampling defaults, seed 0) from the
+PixelCNN (row ``pixelcnn``) and from the masked prior at each of ``--steps`` (rows 4, 8, ...), and scores
 them as bench/samples.py does, with ``vqgen evaluate`` against the real images of the training split:
 the share the reference classifier puts in the asked class, the Fréchet distance in its features beside
 the real-vs-real floor, and recall (k = 3) beside its floor. ``--classifier`` names the reference
@@ -47,12 +49,12 @@ def row(cells: list[str]) -> None:
     print("| " + " | ".join(cells) + " |", flush=True)
 
 
-def trained_prior(given: str | None, codes: Path, config, out: Path) -> Path:
-    """The prior file: ``given``, or one trained at the defaults into ``out``."""
+def trained_prior(given: str | None, codes: Path, config, out: Path, epochs: int) -> Path:
+    """The prior file: ``given``, or one trained at the defaults for ``epochs`` into ``out``."""
     if given:
         return Path(given)
     if not out.is_file():
-        train_prior.run(codes, config, PriorTrainOptions(), out)
+        train_prior.run(codes, config, PriorTrainOptions(epochs=epochs), out)
     return out
 
 
@@ -77,13 +79,18 @@ def score(prior: Path, folder: Path, args, **options) -> list[str]:
 def quality(args) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    pixelcnn = trained_prior(args.pixelcnn, Path(args.codes), PixelCNNConfig(), work / "pixelcnn.safetensors")
-    masked = trained_prior(args.masked, Path(args.codes), MaskedConfig(), work / "masked.safetensors")
+    rows = args.rows.split(",") if args.rows else ["pixelcnn", *map(str, args.steps)]
     table(QUALITY)
-    row(["PixelCNN (cached)", "49", *training(pixelcnn), *score(pixelcnn, work / "samples-pixelcnn", args)])
-    for steps in args.steps:
-        cells = score(masked, work / f"samples-masked-{steps}", args, steps=steps)
-        row(["masked", str(steps), *training(masked), *cells])
+    if "pixelcnn" in rows:
+        pixelcnn = trained_prior(args.pixelcnn, Path(args.codes), PixelCNNConfig(), work / "pixelcnn.safetensors",
+                                 args.epochs)
+        row(["PixelCNN (cached)", "49", *training(pixelcnn), *score(pixelcnn, work / "samples-pixelcnn", args)])
+    steps = [int(r) for r in rows if r != "pixelcnn"]
+    if steps:
+        masked = trained_prior(args.masked, Path(args.codes), MaskedConfig(), work / "masked.safetensors", args.epochs)
+    for count in steps:
+        cells = score(masked, work / f"samples-masked-{count}", args, steps=count)
+        row(["masked", str(count), *training(masked), *cells])
 
 
 def cpu_seconds(draw) -> float:
@@ -120,6 +127,8 @@ def main() -> None:
     q.add_argument("--classifier", help="reference classifier for evaluate (default: trained and cached)")
     q.add_argument("--n", type=int, default=1000, help="samples per row (spread over the classes)")
     q.add_argument("--batch-size", type=int, default=250)
+    q.add_argument("--epochs", type=int, default=PriorTrainOptions.epochs, help="epochs of each prior it trains")
+    q.add_argument("--rows", help="comma-separated rows to compute: pixelcnn and/or step counts (default: all)")
     t = parts.add_parser("timing", help="CPU seconds of sampling 1,000 maps, untrained priors")
     t.add_argument("--maps", type=lambda text: [int(x) for x in text.split(",")], default=[16, 32])
     t.add_argument("--n", type=int, default=64, help="maps drawn (in one batch) per row")

@@ -216,3 +216,12 @@ def test_edit_redraws_the_box_and_leaves_every_other_code_bit_for_bit(masked_pri
     run_cli("edit", "mnist5k:4", "--box", "5,8,12,20", "--prior", masked_prior, "--n", "3", "--label", "2",
             "--seed", "1", "--out", again, "--device", "cpu")
     assert torch.equal(load_vqgen_file(again / "codes.safetensors")[0]["codes"], edited)
+
+
+def test_the_training_curves_draw_the_hidden_code_nll():
+    from vqgen.tools.curves import panels_for
+
+    records = [{"epoch": e, "lr": 1e-3, "train_masked_nll_nats": 6.0 - e, "val_masked_nll_nats": 5.5 - e,
+                "best_val_masked_nll_nats": 5.5 - e, "val_mask_ratio": 0.5} for e in (1, 2)]
+    titles = [title for title, _ in panels_for(records)]
+    assert titles == ["masked prior: NLL of hidden codes (nats)", "learning rate"]

@@ -50,7 +50,7 @@ def load_vqvae(path: str | Path, device: str | torch.device = "cpu") -> VQVAE:
 
 
 def load_prior(path: str | Path, device: str | torch.device = "cpu") -> CodePrior:
-    """A prior checkpoint (or a shipped model's name) -> its model (gated PixelCNN or transformer) in eval mode,
+    """A prior checkpoint (or a shipped model's name) -> its model (gated PixelCNN, transformer or masked) in eval mode,
     with its metadata as ``.meta``."""
     model, meta = checkpoints.load_prior(resolve(path, "prior"), device)
     model.meta = meta
@@ -133,7 +133,7 @@ def sample_codes(
 
     ``labels`` (conditional priors only): one class, index or name, for all samples, or one per
     sample. ``sampler``: a name from ``vqgen.sampling.SAMPLERS``, ``cached`` (the default, for either
-    architecture) or ``full``. ``guidance`` S: classifier-free guidance scale (1: plain conditional
+    raster-order architecture) or ``full``. ``guidance`` S: classifier-free guidance scale (1: plain conditional
     sampling; S != 1 needs a prior trained with label dropout; None: the `vqgen sample` default).
     ``temperature`` None: the `vqgen sample` default (0.9 with guidance, else 1). A masked prior draws in
     ``steps`` parallel steps with ``choice_temperature`` (None: the `vqgen sample` defaults); ``sampler`` is for
