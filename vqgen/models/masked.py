@@ -69,11 +69,9 @@ def hidden_nll(net: torch.nn.Module, codes: torch.Tensor, labels: torch.Tensor |
 
 
 class MaskedTransformerPrior(TransformerPrior):
+    cfg: MaskedConfig
     causal = False
     input_codes_beyond_k = 1
-
-    def __init__(self, cfg: MaskedConfig):
-        super().__init__(cfg)
 
     @property
     def mask_code(self) -> int:
