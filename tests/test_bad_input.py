@@ -64,6 +64,10 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     assert invoke("extract-codes", files["vqvae"], "--out", files["codes"], "--device", "cpu").exit_code == 0
     assert invoke("train-prior", files["codes"], "--out", files["prior"], *TINY_PRIOR, "--label-dropout", "0").exit_code == 0
     assert invoke("train-prior", files["codes"], "--out", files["uncond"], "--unconditional", *TINY_PRIOR).exit_code == 0
+    files["masked"] = root / "masked.safetensors"
+    masked = ["--arch", "masked", "--layers", "1", "--channels", "8", "--heads", "2", *TINY_PRIOR[6:]]
+    assert invoke("train-prior", files["codes"], "--out", files["masked"], *masked).exit_code == 0
+    files["image"] = root / "images" / "a" / "00.png"
 
     # same architecture, other weights (another sha256); and one with K=8
     _, meta = load_vqgen_file(files["vqvae"], "vqvae")
@@ -208,7 +212,7 @@ def test_a_checkpoint_of_the_wrong_kind(ws, trained):
     fails(ws, "extract-codes", trained["prior"], "--out", out / "c.safetensors",
           expect=("this is a prior (PixelCNN) checkpoint, but a VQ-VAE checkpoint is expected here",))
     fails(ws, "sample", trained["vqvae"], "--out", out,
-          expect=("this is a VQ-VAE checkpoint, but a prior (PixelCNN or transformer) checkpoint is expected here",))
+          expect=("this is a VQ-VAE checkpoint, but a prior (PixelCNN, transformer or masked transformer) checkpoint is expected here",))
     fails(ws, "sample", trained["prior"], "--vqvae", trained["uncond"], "--out", out,
           expect=("uncond.safetensors: this is a prior (PixelCNN) checkpoint, but a VQ-VAE checkpoint is expected",))
     fails(ws, "train-prior", trained["vqvae"], "--out", out / "p.safetensors",
@@ -243,6 +247,23 @@ def test_labels(ws, trained):
     fails(ws, "sample", trained["prior"], "--label", "7", "--out", out, expect=("--label '7' is not one of the prior's classes (0..1: a, b)",))
     fails(ws, "sample", trained["prior"], "--label", "a,zebra", "--out", out, expect=("--label 'zebra'",))
     fails(ws, "sample", trained["uncond"], "--label", "0", "--out", out, expect=("--label was given, but this prior is unconditional",))
+
+
+def test_edit(ws, trained):
+    out, image, masked = ws / "out", trained["image"], trained["masked"]
+    fails(ws, "edit", ws / "nope.png", "--box", "0,0,8,8", "--prior", masked, "--out", out,
+          expect=("nope.png: no such image file",))
+    fails(ws, "edit", image, "--box", "0,0,17,8", "--prior", masked, "--out", out,
+          expect=("--box 0,0,17,8 is not inside the 16x16 image",))
+    fails(ws, "edit", image, "--box", "4,4,4,8", "--prior", masked, "--out", out, expect=("--box 4,4,4,8 is empty",))
+    fails(ws, "edit", image, "--box", "1,2,3", "--prior", masked, "--out", out,
+          expect=("--box must be four whole numbers x0,y0,x1,y1",))
+    fails(ws, "edit", image, "--box", "0,0,8,8", "--prior", trained["prior"], "--out", out,
+          expect=("edit needs a masked prior (train-prior --arch masked); a pixelcnn prior draws codes in raster order",))
+    fails(ws, "edit", image, "--box", "0,0,8,8", "--prior", masked, "--guidance", "2", "--out", out,
+          expect=("--guidance needs --label",))
+    fails(ws, "edit", image, "--box", "0,0,8,8", "--prior", masked, "--label", "zebra", "--out", out,
+          expect=("--label 'zebra' is not one of the prior's classes",))
 
 
 # ----------------------------------------------------------------------------- outputs and options

@@ -105,7 +105,7 @@ def test_a_prior_file_without_arch_is_a_pixelcnn_and_an_unknown_arch_is_refused(
 @pytest.mark.parametrize("args, message", [
     (["--arch", "transformer", "--kernel-size", "5"], "--kernel-size is an option of --arch pixelcnn, not of --arch transformer"),
     (["--heads", "2"], "--heads is an option of --arch transformer, not of --arch pixelcnn"),
-    (["--arch", "lstm"], "--arch must be one of pixelcnn, transformer, not 'lstm'"),
+    (["--arch", "lstm"], "--arch must be one of pixelcnn, transformer, masked, not 'lstm'"),
     (["--arch", "transformer", "--channels", "10", "--heads", "4"], "--heads must divide --channels 10"),
 ])
 def test_train_prior_refuses_options_of_the_other_architecture(tiny_pipeline, tmp_path, args, message):
@@ -121,4 +121,4 @@ def test_help_shows_each_architectures_defaults_from_its_config():
         pixelcnn = getattr(PixelCNNConfig, field)  # None: sized to the map, shown as auto
         shown = f"pixelcnn {'auto' if pixelcnn is None else pixelcnn}, transformer {getattr(TransformerConfig, field)}"
         assert flag in help_text and shown in help_text
-    assert "(transformer only)" in help_text and "(pixelcnn only)" in help_text
+    assert "(transformer and masked only)" in help_text and "(pixelcnn only)" in help_text

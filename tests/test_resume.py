@@ -141,21 +141,23 @@ def test_prior_stopped_at_the_end_of_an_epoch_resumes_to_identical_weights(tmp_p
     assert meta["progress"]["best"] == min(r["val_nll_nats"] for r in logged(straight))
 
 
-def test_transformer_prior_stopped_mid_epoch_resumes_to_identical_weights(tmp_path, code_file):
+@pytest.mark.parametrize("arch", ["transformer", "masked"])  # the masked prior also draws its masks from the RNG
+def test_transformer_prior_stopped_mid_epoch_resumes_to_identical_weights(tmp_path, code_file, arch):
+    args = [*TRANSFORMER_ARGS[2:], "--arch", arch]
     straight = tmp_path / "a" / "prior.safetensors"
-    result = invoke(["train-prior", code_file, "--out", straight, *TRANSFORMER_ARGS])
+    result = invoke(["train-prior", code_file, "--out", straight, *args])
     assert result.exit_code == 0, result.output
 
     out = tmp_path / "b" / "prior.safetensors"
     with AtStep(7, send_sigterm):  # epoch 2, batch 2 of 5
-        stopped = invoke(["train-prior", code_file, "--out", out, *TRANSFORMER_ARGS])
+        stopped = invoke(["train-prior", code_file, "--out", out, *args])
     assert stopped.exit_code == 143, stopped.output
     assert "stopped by SIGTERM at step 7 (epoch 2, batch 2/5)" in stopped.stderr
     other = invoke(["train-prior", code_file, "--out", out, *PRIOR_ARGS, "--resume", "auto"])
-    assert "arch (saved 'transformer', now 'pixelcnn')" in error_line(other)
-    resumed = invoke(["train-prior", code_file, "--out", out, *TRANSFORMER_ARGS, "--resume", "auto"])
+    assert f"arch (saved '{arch}', now 'pixelcnn')" in error_line(other)
+    resumed = invoke(["train-prior", code_file, "--out", out, *args, "--resume", "auto"])
     assert resumed.exit_code == 0, resumed.output
-    assert load_vqgen_file(out)[1]["config"]["arch"] == "transformer"
+    assert load_vqgen_file(out)[1]["config"]["arch"] == arch
     assert_same_weights(straight, out)  # the best-validation weights
     assert_same_weights(resume_path(straight), resume_path(out))  # optimizer, schedule, dropout RNG
     assert logged(out) == logged(straight)

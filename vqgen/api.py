@@ -31,7 +31,7 @@ from vqgen.models.prior import CodePrior
 from vqgen.models.rvq import stacked_codes
 from vqgen.models.vqvae import VQVAE, Codes
 from vqgen.pretrained import pretrained_path, resolve
-from vqgen.sampling import SAMPLERS, choose_guidance, choose_temperature, sample_maps
+from vqgen.sampling import choose_guidance, choose_temperature, sample_maps, sampler_for
 from vqgen.sampling.labels import label_index
 
 DEFAULTS = SampleOptions()  # the sampling defaults of `vqgen sample`
@@ -50,7 +50,7 @@ def load_vqvae(path: str | Path, device: str | torch.device = "cpu") -> VQVAE:
 
 
 def load_prior(path: str | Path, device: str | torch.device = "cpu") -> CodePrior:
-    """A prior checkpoint (or a shipped model's name) -> its model (gated PixelCNN or transformer) in eval mode,
+    """A prior checkpoint (or a shipped model's name) -> its model (gated PixelCNN, transformer or masked) in eval mode,
     with its metadata as ``.meta``."""
     model, meta = checkpoints.load_prior(resolve(path, "prior"), device)
     model.meta = meta
@@ -125,28 +125,30 @@ def sample_codes(
     seed: int = 0,
     sampler: str | None = None,
     guidance: float | None = DEFAULTS.guidance,
+    steps: int | None = DEFAULTS.steps,
+    choice_temperature: float | None = DEFAULTS.choice_temperature,
 ) -> Codes:
     """Draw ``n`` code maps (n, h, w) from the prior (residual VQ codes: stacks (n, depth, h, w); (top, bottom)
     maps from a two-level one).
 
     ``labels`` (conditional priors only): one class, index or name, for all samples, or one per
     sample. ``sampler``: a name from ``vqgen.sampling.SAMPLERS``, ``cached`` (the default, for either
-    architecture) or ``full``. ``guidance`` S: classifier-free guidance scale (1: plain conditional
+    raster-order architecture) or ``full``. ``guidance`` S: classifier-free guidance scale (1: plain conditional
     sampling; S != 1 needs a prior trained with label dropout; None: the `vqgen sample` default).
-    ``temperature`` None: the `vqgen sample` default (0.9 with guidance, else 1).
+    ``temperature`` None: the `vqgen sample` default (0.9 with guidance, else 1). A masked prior draws in
+    ``steps`` parallel steps with ``choice_temperature`` (None: the `vqgen sample` defaults); ``sampler`` is for
+    the raster-order priors.
     """
     if n < 1:
         raise VQGenError(f"n must be at least 1, not {n}")
     if temperature is not None and not temperature > 0:
         raise VQGenError(f"temperature must be positive, not {temperature}")
-    name = sampler or "cached"
-    if name not in SAMPLERS:
-        raise VQGenError(f"sampler must be one of {', '.join(SAMPLERS)}, not {name!r}")
+    draw = sampler_for(prior, sampler or "cached", steps, choice_temperature)
     guidance = choose_guidance(prior, guidance)
     temperature = choose_temperature(temperature, guidance)
     y = _label_tensor(prior, labels, n)
     generator = torch.Generator().manual_seed(seed)
-    codes = sample_maps(SAMPLERS[name], prior, n, labels=y, temperature=temperature, top_k=top_k,
+    codes = sample_maps(draw, prior, n, labels=y, temperature=temperature, top_k=top_k,
                         generator=generator, device=_device(prior), guidance=guidance)
     depth = getattr(prior.cfg, "code_depth", 1)  # residual VQ: the prior's (n, h, w*depth) maps back to stacks
     return _joined(tuple(stacked_codes(m, depth).cpu() for m in _maps(codes)))

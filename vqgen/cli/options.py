@@ -101,8 +101,11 @@ class OneOf:
                 text = texts.pop()
                 if len(defaults) < len(self.choices):
                     text = f"({' and '.join(defaults)} only) {text}"
-            else:
-                text = " ".join(f"{choice}: {help}" for choice, help in helps[name].items())
+            else:  # choices that share a help text share its entry
+                sharing: dict[str, list[str]] = {}
+                for choice, help in helps[name].items():
+                    sharing.setdefault(help, []).append(choice)
+                text = " ".join(f"{', '.join(choices)}: {help}" for help, choices in sharing.items())
             found[name] = (f, {**meta, "help": text}, kind, defaults)
         shared = [name for name, entry in found.items() if len(entry[3]) == len(self.choices)]  # listed first
         return {name: found[name] for name in shared + [name for name in found if name not in shared]}

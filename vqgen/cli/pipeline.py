@@ -116,7 +116,9 @@ def print_codebook_audit(result: dict) -> None:
 
 
 PRIOR_ARCH_OPTIONS = OneOf(
-    "arch", PRIOR_ARCHS, DEFAULT_PRIOR_ARCH, "Prior architecture: gated PixelCNN or decoder-only causal transformer",
+    "arch", PRIOR_ARCHS, DEFAULT_PRIOR_ARCH,
+    "Prior architecture: gated PixelCNN, decoder-only causal transformer, or masked bidirectional transformer "
+    "(MaskGIT: sampled in a few parallel steps)",
     "prior_config",
 )
 
@@ -137,14 +139,17 @@ def train_prior_cmd(
     prior_config: PriorConfig,
     prior_train_options: PriorTrainOptions,
 ) -> None:
-    """Stage 3: fit a prior (gated PixelCNN, or with --arch transformer a causal transformer) to the code maps."""
+    """Stage 3: fit a prior (gated PixelCNN, or with --arch transformer a causal transformer, with --arch masked a
+    masked transformer) to the code maps."""
     from vqgen.stages import train_prior
 
     m = train_prior.run(codes, prior_config, prior_train_options, out, conditional=conditional, resume=resume)
-    out_console.print(
-        f"wrote {out}: best val {m['best_val_bits_per_code']:.3f} bits/code (last epoch {m['val_bits_per_code']:.3f})",
-        soft_wrap=True,
-    )
+    if "best_val_masked_nll_nats" in m:  # a masked prior has no bits per code
+        best = (f"{m['best_val_masked_nll_nats']:.3f} nats per hidden code at mask ratio {m['val_mask_ratio']:g} "
+                f"(last epoch {m['val_masked_nll_nats']:.3f})")
+    else:
+        best = f"{m['best_val_bits_per_code']:.3f} bits/code (last epoch {m['val_bits_per_code']:.3f})"
+    out_console.print(f"wrote {out}: best val {best}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------- stage 4

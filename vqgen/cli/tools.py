@@ -1,4 +1,5 @@
-"""Everyday tools (reconstruct, interpolate, info, codebook, curves) and evaluation (train-classifier, evaluate)."""
+"""Everyday tools (reconstruct, interpolate, edit, info, codebook, curves) and evaluation (train-classifier,
+evaluate)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import typer
 
 from vqgen.cli import (
     BatchOpt, DataRootOpt, DeviceOpt, ResumeOpt, VQVAEArg, app, check_output, friendly_errors, info_console,
-    model_file, out_console, single_process,
+    model_file, out_console, prior_path, single_process, vqvae_path,
 )
 from vqgen.cli.options import options_from
-from vqgen.config import DATA, OUTPUT, SPLIT_HELP, ClassifierTrainOptions, DataOptions, EvaluateRequest, to_dict
+from vqgen.config import (
+    DATA, MODEL, OUTPUT, SPLIT_HELP, ClassifierTrainOptions, DataOptions, EvaluateRequest, SampleOptions, to_dict,
+)
 
 # ---------------------------------------------------------------------------- everyday tools
 
@@ -81,6 +84,46 @@ def interpolate_cmd(
         f"{r['num_positions']} codes differ); each strip: A, {steps} steps, B",
         soft_wrap=True,
     )
+
+
+@app.command("edit")
+@friendly_errors
+@options_from(SampleOptions, skip=("n", "label", "sampler", "batch_size"))
+def edit_cmd(
+    image: Annotated[str, typer.Argument(help="The image: a file, or DATA:INDEX (e.g. mnist5k:0, a validation image).")],
+    box: Annotated[
+        str, typer.Option("--box", help="x0,y0,x1,y1: the pixels to redraw (x1, y1 excluded), in the image as the "
+                          "VQ-VAE sees it (resized and cropped to its size); every code whose cell they touch is redrawn.")
+    ],
+    prior: Annotated[
+        Path, typer.Option("--prior", help="A masked prior (train-prior --arch masked).", parser=prior_path,
+                           rich_help_panel=MODEL)
+    ],
+    n: Annotated[int, typer.Option("--n", help="How many edits to draw.")] = 8,
+    label: Annotated[
+        Optional[str], typer.Option("--label", help="Class index or name to redraw towards; default: no class (the "
+                                    "prior's unconditional mode).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the edits (NNNN.png), original.png, grid.png (original, "
+                           "reconstruction, edits) and codes.safetensors.", rich_help_panel=OUTPUT)
+    ] = Path("edits"),
+    vqvae: Annotated[
+        Optional[Path],
+        typer.Option("--vqvae", help="VQ-VAE to encode and decode with; default: the one recorded in the prior.",
+                     parser=vqvae_path, rich_help_panel=MODEL),
+    ] = None,
+    data_root: DataRootOpt = Path("data"),
+    *,
+    sample_options: SampleOptions,
+) -> None:
+    """Redraw a box of an image with a masked prior: its codes under the box hidden and drawn again, the rest kept."""
+    single_process("edit")
+    from vqgen.tools.edit import edit
+
+    r = edit(prior, image, box, out, n, label, vqvae_path=vqvae, options=sample_options, data_root=data_root)
+    out_console.print(f"wrote {r['count']} edits of {image} ({r['codes_redrawn']} codes redrawn) to {out}/ "
+                      f"(side by side: {r['grid']})", soft_wrap=True)
 
 
 @app.command("info")

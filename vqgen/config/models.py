@@ -333,14 +333,24 @@ class TransformerConfig(PriorConfig):
         super().validate()
         if self.num_heads < 1 or self.channels % self.num_heads:
             raise VQGenError(f"--heads must divide --channels {self.channels}, not be {self.num_heads}")
-        check(self.code_depth == 1, f"--arch transformer models one code per position, not residual VQ stacks of "
+        check(self.code_depth == 1, f"--arch {self.arch} models one code per position, not residual VQ stacks of "
                                     f"{self.code_depth}; use --arch pixelcnn")
         if not 0 <= self.dropout < 1:
             raise VQGenError(f"--dropout must be in [0, 1), not {self.dropout}")
 
 
+@dataclass(frozen=True)
+class MaskedConfig(TransformerConfig):
+    """The masked prior (MaskGIT): the transformer's blocks without the causal mask, over the whole map at once."""
+
+    arch: str = dataclasses.field(default="masked", init=False)
+
+
 DEFAULT_PRIOR_ARCH = "pixelcnn"
-PRIOR_ARCHS: dict[str, type[PriorConfig]] = {"pixelcnn": PixelCNNConfig, "transformer": TransformerConfig}
+PRIOR_ARCHS: dict[str, type[PriorConfig]] = {
+    "pixelcnn": PixelCNNConfig, "transformer": TransformerConfig, "masked": MaskedConfig,
+}
+RASTER_ARCHS = ("pixelcnn", "transformer")  # the priors that draw one code per step, in raster order
 
 
 @dataclass(frozen=True)

@@ -286,6 +286,10 @@ class EvaluateRequest:
 GUIDED_SCALE = GUIDED_SCALE_GREY
 # the temperature of guided sampling: bench/samples.py's best row (docs/benchmarks.md#speed-of-the-default-recipe)
 GUIDED_TEMPERATURE = 0.9
+# a masked prior's parallel decoding: steps from bench/masked.py (docs/benchmarks.md#masked-prior-and-parallel-decoding),
+# the choice temperature the paper's
+MASKED_STEPS = 8
+CHOICE_TEMPERATURE = 4.5
 
 
 @dataclass(frozen=True)
@@ -305,7 +309,12 @@ class SampleOptions:
         None, "Classifier-free guidance scale S >= 0 (1: none; needs a prior trained with --label-dropout); "
         "default: the scale the prior records (train-prior --sample-guidance: by image kind)."
     )
-    sampler: str = option("cached", "cached (fast) or full (recompute the whole map per code).")
+    sampler: str = option("cached", "Raster-order priors: cached (fast) or full (recompute the whole map per code).")
+    steps: int | None = option(None, "Masked priors: parallel decoding steps (each draws every hidden code and keeps "
+                               f"the most confident by a cosine schedule); default: {MASKED_STEPS}.")
+    choice_temperature: float | None = option(
+        None, "Masked priors: Gumbel noise on the confidence that picks which codes a step keeps, annealed to 0 over "
+        f"the steps (0: by confidence alone); default: {CHOICE_TEMPERATURE:g}.")
     batch_size: int = option(64, "Batch size.")
     seed: int = option(0, "Seed (CPU runs repeat exactly).")
     device: str = option("auto", "auto, cpu or cuda.")
@@ -319,3 +328,6 @@ class SampleOptions:
               f"--temperature must be positive, not {self.temperature}")
         check(self.batch_size >= 1, f"--batch-size must be positive, not {self.batch_size}")
         check(self.guidance is None or self.guidance >= 0, f"--guidance must be >= 0, not {self.guidance}")
+        check(self.steps is None or self.steps >= 1, f"--steps must be at least 1, not {self.steps}")
+        check(self.choice_temperature is None or self.choice_temperature >= 0,
+              f"--choice-temperature must be 0 or more, not {self.choice_temperature}")

@@ -84,7 +84,14 @@ def results_table(results: dict[str, Any]):
             ("codes used", f"{c['codes_used']}/{c['num_codes']} ({c['usage']:.1%})", ""),
             ("perplexity", f"{c['perplexity']:.1f}", f"max {c['num_codes']}"),
         ])
-    if "prior" in results:
+    if "prior" in results and "masked_nll_nats_per_code" in results["prior"]:
+        p = results["prior"]
+        add_section(table, "prior (masked)", [
+            ("hidden-code NLL", f"{p['masked_nll_nats_per_code']:.4f} nats/code",
+             f"{p['mask_ratio']:.0%} of each map hidden; {p['num_code_maps']} code maps"),
+            ("bits/code", "not defined", "a masked prior gives no likelihood of whole maps"),
+        ])
+    elif "prior" in results:
         p = results["prior"]
         add_section(table, "prior", [
             ("NLL", f"{p['nll_nats_per_code']:.4f} nats/code", f"{p['num_code_maps']} code maps"),

@@ -4,7 +4,8 @@
   Fréchet distance / KID between reconstructions and originals;
 * codes (a code file): the codebook audit recorded for the split;
 * prior: NLL on held-out codes in nats and bits per code, bits per image dimension, and the
-  histogram-only baseline it is measured against;
+  histogram-only baseline it is measured against; for a masked prior, which has no likelihood of whole
+  maps, the NLL of hidden codes given the rest of the map at a fixed mask ratio instead;
 * samples (a folder from `vqgen sample`): Fréchet distance, KID, precision and recall against the
   real images of the split, beside the real-vs-real floor, plus classifier confidence, class
   entropy and agreement.

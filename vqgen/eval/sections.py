@@ -27,7 +27,9 @@ from vqgen.data.batches import make_loader
 from vqgen.logs import progress
 from vqgen.stages.extract_codes import encode_split
 from vqgen.stages.sample import resolve_vqvae_path
-from vqgen.train.prior import evaluate_prior_levels
+from vqgen.models.masked import EVAL_MASK_RATIO
+from vqgen.sampling import is_masked
+from vqgen.train.prior import evaluate_masked_prior, evaluate_prior_levels
 from vqgen.models.rvq import flat_codes
 
 PR_NEIGHBOURS = 3  # k of the k-NN manifolds of precision and recall (Kynkäänniemi et al. 2019)
@@ -136,6 +138,8 @@ def prior_metrics(
         raise VQGenError(f"{req.prior}: a class-conditional prior, but {source} has unlabelled code maps")
     if getattr(model, "levels", 1) != (2 if len(dataset.tensors) == 3 else 1):
         raise VQGenError(f"{req.prior}: its levels differ from those of the code maps of {source}")
+    if is_masked(model):
+        return masked_prior_metrics(model, dataset, source, req.batch_size, device)
     nats = evaluate_prior_levels(model, DataLoader(dataset, batch_size=req.batch_size), device)
     codes_per_image = sum(t[0].numel() for t in dataset.tensors if t.dim() == 3)  # every map's codes
     scores = prior_scores(nats["nll"], codes_per_image, prior_meta["image"])
@@ -150,6 +154,15 @@ def prior_metrics(
         "num_code_maps": len(dataset),
         "source": source,
     }
+
+
+def masked_prior_metrics(model: torch.nn.Module, dataset: TensorDataset, source: str, batch_size: int,
+                         device: torch.device) -> dict[str, Any]:
+    """A masked prior gives no likelihood of whole maps, so no bits per code: the NLL of hidden codes given the
+    others, a share ``EVAL_MASK_RATIO`` of each map hidden (positions from a fixed seed)."""
+    nats = evaluate_masked_prior(model, DataLoader(dataset, batch_size=batch_size), device)
+    return {"masked_nll_nats_per_code": nats, "mask_ratio": EVAL_MASK_RATIO, "num_code_maps": len(dataset),
+            "source": source}
 
 
 def prior_scores(nats_per_code: float, codes_per_image: int, image: dict[str, Any]) -> dict[str, float]:

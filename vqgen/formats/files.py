@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ FORMAT_VERSION = 1
 METADATA_KEY = "vqgen"
 KIND_NAMES = {
     "vqvae": "a VQ-VAE checkpoint",
-    "prior": "a prior (PixelCNN or transformer) checkpoint",
+    "prior": "a prior (PixelCNN, transformer or masked transformer) checkpoint",
     "codes": "a code file",
     "samples": "a samples code file",
     "classifier": "a classifier checkpoint",
@@ -94,6 +95,29 @@ def check_output_path(path: str | Path, folder: bool = False, try_creating: bool
             os.rmdir(tempfile.mkdtemp(prefix=".vqgen-check.", suffix=".tmp", dir=ancestor))
         except OSError as e:
             raise VQGenError(f"{path}: cannot write here (nothing can be created in {ancestor}: {e.strerror or e})") from e
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | Path) -> Iterator[Path]:
+    """Yield where to write an output folder's files: a new folder appears only complete (written under a hidden
+    temporary name beside it, renamed on success, removed on failure); into an existing folder each file is
+    written atomically, in place."""
+    path = Path(path)
+    if path.is_dir():
+        yield path
+        return
+    parent = make_output_folder(path.parent if str(path.parent) else Path("."))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise VQGenError(f"{path}: cannot write here ({e.strerror or e})") from e
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes owner-only folders
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def make_output_folder(path: str | Path) -> Path:
@@ -181,7 +205,7 @@ def load_vqgen_file(
     return tensors, meta
 
 
-PRIOR_ARCH_NAMES = {"pixelcnn": "PixelCNN", "transformer": "transformer"}
+PRIOR_ARCH_NAMES = {"pixelcnn": "PixelCNN", "transformer": "transformer", "masked": "masked transformer"}
 
 
 def kind_name(meta: dict[str, Any], unknown: str = "a vqgen file") -> str:

@@ -1,11 +1,12 @@
 """The networks: VQ-VAE (encoder, quantizer (VQ, FSQ or residual VQ), decoder) and the priors (gated PixelCNN,
-transformer, and the two-level prior of VQ-VAE-2)."""
+transformer, the masked transformer, and the two-level prior of VQ-VAE-2)."""
 
 import torch.nn as nn
 
 from vqgen.config import PriorConfig, TwoLevelPriorConfig
 from vqgen.models.fsq import FiniteScalarQuantizer
 from vqgen.models.hierarchy import TwoLevelPrior
+from vqgen.models.masked import MaskedTransformerPrior
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.models.prior import CodePrior
 from vqgen.models.quantizer import VectorQuantizer
@@ -13,7 +14,9 @@ from vqgen.models.rvq import ResidualVectorQuantizer
 from vqgen.models.transformer import TransformerConfig, TransformerPrior
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 
-PRIOR_MODELS: dict[str, type[CodePrior]] = {"pixelcnn": GatedPixelCNN, "transformer": TransformerPrior}
+PRIOR_MODELS: dict[str, type[CodePrior]] = {
+    "pixelcnn": GatedPixelCNN, "transformer": TransformerPrior, "masked": MaskedTransformerPrior,
+}
 
 
 def build_prior(cfg: PriorConfig | TwoLevelPriorConfig) -> nn.Module:
@@ -24,7 +27,7 @@ def build_prior(cfg: PriorConfig | TwoLevelPriorConfig) -> nn.Module:
 
 
 __all__ = [
-    "PRIOR_MODELS", "CodePrior", "FiniteScalarQuantizer", "GatedPixelCNN", "PixelCNNConfig", "ResidualVectorQuantizer",
+    "PRIOR_MODELS", "CodePrior", "FiniteScalarQuantizer", "GatedPixelCNN", "MaskedTransformerPrior", "PixelCNNConfig", "ResidualVectorQuantizer",
     "TransformerConfig", "TransformerPrior", "TwoLevelPrior", "TwoLevelPriorConfig", "VQVAE", "VQVAEConfig",
     "VectorQuantizer", "build_prior",
 ]

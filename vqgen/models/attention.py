@@ -1,9 +1,9 @@
-"""Causal multi-head self-attention over raster positions, shared by the priors: every block of the
-transformer, and the PixelCNN's optional block before its head.
+"""Multi-head self-attention over raster positions, shared by the priors: every block of the transformers
+(causal, and bidirectional in the masked prior), and the PixelCNN's optional causal block before its head.
 
-``forward`` runs a whole sequence under the causal mask; ``step`` runs one new position against the
-keys and values of the positions before it, which the cached samplers keep: the same sums as the
-masked full pass, up to float rounding.
+``forward`` runs a whole sequence, under the causal mask unless built with ``causal=False``; ``step``
+(causal only) runs one new position against the keys and values of the positions before it, which the
+cached samplers keep: the same sums as the masked full pass, up to float rounding.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, channels: int, heads: int, dropout: float = 0.0):
+class MultiHeadAttention(nn.Module):
+    def __init__(self, channels: int, heads: int, dropout: float = 0.0, causal: bool = True):
         super().__init__()
         self.heads = heads
+        self.causal = causal
         self.qkv = nn.Linear(channels, 3 * channels)
         self.out = nn.Linear(channels, channels)
         self.attention_dropout = dropout
@@ -33,10 +34,10 @@ class CausalSelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, t, -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C); position t attends to positions 0 .. t."""
+        """(B, T, C) -> (B, T, C); position t attends to positions 0 .. t (causal), else to all of them."""
         q, k, v = self.split_heads(x)
         dropout = self.attention_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=self.causal)
         return self.out_dropout(self.merge_heads(y))
 
     def step(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, t: int) -> torch.Tensor:

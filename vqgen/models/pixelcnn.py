@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from vqgen.config import PixelCNNConfig
 from vqgen.errors import VQGenError
-from vqgen.models.attention import CausalSelfAttention
+from vqgen.models.attention import MultiHeadAttention
 from vqgen.models.prior import CodePrior
 
 
@@ -130,7 +130,7 @@ class MapAttention(nn.Module):
     def __init__(self, channels: int, heads: int):
         super().__init__()
         self.norm = nn.LayerNorm(channels)
-        self.attention = CausalSelfAttention(channels, heads)
+        self.attention = MultiHeadAttention(channels, heads)
         nn.init.zeros_(self.attention.out.weight)
         nn.init.zeros_(self.attention.out.bias)
 
@@ -141,7 +141,7 @@ class MapAttention(nn.Module):
 
     def step(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, t: int) -> torch.Tensor:
         """Raster position t alone: its features (B, C) -> the block's output (B, C), with the keys and values
-        of the positions before it (see ``CausalSelfAttention.step``)."""
+        of the positions before it (see ``MultiHeadAttention.step``)."""
         return x + self.attention.step(self.norm(x[:, None]), keys, values, t)[:, 0]
 
 

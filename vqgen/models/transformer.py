@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from vqgen.config import TransformerConfig
-from vqgen.models.attention import CausalSelfAttention
+from vqgen.models.attention import MultiHeadAttention
 from vqgen.models.prior import CodePrior
 
 
@@ -42,10 +42,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    """A pre-norm block; ``causal`` False: every position attends to every other (the masked prior)."""
+
+    def __init__(self, cfg: TransformerConfig, causal: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.channels)
-        self.attention = CausalSelfAttention(cfg.channels, cfg.num_heads, cfg.dropout)
+        self.attention = MultiHeadAttention(cfg.channels, cfg.num_heads, cfg.dropout, causal)
         self.norm2 = nn.LayerNorm(cfg.channels)
         self.mlp = MLP(cfg)
 
@@ -55,18 +57,21 @@ class Block(nn.Module):
 
 
 class TransformerPrior(CodePrior):
+    causal = True
+    input_codes_beyond_k = 0  # the masked prior's [MASK] code is one more row of the code embedding
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
         h, w = cfg.latent_shape
         c = cfg.channels
-        self.code_embedding = nn.Embedding(cfg.num_codes, c)
+        self.code_embedding = nn.Embedding(cfg.num_codes + self.input_codes_beyond_k, c)
         self.start = nn.Embedding(max(1, self.class_rows), c)  # row 0 is the start token when unconditional
         self.row_embedding = nn.Embedding(h, c)
         self.column_embedding = nn.Embedding(w, c)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(Block(cfg, self.causal) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(c)
         self.head = nn.Linear(c, cfg.num_codes)
         self.apply(self._init_weights)

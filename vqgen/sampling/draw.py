@@ -46,7 +46,8 @@ def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: t
     return -torch.log(-torch.log(uniform))
 
 
-def _top_k_scaled(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+def top_k_scaled(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+    """The logits a code is drawn from: divided by the temperature, all but the top k at -inf."""
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.shape[1]:
         kth = logits.topk(top_k, dim=1).values[:, -1:]
@@ -56,7 +57,7 @@ def _top_k_scaled(logits: torch.Tensor, temperature: float, top_k: int | None) -
 
 def pick_codes(logits: torch.Tensor, noise: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
     """Gumbel-max: argmax of the (top-k masked) ``logits / temperature`` plus ``noise``."""
-    return (_top_k_scaled(logits, temperature, top_k) + noise).argmax(dim=1)
+    return (top_k_scaled(logits, temperature, top_k) + noise).argmax(dim=1)
 
 
 def draw_codes(

@@ -23,7 +23,7 @@ from vqgen.errors import VQGenError
 from vqgen.device import resolve_device
 from vqgen.models.rvq import stacked_codes
 from vqgen.models.vqvae import MAP_NAMES
-from vqgen.sampling import SAMPLERS, choose_guidance, choose_temperature, sample_maps
+from vqgen.sampling import choose_guidance, choose_temperature, is_masked, sample_maps, sampler_for
 from vqgen.sampling.labels import parse_labels
 
 
@@ -66,11 +66,10 @@ def run(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path: Pa
     opts = replace(options or SampleOptions(), **changes, **({} if n is None else {"n": n}))
     opts.validate()
     n, label, temperature, top_k, guidance = opts.n, opts.label, opts.temperature, opts.top_k, opts.guidance
-    if opts.sampler not in SAMPLERS:
-        raise VQGenError(f"--sampler must be one of {', '.join(SAMPLERS)}, not {opts.sampler!r}")
     check_output_path(out_dir, folder=True)  # before any work; nothing is created until the samples exist
     dev = resolve_device(opts.device)
     prior, meta = load_prior(prior_path, dev)
+    draw = sampler_for(prior, opts.sampler, opts.steps, opts.choice_temperature)
     guidance = choose_guidance(prior, guidance, f"{prior_path}: --guidance")
     temperature = choose_temperature(temperature, guidance)
     k = prior.cfg.num_codes
@@ -94,7 +93,7 @@ def run(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path: Pa
         size = min(opts.batch_size, n - start)
         y = torch.tensor(labels[start : start + size]) if labels is not None else None
         batch = sample_maps(
-            SAMPLERS[opts.sampler], prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator,
+            draw, prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator,
             device=dev, guidance=guidance,
         )
         if not isinstance(batch, tuple):
@@ -118,7 +117,8 @@ def run(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path: Pa
         "top_k": top_k,
         "guidance": guidance,
         "seed": opts.seed,
-        "sampler": opts.sampler,
+        "sampler": "masked" if is_masked(prior) else opts.sampler,
+        **(draw.keywords if is_masked(prior) else {}),  # the masked prior's steps and choice temperature
         "image": vq_meta["image"],
         "dataset": meta.get("dataset"),
     }

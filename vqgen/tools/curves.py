@@ -21,6 +21,7 @@ VQVAE_PANELS = [
 PRIOR_PANELS = [
     ("NLL (bits per code)", [("train", "train_bits_per_code"), ("val", "val_bits_per_code"),
                              ("histogram only", "histogram_bits_per_code")]),
+    ("masked prior: NLL of hidden codes (nats)", [("train", "train_masked_nll_nats"), ("val", "val_masked_nll_nats")]),
 ]
 LR_PANEL = ("learning rate", [("lr", "lr")])
 PANELS_PER_ROW = 3
@@ -52,7 +53,8 @@ def read_epochs(path: str | Path) -> list[dict[str, Any]]:
 
 def panels_for(records: list[dict[str, Any]]) -> list[tuple[str, list[tuple[str, str]]]]:
     keys = {k for r in records for k, v in r.items() if is_number(v)}
-    known = PRIOR_PANELS if "val_bits_per_code" in keys or "train_nll_nats" in keys else VQVAE_PANELS
+    prior = {"val_bits_per_code", "train_nll_nats", "val_masked_nll_nats"}
+    known = PRIOR_PANELS if keys & prior else VQVAE_PANELS
     panels = [(title, [(name, key) for name, key in series if key in keys]) for title, series in known]
     panels = [(title, series) for title, series in panels if series]
     used = {key for _, series in panels for _, key in series}

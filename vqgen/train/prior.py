@@ -1,5 +1,5 @@
 """The prior's trainer (stage 3 is ``vqgen.stages.train_prior``): a gated PixelCNN or transformer fit to the code
-maps of a code file.
+maps of a code file (the masked prior's loss and validation differ: ``MaskedPriorTrainer``).
 
 The model, its loss (cross-entropy over the K codes at every position), its validation (NLL in
 nats and bits per code over the whole split) and what it keeps (the best-validation weights, or
@@ -30,6 +30,7 @@ from vqgen.device import memory_format
 from vqgen.logs import say
 from vqgen.measures import histogram_bits, nats_to_bits
 from vqgen.models import build_prior
+from vqgen.models.masked import EVAL_MASK_RATIO, EVAL_MASK_SEED, fixed_ratio_mask, hidden_nll, training_mask
 from vqgen.train.ema import WeightEMA
 from vqgen.train.loop import StepResult, Trainer, train
 from vqgen.train.resume import Progress
@@ -112,11 +113,49 @@ class PriorTrainer(Trainer):
             save_prior(self.out, self.kept_model, self.codes, metrics, self.opts)
 
 
+class MaskedPriorTrainer(PriorTrainer):
+    """The masked prior's: cross-entropy of the hidden codes only, a share of each map hidden by the cosine
+    schedule; validated (and the best epoch picked) on hidden codes at the fixed ratio ``EVAL_MASK_RATIO``.
+    Its numbers are nats per hidden code, not bits per code of whole maps (``vqgen.models.masked``)."""
+
+    what = "the masked-code loss"
+
+    def loss(self, net: torch.nn.Module, batch: Any, step: int) -> StepResult:
+        x, y = batch
+        x = x.to(self.device)
+        b, h, w = x.shape
+        total, count = hidden_nll(net, x, self.labels(y), training_mask(b, h * w, self.device), self.model.mask_code)
+        loss = total / count
+        return StepResult(loss, {"nll": loss.detach()})
+
+    def evaluate(self) -> dict[str, float]:
+        return {"nll": evaluate_masked_prior(self.kept_model, self.val_batches, self.device)}
+
+    def epoch_metrics(self, train: dict[str, float], val: dict[str, float], progress: Progress) -> dict[str, Any]:
+        self.improved = progress.best is None or val["nll"] < progress.best
+        progress.best = val["nll"] if self.improved else progress.best
+        return {
+            "train_masked_nll_nats": train["nll"],
+            "val_masked_nll_nats": val["nll"],
+            "best_val_masked_nll_nats": progress.best,
+            "val_mask_ratio": EVAL_MASK_RATIO,
+        }
+
+    def report(self, m: dict[str, Any]) -> None:
+        mark = " [green](best, saved)[/green]" if self.improved else ""
+        say(
+            f"[bold]prior epoch {m['epoch']}[/bold]  train {m['train_masked_nll_nats']:.4f} nats/hidden code "
+            f"(cosine-schedule masks)  val [cyan]{m['val_masked_nll_nats']:.4f} nats/hidden code[/cyan] "
+            f"(at mask ratio {m['val_mask_ratio']:g}){mark}  ({m['elapsed_s']:.0f}s)"
+        )
+
+
 def train_prior(codes: CodeFile, cfg: PriorConfig, opts: PriorTrainOptions, out: Path,
                 resume: str | Path | None = None) -> dict[str, Any]:
     """Train with cross-entropy, validate each epoch, and keep the best-validation weights in ``out``
     (``vqgen.train.loop.train``: resumable, ``resume`` a path or "auto")."""
-    return train(lambda device: PriorTrainer(codes, cfg, opts, device, Path(out)), opts, Path(out), resume)
+    trainer = MaskedPriorTrainer if getattr(cfg, "arch", "") == "masked" else PriorTrainer
+    return train(lambda device: trainer(codes, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 
 def level_nll_sums(net: torch.nn.Module, batch: Any, device: torch.device,
@@ -151,6 +190,23 @@ def evaluate_prior_levels(model: torch.nn.Module, batches: Batches, device: torc
     if len(reduced) > 1:
         result.update({f"{level}_nll": float(t[0] / t[1].clamp_min(1)) for level, t in reduced.items()})
     return result
+
+
+@torch.no_grad()
+def evaluate_masked_prior(model: torch.nn.Module, batches: Batches, device: torch.device) -> float:
+    """Mean NLL in nats per hidden code of a masked prior over a whole split (summed across ranks), a share
+    ``EVAL_MASK_RATIO`` of each map hidden at positions drawn from a fixed seed: the same number every time."""
+    model.eval()
+    generator = torch.Generator().manual_seed(EVAL_MASK_SEED)
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # (nats, hidden codes)
+    for x, y in batches:
+        x = x.to(device)
+        b, h, w = x.shape
+        hidden = fixed_ratio_mask(b, h * w, EVAL_MASK_RATIO, generator, device)
+        total, count = hidden_nll(model, x, y.to(device) if model.conditional else None, hidden, model.mask_code)
+        totals += torch.stack([total.double(), torch.tensor(count, dtype=torch.float64, device=device)])
+    totals = dist.all_reduce_sum(totals)
+    return float(totals[0] / totals[1].clamp_min(1))
 
 
 def evaluate_prior(model: torch.nn.Module, batches: Batches, device: torch.device) -> float:

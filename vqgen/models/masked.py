@@ -1,0 +1,101 @@
+"""A masked prior over code maps (MaskGIT, Chang et al. 2022): a bidirectional transformer that predicts
+hidden codes from every code it is shown.
+
+The input is the whole map, T = H * W positions, with some codes replaced by a [MASK] code (index K,
+one more row of the code embedding), plus the row and column embeddings of every position; one more
+position in front holds the class embedding (with label dropout a "no class" row too, as the other
+priors have, for classifier-free guidance) or one learned start vector when unconditional. The
+blocks are the causal transformer's (``vqgen.models.transformer``) without the causal mask, so every
+position sees the whole map and the class; the head gives K logits per map position.
+
+Training hides a share of each map's codes drawn from the cosine schedule, r = cos(pi/2 * u) with u
+uniform in [0, 1) (many maps mostly hidden, few nearly whole, which is where parallel decoding
+starts and ends), and scores the logits at the hidden positions only. Its validation number, and
+what `vqgen evaluate` reports, is the NLL of hidden codes at one fixed ratio (``EVAL_MASK_RATIO``),
+on hidden positions drawn from a fixed seed: a measure to compare masked priors with each other, not a
+likelihood of the map, so no bits per code. Sampling is ``vqgen.sampling.masked``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from vqgen.config import MaskedConfig
+from vqgen.errors import VQGenError
+from vqgen.models.transformer import TransformerPrior
+
+EVAL_MASK_RATIO = 0.5  # the share of codes hidden for the validation/evaluate NLL
+EVAL_MASK_SEED = 0
+
+
+def cosine_mask_ratio(progress: torch.Tensor | float) -> torch.Tensor:
+    """The share of codes hidden at ``progress`` in [0, 1]: cos(pi/2 * progress), 1 at 0 and 0 at 1."""
+    return torch.cos(math.pi / 2 * torch.as_tensor(progress, dtype=torch.float64))
+
+
+def lowest_scores_mask(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """(B, T) scores and (B,) counts -> bool (B, T), True at the ``counts[b]`` lowest scores of row b."""
+    ranks = scores.argsort(dim=1).argsort(dim=1)
+    return ranks < counts[:, None]
+
+
+def training_mask(batch: int, total: int, device: torch.device | str = "cpu",
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Which codes of ``batch`` maps of ``total`` positions to hide: per map a ratio from the cosine schedule,
+    at least one code, at positions drawn at random. Draws from ``generator`` (default: torch's global RNG)."""
+    progress = torch.rand(batch, generator=generator)
+    counts = torch.ceil(cosine_mask_ratio(progress) * total).long().clamp(1, total)
+    return lowest_scores_mask(torch.rand(batch, total, generator=generator), counts).to(device)
+
+
+def fixed_ratio_mask(batch: int, total: int, ratio: float, generator: torch.Generator,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """``round(ratio * total)`` hidden codes per map (at least one), at random positions from ``generator``."""
+    counts = torch.full((batch,), max(1, round(ratio * total)), dtype=torch.long)
+    return lowest_scores_mask(torch.rand(batch, total, generator=generator), counts).to(device)
+
+
+def hidden_nll(net: torch.nn.Module, codes: torch.Tensor, labels: torch.Tensor | None, hidden: torch.Tensor,
+               mask_code: int) -> tuple[torch.Tensor, int]:
+    """Summed NLL (nats) of the codes (B, H, W) at the ``hidden`` positions (B, H*W) as ``net`` (a masked prior,
+    or its wrapper in training) predicts them from the others, and how many there are."""
+    b, h, w = codes.shape
+    flat = codes.reshape(b, h * w)
+    logits = net(flat.masked_fill(hidden, mask_code).view(b, h, w), labels).flatten(2).transpose(1, 2)[hidden]
+    return F.cross_entropy(logits.float(), flat[hidden], reduction="sum"), int(hidden.sum())
+
+
+class MaskedTransformerPrior(TransformerPrior):
+    cfg: MaskedConfig
+    causal = False
+    input_codes_beyond_k = 1
+
+    @property
+    def mask_code(self) -> int:
+        """The index of the [MASK] code in the input: K."""
+        return self.cfg.num_codes
+
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Code maps (B, H, W), [MASK] (``mask_code``) where hidden -> logits (B, K, H, W) of every position."""
+        labels = self.forward_labels(labels)
+        b, h, w = codes.shape
+        x = self.code_embedding(codes.reshape(b, h * w)) + self.positions(torch.arange(h * w, device=codes.device))
+        x = self.dropout(torch.cat([self.start_tokens(labels, b)[:, None], x], dim=1))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.norm(x[:, 1:]))  # (B, T, K), the class position left out
+        return logits.transpose(1, 2).reshape(b, -1, h, w)
+
+    def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean NLL in nats of hidden codes at the evaluation ratio (not of whole maps: see the module notes)."""
+        b, h, w = codes.shape
+        generator = torch.Generator().manual_seed(EVAL_MASK_SEED)
+        hidden = fixed_ratio_mask(b, h * w, EVAL_MASK_RATIO, generator, codes.device)
+        total, count = hidden_nll(self, codes, labels, hidden, self.mask_code)
+        return total / count
+
+    def cache(self, n: int, labels: torch.Tensor | None = None, **given: torch.Tensor):
+        raise VQGenError("a masked prior draws whole maps in parallel steps (vqgen.sampling.masked), not in raster order")
