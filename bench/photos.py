@@ -2,7 +2,7 @@
 
     python bench/photos.py prepare --npz ../shared/data/cifar10_5k.npz --out data/cifar10_5k
     python bench/photos.py run --data data/cifar10_5k --work checkpoints/photos/defaults
-    python bench/photos.py run --data data/cifar10_5k --work checkpoints/photos/flat --extract-args "--augment-flips off"
+    python bench/photos.py run --data data/cifar10_5k --work checkpoints/photos/no-flip --vqvae-args "--no-flip" --extract-args "--no-flip"
     python bench/photos.py score --prior checkpoints/photos/defaults/prior.safetensors --guidance 1.6,3,5
 
 ``prepare`` writes the npz (``images`` (N, H, W, 3) uint8, ``labels`` (N,)) as one folder per class,

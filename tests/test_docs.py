@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from vqgen.cli.reference import REGENERATE, reference
-from vqgen.config import VQVAEConfig
+from vqgen.config import MaskedConfig, PixelCNNConfig, TransformerConfig, VQVAEConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,6 +19,8 @@ def test_cli_reference_lists_every_command_option_and_default():
         assert f"## vqgen {command}\n" in text
     assert f"| `--num-codes` / `-K` `<int>` | {VQVAEConfig.num_codes} |" in text
     assert "| `--ema` / `--no-ema` | --ema |" in text
-    assert "| `--channels` `<int>` | pixelcnn 64, transformer 160 |" in text  # a OneOf option: each choice's default
+    each_default = (f"pixelcnn {PixelCNNConfig.channels}, transformer {TransformerConfig.channels}, "
+                    f"masked {MaskedConfig.channels}")
+    assert f"| `--channels` `<int>` | {each_default} |" in text  # a OneOf option: each choice's default
     assert "`--help`" not in text
     assert "**Codebook (vq, rvq)**" in text and text.index("**Data**") < text.index("**Output**")  # the help panels

@@ -104,7 +104,7 @@ def test_a_prior_file_without_arch_is_a_pixelcnn_and_an_unknown_arch_is_refused(
 
 @pytest.mark.parametrize("args, message", [
     (["--arch", "transformer", "--kernel-size", "5"], "--kernel-size is an option of --arch pixelcnn, not of --arch transformer"),
-    (["--heads", "2"], "--heads is an option of --arch transformer, not of --arch pixelcnn"),
+    (["--heads", "2"], "--heads is an option of --arch transformer or masked, not of --arch pixelcnn"),
     (["--arch", "lstm"], "--arch must be one of pixelcnn, transformer, masked, not 'lstm'"),
     (["--arch", "transformer", "--channels", "10", "--heads", "4"], "--heads must divide --channels 10"),
 ])

@@ -270,7 +270,9 @@ def test_curves_from_a_resumed_log(tmp_path):
 # ----------------------------------------------------------------------------- completion
 
 
-def test_shell_completion(tmp_path):
+def test_shell_completion(tmp_path, monkeypatch):
+    # name the shell rather than detect it: a run with no shell among its parent processes detects none
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     env = {"_VQGEN_COMPLETE": "complete_bash", "COMP_WORDS": "vqgen recon", "COMP_CWORD": "1"}
     assert cli(env=env).output.split() == ["reconstruct"]
     env = {"_VQGEN_COMPLETE": "complete_bash", "COMP_WORDS": "vqgen info --j", "COMP_CWORD": "2"}
