@@ -10,7 +10,7 @@ from conftest import TINY_PRIOR, run_cli
 from vqgen import distributed as dist
 from vqgen.formats.checkpoints import load_vqvae
 from vqgen.formats.files import load_vqgen_file, read_metadata, save_vqgen_file
-from vqgen.config import ExtractOptions, PixelCNNConfig, PriorTrainOptions
+from vqgen.config import ExtractOptions, PixelCNNConfig, PriorTrainOptions, copies_kind
 from vqgen.data import image_data_from_spec
 from vqgen.data.augment import draw_copy_shifts, shift_images
 from vqgen.data.batches import make_loader
@@ -60,6 +60,7 @@ def test_extract_codes_appends_the_codes_of_shifted_copies_of_the_training_image
     assert meta["num_train"] == 3 * n and plain_meta["num_train"] == n and meta["num_val"] == plain_meta["num_val"]
     assert meta["augment"] == {"augment_copies": 2, "augment_shift": 1, "flip": False, "augment_seed": 5,
                                "num_train_images": n}  # grey digits: no mirror images unless asked
+    assert copies_kind(meta["augment"]) == "shifted"
     assert meta["codebook_audit"] == plain_meta["codebook_audit"]  # the audit is that of the images themselves
     assert torch.equal(copies["train_codes"][:n], plain["train_codes"])
     assert torch.equal(copies["val_codes"], plain["val_codes"])
@@ -83,6 +84,7 @@ def test_asked_for_mirror_images_every_other_copy_is_mirrored(tiny_pipeline, tmp
     meta = extract_codes(vqvae_path, data, tmp_path / "mirrored.safetensors", device="cpu", augment=augment)
     codes, _ = load_vqgen_file(tmp_path / "mirrored.safetensors", "codes")
     assert meta["augment"]["flip"] is True
+    assert copies_kind(meta["augment"]) == "shifted and mirrored"  # what extract-codes and train-prior report
     n = len(data.train)
     images = torch.cat([x for x, _ in make_loader(data.train, 512, shuffle=False, seed=0)])
     for copy, mirrored in enumerate([True, False, True]):

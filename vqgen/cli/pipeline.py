@@ -29,6 +29,7 @@ from vqgen.config import (
     SampleOptions,
     VQVAEConfig,
     VQVAETrainOptions,
+    copies_kind,
 )
 
 # ---------------------------------------------------------------------------- stage 1
@@ -89,7 +90,7 @@ def extract_codes_cmd(
     copies = (result.get("augment") or {}).get("augment_copies", 0)
     out_console.print(
         f"wrote {out}: {result['num_train']} train"
-        + (f" (the images and {copies} shifted copies)" if copies else "") + f" + {result['num_val']} val code maps of "
+        + (f" (the images and {copies} {copies_kind(result.get('augment'))} copies)" if copies else "") + f" + {result['num_val']} val code maps of "
         f"{result['latent_shape'][0]}x{result['latent_shape'][1]}"
         + (f" (bottom) and {top[0]}x{top[1]} (top)" if top else "") + f", K={result['num_codes']}",
         soft_wrap=True,

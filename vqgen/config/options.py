@@ -229,6 +229,11 @@ class ExtractOptions:
         check(self.augment_shift >= 1, f"--augment-shift must be at least 1 pixel, not {self.augment_shift}")
 
 
+def copies_kind(augment: dict[str, Any] | None) -> str:
+    """How a code file's copies were made, for messages: from its recorded ``ExtractOptions``."""
+    return "shifted and mirrored" if (augment or {}).get("flip") else "shifted"
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 SPLITS = ("train", "val", "test", "all")

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from vqgen.config import PriorConfig, PriorTrainOptions, TwoLevelPriorConfig
+from vqgen.config import PriorConfig, PriorTrainOptions, TwoLevelPriorConfig, copies_kind
 from vqgen.errors import VQGenError
 from vqgen.formats.codes import CodeFile, load_codes
 from vqgen.formats.files import check_output_path
@@ -45,5 +45,6 @@ def describe(codes: CodeFile, cfg: PriorConfig, conditional: bool) -> None:
     kind = f"conditional on {cfg.num_classes} classes" if conditional else "unconditional"
     levels = ", top and bottom priors" if codes.levels == 2 else ""
     images = len(codes.train) // codes.variants
-    copies = f" (each of {images} images and {codes.variants - 1} shifted copies)" if codes.variants > 1 else ""
+    kind = copies_kind(codes.meta.get("augment"))
+    copies = f" (each of {images} images and {codes.variants - 1} {kind} copies)" if codes.variants > 1 else ""
     say(f"prior: {len(codes.train)} train{copies} / {len(codes.val)} val code maps, {kind}{levels}")
