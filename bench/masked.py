@@ -84,7 +84,9 @@ def quality(args) -> None:
     if "pixelcnn" in rows:
         pixelcnn = trained_prior(args.pixelcnn, Path(args.codes), PixelCNNConfig(), work / "pixelcnn.safetensors",
                                  args.epochs)
-        row(["PixelCNN (cached)", "49", *training(pixelcnn), *score(pixelcnn, work / "samples-pixelcnn", args)])
+        height, width = load_vqgen_file(pixelcnn)[1]["config"]["latent_shape"]
+        row(["PixelCNN (cached)", str(height * width), *training(pixelcnn),
+             *score(pixelcnn, work / "samples-pixelcnn", args)])
     steps = [int(r) for r in rows if r != "pixelcnn"]
     if steps:
         masked = trained_prior(args.masked, Path(args.codes), MaskedConfig(), work / "masked.safetensors", args.epochs)

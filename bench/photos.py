@@ -158,7 +158,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     for name in ("run", "score"):
         c = commands.add_parser(name)
-        c.add_argument("--guidance", default="1.6,3,5", help="guidance scales to score, comma-separated")
+        c.add_argument("--guidance", default="3,4,5", help="guidance scales to score, comma-separated")
         c.add_argument("--temperature", default="0.9", help="temperatures to score, comma-separated")
         c.add_argument("--steps", type=int, default=None, help="decoding steps (a masked prior)")
         c.add_argument("--n", type=int, default=1000, help="samples per row (spread over the classes)")

@@ -213,7 +213,7 @@ DEFAULT_LABEL_DROPOUT = 0.1  # enough "no class" rows to learn the unconditional
 # the guidance `sample` uses for a prior with label dropout, by image kind: the best rows of bench/samples.py
 # (digits) and bench/photos.py (photos); docs/benchmarks.md#guidance-by-image-kind
 GUIDED_SCALE_GREY = 1.6
-GUIDED_SCALE_COLOUR = 5.0
+GUIDED_SCALE_COLOUR = 4.0
 
 
 @dataclass(frozen=True)
