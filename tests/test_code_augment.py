@@ -3,6 +3,8 @@ one encoding of each image per epoch."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -132,4 +134,5 @@ def test_train_prior_reports_the_copies_and_steps_through_each_image_once_an_epo
                      *TINY_PRIOR)
     images = read_metadata(tiny_pipeline["codes"])["augment"]["num_train_images"]
     assert f"each of {images} images and 3 shifted copies" in result.output
+    assert re.search(r"val code maps, (conditional on \d+ classes|unconditional)", result.output)
     assert read_metadata(out)["metrics"]["step"] == images // 64

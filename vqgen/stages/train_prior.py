@@ -45,6 +45,6 @@ def describe(codes: CodeFile, cfg: PriorConfig, conditional: bool) -> None:
     kind = f"conditional on {cfg.num_classes} classes" if conditional else "unconditional"
     levels = ", top and bottom priors" if codes.levels == 2 else ""
     images = len(codes.train) // codes.variants
-    kind = copies_kind(codes.meta.get("augment"))
-    copies = f" (each of {images} images and {codes.variants - 1} {kind} copies)" if codes.variants > 1 else ""
+    made = copies_kind(codes.meta.get("augment"))
+    copies = f" (each of {images} images and {codes.variants - 1} {made} copies)" if codes.variants > 1 else ""
     say(f"prior: {len(codes.train)} train{copies} / {len(codes.val)} val code maps, {kind}{levels}")
