@@ -100,6 +100,28 @@ def numpy_unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     return xx + yy - 2 * xy
 
 
+def test_a_unit_that_barely_varies_on_real_images_cannot_outweigh_the_others():
+    from vqgen.models.classifier import Classifier, ClassifierConfig
+
+    torch.manual_seed(0)
+    net = Classifier(ClassifierConfig(feature_dim=8))
+    raw = torch.rand(500, 8) + 1
+    raw[:, 3] = 0.0
+    raw[0, 3] = 0.01  # one real image moves unit 3 a little: std about 0.0004
+    net.set_feature_statistics(raw)
+    scale = net.feature_scale()
+    median = net.feature_std.median()
+    assert torch.equal(scale[[0, 1, 2, 4, 5, 6, 7]], net.feature_std[[0, 1, 2, 4, 5, 6, 7]])  # ordinary units: own std
+    assert net.feature_std[3] < 1e-3 and scale[3] == pytest.approx(0.1 * median.item())
+    real, spiked = raw[250:], raw[250:].clone()
+    spiked[:10, 3] = 1.0  # a few samples fire the silent unit, as generated images can
+    standardised = [(x - net.feature_mean) / scale for x in (real, spiked)]
+    on_own_std = [(x - net.feature_mean) / net.feature_std for x in (real, spiked)]
+    assert standardised[1][:, 3].abs().max() <= 1.0 / (0.1 * median) + 1e-4  # a tenth of the usual spread at most
+    bounded = frechet_distance_features(standardised[1], standardised[0])
+    assert frechet_distance_features(on_own_std[1], on_own_std[0]) > 1000 * bounded  # what the floor prevents
+
+
 def test_kid_matches_hand_computed_unbiased_mmd():
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(6, 3)), rng.normal(loc=1.0, size=(6, 3))

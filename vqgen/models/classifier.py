@@ -3,7 +3,8 @@
 Offline there are no pretrained Inception weights, so sample quality is measured in the feature
 space of this network: ``features`` is its penultimate layer (the input of the last linear map),
 standardised per dimension with the mean and std over the training split (stored as buffers), so
-that distances do not depend on the arbitrary scale of the activations.
+that distances do not depend on the arbitrary scale of the activations; units that barely vary on
+the training split are divided by a tenth of the median unit's std instead of their own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import torch
 import torch.nn as nn
 
 from vqgen.config import from_dict, to_dict
+
+
+MIN_SCALE = 0.1  # the smallest feature scale, relative to the median unit's
 
 
 @dataclass
@@ -63,8 +67,15 @@ class Classifier(nn.Module):
         return self.hidden(self.trunk(images * 2 - 1))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Penultimate activations, standardised with the training split's statistics."""
-        return (self.raw_features(images) - self.feature_mean) / self.feature_std
+        """Penultimate activations, standardised with the training split's statistics (``feature_scale``)."""
+        return (self.raw_features(images) - self.feature_mean) / self.feature_scale()
+
+    def feature_scale(self) -> torch.Tensor:
+        """Each unit's divisor: its std over the training split, but at least ``MIN_SCALE`` of the median unit's.
+        A ReLU unit that almost never fires on real images (std 0.0003 where the median is 0.8) would turn a rare
+        activation into a feature in the hundreds and outweigh every other unit in FD, KID and precision/recall
+        (docs/benchmarks.md#colour-photos)."""
+        return self.feature_std.clamp_min(MIN_SCALE * self.feature_std.median())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) in [0, 1] -> class logits (B, num_classes)."""
