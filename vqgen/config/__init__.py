@@ -3,7 +3,7 @@
 They are frozen: a stage checks them once, where it starts, and a value derived from the data (the image
 size, the code map's shape) makes a new one with ``dataclasses.replace``.
 
-The dataclasses live in ``config.models`` (the networks) and ``config.options`` (the stages); this
+The dataclasses live in ``config.models`` (the VQ-VAE), ``config.priors`` and ``config.options`` (the stages); this
 package holds the helpers and re-exports them all. A field made with ``option(default, help)`` is a command-line option: ``vqgen.cli.options`` builds its
 ``--flag`` from the field name (or ``flag=``), and ``--help`` shows the help and this default. A field
 without help is set by the program (image size, number of classes, ...), never by a flag. A class's
@@ -81,4 +81,5 @@ def check(condition: bool, message: str) -> None:
 
 # the configurations themselves, by kind (imported last: they use the helpers above)
 from vqgen.config.models import *  # noqa: E402,F401,F403
+from vqgen.config.priors import *  # noqa: E402,F401,F403
 from vqgen.config.options import *  # noqa: E402,F401,F403

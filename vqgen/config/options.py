@@ -11,7 +11,8 @@ from typing import Any
 from vqgen.config import (
     COPIES, DATA, DEVICE, FEATURES, GAN, INPUTS, METRICS, MODEL, OUTPUT, SAMPLING, TRAINING, check, option,
 )
-from vqgen.config.models import GUIDED_SCALE_GREY, DiscriminatorConfig
+from vqgen.config.models import DiscriminatorConfig
+from vqgen.config.priors import GUIDED_SCALE_GREY
 
 
 # ----------------------------------------------------------------------------- data

@@ -1,0 +1,200 @@
+"""The configurations of the priors over code maps: what every prior records (``PriorConfig``), the gated
+PixelCNN, the transformer, the masked transformer, and the pair of priors of a two-level VQ-VAE."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from vqgen.config import CLASSES, MODEL, check, from_dict, option, to_dict
+from vqgen.errors import VQGenError
+
+
+DEFAULT_LABEL_DROPOUT = 0.1  # enough "no class" rows to learn the unconditional mode; costs little conditional NLL
+# the guidance `sample` uses for a prior with label dropout, by image kind: the best rows of bench/samples.py
+# (digits) and bench/photos.py (photos); docs/benchmarks.md#guidance-by-image-kind
+GUIDED_SCALE_GREY = 1.6
+GUIDED_SCALE_COLOUR = 4.0
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """What every prior over code maps records: the maps it models, its classes, label dropout.
+
+    Each architecture subclasses it; ``arch`` (set by the subclass, never by hand) names it in checkpoints.
+    """
+
+    help_panel = MODEL
+    field_panels = {"label_dropout": CLASSES}
+    arch: str = dataclasses.field(default="", init=False)
+    num_codes: int = 512
+    latent_shape: tuple[int, int] = (7, 7)
+    num_classes: int = 0  # 0: unconditional
+    code_depth: int = 1  # codes per latent position (residual VQ): interleaved along each row
+    label_dropout: float | None = option(
+        None, "Classifier-free guidance: train with the label replaced by a learned 'no class' row this often, "
+        "so that `sample --guidance S` works; default: 0.1 for a class-conditional prior, else 0."
+    )
+
+    guidance: float | None = option(
+        None, f"The guidance scale S `sample` uses unless told, recorded in the prior file; default: "
+        f"{GUIDED_SCALE_GREY:g} for grey images (digits), {GUIDED_SCALE_COLOUR:g} for colour ones (photos); 1 "
+        f"without label dropout.", flag="--sample-guidance"
+    )
+
+    def with_label_dropout_for(self, conditional: bool):
+        """This config with the default label dropout settled: 0.1 when conditional, 0 otherwise."""
+        if self.label_dropout is not None:
+            return self
+        return dataclasses.replace(self, label_dropout=DEFAULT_LABEL_DROPOUT if conditional else 0.0)
+
+    def with_guidance_for(self, channels: int):
+        """This config with the sampling guidance settled by image kind (after the label dropout): photos
+        want much stronger guidance than digits for samples of the asked class."""
+        if self.guidance is not None:
+            return self
+        if not self.label_dropout:
+            return dataclasses.replace(self, guidance=1.0)
+        return dataclasses.replace(self, guidance=GUIDED_SCALE_COLOUR if channels == 3 else GUIDED_SCALE_GREY)
+
+    def validate(self) -> None:
+        # every architecture has num_layers and channels (with its own defaults and help; None: sized to the map)
+        if (self.num_layers is not None and self.num_layers < 1) or self.channels < 1:
+            raise VQGenError("--layers and --channels must be positive")
+        if self.label_dropout is not None and not 0 <= self.label_dropout < 1:
+            raise VQGenError(f"--label-dropout must be in [0, 1), not {self.label_dropout}")
+        if self.label_dropout and not self.num_classes:
+            raise VQGenError("--label-dropout needs a class-conditional prior, but this one is unconditional")
+        check(self.guidance is None or self.guidance >= 0, f"--sample-guidance must be >= 0, not {self.guidance}")
+        check(self.guidance in (None, 1) or self.label_dropout,
+              f"--sample-guidance {self.guidance} needs a prior trained with --label-dropout > 0")
+        check(self.code_depth >= 1 and self.latent_shape[1] % self.code_depth == 0,
+              f"a prior over {self.code_depth} codes per position needs a map width divisible by it, "
+              f"not {self.latent_shape[1]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        return from_dict(cls, d, {"label_dropout": 0.0})  # files from before label dropout: none
+
+
+MAX_DEFAULT_LAYERS = 15  # what --layers was for every map; from 14x14 maps on the default stays there
+
+
+@dataclass(frozen=True)
+class PixelCNNConfig(PriorConfig):
+    arch: str = dataclasses.field(default="pixelcnn", init=False)
+    channels: int = option(64, "Channels of the vertical/horizontal stacks.")
+    num_layers: int | None = option(
+        None, f"Gated layers; default: enough to see the whole code map (its longer side + 1, at most "
+        f"{MAX_DEFAULT_LAYERS}: 8 for 7x7 maps).", flag="--layers")
+    kernel_size: int = option(3, "Odd kernel size k of the stacks.")
+    head_channels: int = 256
+    # small code sets overfit without it (docs/benchmarks.md#the-priors-schedule-ema-and-attention)
+    dropout: float = option(0.1, "Dropout on the gated horizontal features.")
+    attention_heads: int = option(0, "Heads of one causal self-attention block over the whole map between the "
+                                     "skips and the head (PixelSNAIL-style); 0: none.")
+    # the bottom prior of a two-level model: conditioned on the top code map (cond_codes codes of cond_shape)
+    cond_codes: int = 0  # 0: no conditioning map
+    cond_shape: tuple[int, int] = (0, 0)
+
+    def sized(self) -> PixelCNNConfig:
+        """This config with ``num_layers`` chosen for its map when left open: with 3x3 kernels a stack of
+        max(h, w) - 1 layers is the shallowest whose every position sees all the codes before it; two more
+        give the last positions some depth beyond that. Models are built from sized configs."""
+        if self.num_layers is not None:
+            return self
+        return dataclasses.replace(self, num_layers=min(MAX_DEFAULT_LAYERS, max(self.latent_shape) + 1))
+
+    def validate(self) -> None:
+        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
+            raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
+        check(self.attention_heads >= 0 and (self.attention_heads == 0 or self.channels % self.attention_heads == 0),
+              f"--attention-heads must be 0 or a divisor of --channels {self.channels}, not {self.attention_heads}")
+        super().validate()
+        if self.cond_codes:
+            (h, w), (ch, cw) = self.latent_shape, self.cond_shape
+            check(ch > 0 and cw > 0 and h % ch == 0 and w % cw == 0 and h // ch == w // cw,
+                  f"the conditioning map {ch}x{cw} does not scale evenly to the code map {h}x{w}")
+
+
+@dataclass(frozen=True)
+class TransformerConfig(PriorConfig):
+    arch: str = dataclasses.field(default="transformer", init=False)
+    # shallow and regularised suits a few thousand small maps (docs/benchmarks.md#pixelcnn-against-transformer)
+    channels: int = option(160, "Width: channels of the embeddings, attention and residual stream.")
+    num_layers: int = option(3, "Transformer blocks.", flag="--layers")
+    num_heads: int = option(4, "Attention heads (must divide --channels).", flag="--heads")
+    mlp_ratio: int = 4  # hidden width of the MLP, in multiples of the channels
+    dropout: float = option(0.1, "Dropout on the input embeddings, attention weights and residual branches.")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_heads < 1 or self.channels % self.num_heads:
+            raise VQGenError(f"--heads must divide --channels {self.channels}, not be {self.num_heads}")
+        check(self.code_depth == 1, f"--arch {self.arch} models one code per position, not residual VQ stacks of "
+                                    f"{self.code_depth}; use --arch pixelcnn")
+        if not 0 <= self.dropout < 1:
+            raise VQGenError(f"--dropout must be in [0, 1), not {self.dropout}")
+
+
+@dataclass(frozen=True)
+class MaskedConfig(TransformerConfig):
+    """The masked prior (MaskGIT): the transformer's blocks without the causal mask, over the whole map at once."""
+
+    arch: str = dataclasses.field(default="masked", init=False)
+
+
+DEFAULT_PRIOR_ARCH = "pixelcnn"
+PRIOR_ARCHS: dict[str, type[PriorConfig]] = {
+    "pixelcnn": PixelCNNConfig, "transformer": TransformerConfig, "masked": MaskedConfig,
+}
+RASTER_ARCHS = ("pixelcnn", "transformer")  # the priors that draw one code per step, in raster order
+
+
+@dataclass(frozen=True)
+class TwoLevelPriorConfig:
+    """The prior of a two-level VQ-VAE (``vqgen.models.hierarchy``): a PixelCNN over the top map, and one over
+    the bottom map conditioned on the top map, with the same options."""
+
+    top: PixelCNNConfig
+    bottom: PixelCNNConfig
+
+    @classmethod
+    def for_maps(cls, cfg: PixelCNNConfig, top_shape: tuple[int, int]) -> TwoLevelPriorConfig:
+        """Both priors with the options of ``cfg`` (sized to the bottom map), the top one at ``top_shape``."""
+        top = dataclasses.replace(cfg, latent_shape=tuple(top_shape))
+        bottom = dataclasses.replace(cfg, cond_codes=cfg.num_codes, cond_shape=tuple(top_shape))
+        return cls(top, bottom)
+
+    # what the sample stage, the API and evaluate read of a prior's config: the bottom map's
+    arch = property(lambda self: self.bottom.arch)
+    num_codes = property(lambda self: self.bottom.num_codes)
+    latent_shape = property(lambda self: self.bottom.latent_shape)
+    num_classes = property(lambda self: self.bottom.num_classes)
+    guidance = property(lambda self: self.bottom.guidance)
+
+    def validate(self) -> None:
+        self.top.validate()
+        self.bottom.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"levels": 2, "arch": self.arch, "top": self.top.to_dict(), "bottom": self.bottom.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TwoLevelPriorConfig:
+        return cls(PixelCNNConfig.from_dict(d["top"]), PixelCNNConfig.from_dict(d["bottom"]))
+
+
+def prior_config_from_dict(d: dict[str, Any]) -> PriorConfig | TwoLevelPriorConfig:
+    """A prior's recorded config -> the config of its architecture (files without ``arch``: a PixelCNN), or of
+    both priors of a two-level VQ-VAE (``levels`` 2)."""
+    if d.get("levels") == 2:
+        return TwoLevelPriorConfig.from_dict(d)
+    arch = d.get("arch", "pixelcnn")  # written before there was a second architecture
+    if arch not in PRIOR_ARCHS:
+        raise VQGenError(f"unknown prior architecture {arch!r} (known: {', '.join(PRIOR_ARCHS)}); a newer vqgen wrote it?")
+    return PRIOR_ARCHS[arch].from_dict(d)
