@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vqgen.config import PixelCNNConfig, PriorTrainOptions, VQVAEConfig, VQVAETrainOptions
 from vqgen.data import load_image_data
 from vqgen.data.batches import make_loader
-from vqgen.device import autocast, seed_everything
+from vqgen.device import autocast, memory_format, seed_everything
 from vqgen.losses import reconstruction_loss
 from vqgen.models import build_prior
 from vqgen.models.vqvae import VQVAE
@@ -108,7 +108,8 @@ class Table:
 def profile_vqvae(args: argparse.Namespace, data, device: torch.device) -> None:
     opts = VQVAETrainOptions(amp=args.amp)
     cfg = VQVAEConfig(in_channels=data.channels, image_size=data.image_size, **parse_overrides(args.vqvae))
-    model = VQVAE(cfg).to(device, memory_format=torch.channels_last)
+    fmt = memory_format(device, args.amp)  # as the trainer lays out its model and batches
+    model = VQVAE(cfg).to(device, memory_format=fmt)
     batch_size = args.batch_size or opts.batch_size
     loader = make_loader(data.train, batch_size, shuffle=True, seed=0, drop_last=True, max_shift=opts.augment_shift)
     loader.set_epoch(1)
@@ -118,7 +119,7 @@ def profile_vqvae(args: argparse.Namespace, data, device: torch.device) -> None:
     with torch.no_grad():  # the quantizer's k-means init and a few EMA updates, as after the first step
         for _ in range(3):
             model(images)
-    x = model.to_model(images).contiguous(memory_format=torch.channels_last)
+    x = model.to_model(images).contiguous(memory_format=fmt)
     with torch.no_grad(), autocast(device, args.amp):
         z = model.encoder(x)
         q = model.quantizer(z).quantized
@@ -157,13 +158,14 @@ def profile_prior(args: argparse.Namespace, device: torch.device, latent: tuple[
     opts = PriorTrainOptions(amp=args.amp)
     cfg = PixelCNNConfig(num_codes=num_codes, latent_shape=latent, num_classes=10, label_dropout=0.1,
                          **parse_overrides(args.prior))
-    model = build_prior(cfg).to(device)
+    fmt = memory_format(device, args.amp)  # as the trainer lays out its model
+    model = build_prior(cfg).to(device, memory_format=fmt)
     batch_size = args.batch_size or opts.batch_size
     codes = torch.randint(0, num_codes, (batch_size, *latent), device=device)
     labels = torch.randint(0, 10, (batch_size,), device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
     model.train()
-    x = model.embed(codes).permute(0, 3, 1, 2).contiguous()
+    x = model.embed(codes).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
     table = Table(f"train-prior, PixelCNN {model.cfg.num_layers} layers x {cfg.channels} channels on {latent[0]}x"
                   f"{latent[1]} maps of K={num_codes}, --amp {args.amp}", batch_size)
 
@@ -184,7 +186,7 @@ def profile_prior(args: argparse.Namespace, device: torch.device, latent: tuple[
     table.rows.append((f"gated layers 2..{rest + 1} ({rest} x one)", one * rest / batch_size,
                        flops(amp(forward_backward(layer_fn(middle), x, x))) * rest / batch_size))
     table.add("head", amp(forward_backward(model.head, x)), args.repeats)
-    logits = torch.randn(batch_size, num_codes, *latent, device=device)
+    logits = torch.randn(batch_size, num_codes, *latent, device=device).contiguous(memory_format=fmt)
     table.add("loss (cross-entropy)", forward_backward(lambda lg: F.cross_entropy(lg, codes), logits), args.repeats)
     table.add("optimizer (Adam)", lambda: optimizer.step(), args.repeats, count_flops=False)
 

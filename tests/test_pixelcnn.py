@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqgen.models.prior import code_nll
 
 
 def tiny_prior(kernel_size: int, num_classes: int = 0, shape=(5, 6), layers: int = 6,
@@ -100,6 +101,16 @@ def test_nll_is_cross_entropy_in_nats():
     model = tiny_prior(3)
     codes = torch.randint(0, 7, (2, 5, 6))
     assert torch.allclose(model.nll(codes), F.cross_entropy(model(codes), codes))
+
+
+def test_code_nll_is_cross_entropy_for_either_layout_of_the_logits():
+    torch.manual_seed(0)
+    logits, codes = torch.randn(3, 7, 4, 5), torch.randint(0, 7, (3, 4, 5))
+    for reduction in ("mean", "sum"):
+        expected = F.cross_entropy(logits, codes, reduction=reduction)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            assert torch.allclose(code_nll(logits.contiguous(memory_format=layout), codes, reduction), expected)
+        assert torch.allclose(code_nll(logits.bfloat16(), codes, reduction), expected, rtol=0.02)
 
 
 def test_every_parameter_takes_part_in_the_loss():

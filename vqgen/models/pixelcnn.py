@@ -49,6 +49,12 @@ def shift_right(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]
 
 
+def layout(weight: torch.Tensor) -> torch.memory_format:
+    """channels_last if a conv weight is laid out so (the model was moved to it), else the default layout."""
+    channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def gate(x: torch.Tensor) -> torch.Tensor:
     a, b = x.chunk(2, dim=1)
     return torch.tanh(a) * torch.sigmoid(b)
@@ -195,7 +201,8 @@ class GatedPixelCNN(CodePrior):
         the whole conditioning map ``cond``, for the bottom prior of two levels)."""
         labels = self.forward_labels(labels)
         features = self.condition(cond)
-        x = self.embed(codes).permute(0, 3, 1, 2).contiguous()
+        # in the layout of the convolutions' weights (``vqgen.device.memory_format``): none of them converts its input
+        x = self.embed(codes).permute(0, 3, 1, 2).contiguous(memory_format=layout(self.layers[0].v_conv.weight))
         v, h = x, x
         skips = 0.0
         for layer in self.layers:

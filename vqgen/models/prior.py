@@ -16,6 +16,13 @@ from vqgen.config import PriorConfig
 from vqgen.errors import VQGenError
 
 
+def code_nll(logits: torch.Tensor, codes: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy in float32 of logits (B, K, ...) against codes (B, ...), each position's K logits read as one
+    row: the logits of a channels-last model are such rows already, so nothing is copied to reorder them."""
+    rows = logits.movedim(1, -1).reshape(-1, logits.shape[1])
+    return F.cross_entropy(rows.float(), codes.reshape(-1), reduction=reduction)
+
+
 class CodePrior(nn.Module):
     cfg: PriorConfig
 
@@ -69,4 +76,4 @@ class CodePrior(nn.Module):
 
     def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per code."""
-        return F.cross_entropy(self(codes, labels), codes)
+        return code_nll(self(codes, labels), codes)

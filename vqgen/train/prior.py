@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from vqgen import distributed as dist
 from vqgen.data.batches import Batches, make_loader
@@ -30,6 +29,7 @@ from vqgen.device import memory_format
 from vqgen.logs import say
 from vqgen.measures import histogram_bits, nats_to_bits
 from vqgen.models import build_prior
+from vqgen.models.prior import code_nll
 from vqgen.models.masked import EVAL_MASK_RATIO, EVAL_MASK_SEED, fixed_ratio_mask, hidden_nll, training_mask
 from vqgen.train.ema import WeightEMA
 from vqgen.train.loop import StepResult, Trainer, train
@@ -69,7 +69,7 @@ class PriorTrainer(Trainer):
             return StepResult(loss, {"nll": loss.detach(), **levels})
         x, y = batch
         x = x.to(self.device)
-        loss = F.cross_entropy(net(x, self.labels(y)).float(), x)
+        loss = code_nll(net(x, self.labels(y)), x)
         return StepResult(loss, {"nll": loss.detach()})
 
     @property
@@ -164,11 +164,10 @@ def level_nll_sums(net: torch.nn.Module, batch: Any, device: torch.device,
     {"top", "bottom"} of two levels (bottom codes, labels, top codes)."""
     x, y = batch[0].to(device), batch[1].to(device) if conditional else None
     if len(batch) == 2:
-        return {"codes": F.cross_entropy(net(x, y).float(), x, reduction="sum")}, {"codes": x.numel()}
+        return {"codes": code_nll(net(x, y), x, reduction="sum")}, {"codes": x.numel()}
     top = batch[2].to(device)
     top_logits, bottom_logits = net(top, x, y)
-    sums = {"top": F.cross_entropy(top_logits.float(), top, reduction="sum"),
-            "bottom": F.cross_entropy(bottom_logits.float(), x, reduction="sum")}
+    sums = {"top": code_nll(top_logits, top, reduction="sum"), "bottom": code_nll(bottom_logits, x, reduction="sum")}
     return sums, {"top": top.numel(), "bottom": x.numel()}
 
 
