@@ -51,7 +51,7 @@ class Recipe:
         default_factory=lambda: VQVAETrainOptions(**VQVAE_PRESETS["best"], warmup_steps=100))
     # the shipped prior was trained before extract-codes added the codes of shifted copies of the images
     extract: ExtractOptions = field(default_factory=lambda: ExtractOptions(augment_copies=0))
-    # ... and before the prior's head narrowed to 64 channels
+    # ... and before the prior's head narrowed to 128 channels
     prior: PixelCNNConfig = field(
         default_factory=lambda: PixelCNNConfig(num_layers=15, head_channels=256, label_dropout=0.1))
     prior_train: PriorTrainOptions = field(default_factory=lambda: PriorTrainOptions(epochs=30, lr=1e-3))

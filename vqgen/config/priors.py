@@ -92,8 +92,9 @@ class PixelCNNConfig(PriorConfig):
         None, f"Gated layers; default: enough to see the whole code map (its longer side + 1, at most "
         f"{MAX_DEFAULT_LAYERS}: 8 for 7x7 maps).", flag="--layers")
     kernel_size: int = option(3, "Odd kernel size k of the stacks.")
-    # 256 cost a fifth of the training time for nothing measurable (docs/benchmarks.md#speed-of-the-default-recipe)
-    head_channels: int = option(64, "Hidden channels of the output head (1x1 convs: --channels -> this -> K).")
+    # 256 cost a tenth of the training time for nothing measurable; 64 lost half a point of samples in class
+    # (docs/benchmarks.md#how-the-recipe-was-chosen)
+    head_channels: int = option(128, "Hidden channels of the output head (1x1 convs: --channels -> this -> K).")
     # small code sets overfit without it (docs/benchmarks.md#the-priors-schedule-ema-and-attention)
     dropout: float = option(0.1, "Dropout on the gated horizontal features.")
     attention_heads: int = option(0, "Heads of one causal self-attention block over the whole map between the "
