@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from vqgen.config import PixelCNNConfig, PriorTrainOptions, VQVAEConfig, VQVAETrainOptions
@@ -30,6 +29,7 @@ from vqgen.data.batches import make_loader
 from vqgen.device import autocast, memory_format, seed_everything
 from vqgen.losses import reconstruction_loss
 from vqgen.models import build_prior
+from vqgen.models.prior import code_nll
 from vqgen.models.vqvae import VQVAE
 
 
@@ -74,13 +74,18 @@ def flops(fn: Callable[[], object]) -> int:
 
 def forward_backward(module: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> Callable[[], None]:
     """A closure: the part's forward on detached copies of ``inputs`` (the float ones needing grad), then the
-    backward of a random gradient of its output's shape."""
+    backward of a random gradient of its output's shape, drawn once (drawing it is not the part's work: for the
+    prior's head, millions of numbers)."""
+    gradient: list[torch.Tensor] = []
+
     def run() -> None:
         args = [x.detach().requires_grad_(x.is_floating_point()) for x in inputs]
         out = module(*args)
         out = out[0] if isinstance(out, tuple) else out
         out = getattr(out, "quantized", out)
-        out.backward(torch.randn_like(out))
+        if not gradient:
+            gradient.append(torch.randn_like(out))
+        out.backward(gradient[0])
     return run
 
 
@@ -187,12 +192,12 @@ def profile_prior(args: argparse.Namespace, device: torch.device, latent: tuple[
                        flops(amp(forward_backward(layer_fn(middle), x, x))) * rest / batch_size))
     table.add("head", amp(forward_backward(model.head, x)), args.repeats)
     logits = torch.randn(batch_size, num_codes, *latent, device=device).contiguous(memory_format=fmt)
-    table.add("loss (cross-entropy)", forward_backward(lambda lg: F.cross_entropy(lg, codes), logits), args.repeats)
+    table.add("loss (cross-entropy)", forward_backward(lambda lg: code_nll(lg, codes), logits), args.repeats)
     table.add("optimizer (Adam)", lambda: optimizer.step(), args.repeats, count_flops=False)
 
     def step():
         with autocast(device, args.amp):
-            loss = F.cross_entropy(model(codes, labels), codes)
+            loss = code_nll(model(codes, labels), codes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
