@@ -201,7 +201,7 @@ class GatedPixelCNN(CodePrior):
         the whole conditioning map ``cond``, for the bottom prior of two levels)."""
         labels = self.forward_labels(labels)
         features = self.condition(cond)
-        # in the layout of the convolutions' weights (``vqgen.device.memory_format``): none of them converts its input
+        # in the layout of the convolutions' weights (``vqgen.device.memory_format``), which the first layer's take as is
         x = self.embed(codes).permute(0, 3, 1, 2).contiguous(memory_format=layout(self.layers[0].v_conv.weight))
         v, h = x, x
         skips = 0.0
