@@ -32,11 +32,13 @@ def test_the_shipped_metadata_is_what_the_retraining_recipe_writes():
     assert vq_meta["format_version"] == prior_meta["format_version"] == FORMAT_VERSION
     assert VQVAEConfig.from_dict(vq_meta["config"]) == replace(RECIPE.vqvae, in_channels=1, image_size=(28, 28))
     # train-vqvae records its options settled for the data; the shipped run predates --flip (grey: off), and
-    # its --gan-weight (0.1 then) had no effect without the discriminator, which grey images do not get
+    # its --gan-weight (0.1 then) and --disc-channels (64 then) had no effect without the discriminator, which
+    # grey images do not get
     recipe = RECIPE.vqvae_train.settled_for(1, (28, 28))
     shipped = from_dict(VQVAETrainOptions, vq_meta["train_options"], {"flip": False})
     assert not shipped.gan.gan and not recipe.gan.gan
-    assert replace(shipped, gan=replace(shipped.gan, gan_weight=recipe.gan.gan_weight)) == recipe
+    unused = {"gan_weight": recipe.gan.gan_weight, "disc_channels": recipe.gan.disc_channels}
+    assert replace(shipped, gan=replace(shipped.gan, **unused)) == recipe
     assert vq_meta["dataset"] == data.spec
     expected_prior = replace(RECIPE.prior, num_codes=RECIPE.vqvae.num_codes, latent_shape=(7, 7), num_classes=10)
     assert PixelCNNConfig.from_dict(prior_meta["config"]) == expected_prior
