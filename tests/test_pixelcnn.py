@@ -3,7 +3,9 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from typer.testing import CliRunner
 
+from vqgen.cli import app
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.models.prior import code_nll
 
@@ -224,3 +226,15 @@ def test_a_prior_with_attention_trains_saves_and_loads_with_its_block(tmp_path, 
     model, meta = load_prior(out, "cpu")
     assert meta["config"]["attention_heads"] == 2 and model.attention is not None
     assert model.attention.attention.out.weight.abs().sum() > 0  # trained past its zero start
+
+
+def test_a_head_without_channels_is_refused_in_one_line(tmp_path, code_file):
+    from vqgen.errors import VQGenError
+
+    for width in (0, -4):
+        with pytest.raises(VQGenError, match="--head-channels must be positive"):
+            PixelCNNConfig(num_codes=7, latent_shape=(4, 5), head_channels=width).validate()
+    out = tmp_path / "prior.safetensors"
+    result = CliRunner().invoke(app, ["train-prior", str(code_file), "--head-channels", "0", "--out", str(out)])
+    assert result.exit_code != 0 and "--head-channels must be positive" in result.output
+    assert not list(tmp_path.glob("prior*"))

@@ -114,6 +114,7 @@ class PixelCNNConfig(PriorConfig):
     def validate(self) -> None:
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
+        check(self.head_channels >= 1, f"--head-channels must be positive, not {self.head_channels}")
         check(self.attention_heads >= 0 and (self.attention_heads == 0 or self.channels % self.attention_heads == 0),
               f"--attention-heads must be 0 or a divisor of --channels {self.channels}, not {self.attention_heads}")
         super().validate()
