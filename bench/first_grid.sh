@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # README command 1's four stages, each timed, optionally beside an older commit in the same run.
 #
-#   bash bench/first_grid.sh [--amp auto|off|bf16] [--compare REV] [WORK_FOLDER]
+#   bash bench/first_grid.sh [--amp auto|off|bf16] [--data DATA] [--compare REV] [WORK_FOLDER]
 #
 #   --amp off       train in float32 (what a CPU without bfloat16 does with the default --amp auto)
+#   --data DATA     the dataset of every stage (default mnist5k): e.g. a folder of photos, to time the
+#                   photo pipeline at its defaults
 #   --compare REV   also run the four stages of git revision REV (unpacked under WORK_FOLDER/src-REV, run
 #                   with this checkout's interpreter), stage by stage in turn with the current tree, so
 #                   that both meet the same machine pace; prints both times and their ratio
@@ -13,13 +15,15 @@
 # of the VQ-VAE, validation bits per code of the prior.
 set -euo pipefail
 amp=auto
+data=mnist5k
 compare=
 work=first-grid
 while [ $# -gt 0 ]; do
   case "$1" in
     --amp) amp=$2; shift 2 ;;
     --compare) compare=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --data) data=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     -*) echo "first_grid.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) work=$1; shift ;;
   esac
@@ -61,9 +65,10 @@ stage() {  # stage NAME ARGS...: run NAME for every run, in turn; ARGS may use @
   done
 }
 
-echo "four stages of README command 1, --amp $amp, in $work; CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)"
-stage train-vqvae train-vqvae --data mnist5k --amp "$amp" --out @OUT@/vqvae.safetensors
-stage extract-codes extract-codes @OUT@/vqvae.safetensors --data mnist5k --out @OUT@/codes.safetensors
+case "$data" in mnist5k|mnist|fashion-mnist|cifar10) ;; *) data=$(cd "$data" && pwd) ;; esac  # each run has its own cwd
+echo "four stages of README command 1, --data $data --amp $amp, in $work; CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)"
+stage train-vqvae train-vqvae --data "$data" --amp "$amp" --out @OUT@/vqvae.safetensors
+stage extract-codes extract-codes @OUT@/vqvae.safetensors --data "$data" --out @OUT@/codes.safetensors
 stage train-prior train-prior @OUT@/codes.safetensors --amp "$amp" --out @OUT@/prior.safetensors
 stage sample sample @OUT@/prior.safetensors --n 64 --out @OUT@/samples
 

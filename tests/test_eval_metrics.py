@@ -57,3 +57,17 @@ def test_histogram_baseline_matches_a_hand_computation():
     # counts [3, 1, 0], add-one: p = [4/7, 2/7, 1/7]; val codes 0 and 2
     got = histogram_bits_per_code(torch.tensor([0, 0, 0, 1]), torch.tensor([0, 2]), 3)
     assert got == pytest.approx((math.log2(7 / 4) + math.log2(7)) / 2, rel=1e-12)
+
+
+def test_reconstruction_coverage_is_the_floor_for_perfect_reconstructions_and_low_for_collapsed_ones():
+    from vqgen.eval.sections import reconstruction_coverage
+
+    g = torch.Generator().manual_seed(3)
+    real = torch.cat([blob(100, torch.zeros(4), g), blob(100, torch.full((4,), 8.0), g)])
+    perfect = reconstruction_coverage(real.clone(), real, seed=0)
+    assert (perfect["precision"], perfect["recall"]) == (perfect["floor_precision"], perfect["floor_recall"])
+    assert perfect["floor_recall"] > 0.8
+    # every image decoded to (nearly) the first mode's centre: precise, but half the real images uncovered
+    collapsed = reconstruction_coverage(blob(200, torch.zeros(4), g, scale=0.3), real, seed=0)
+    assert collapsed["precision"] > 0.9 and collapsed["recall"] < 0.5
+    assert reconstruction_coverage(real.flip(0), real, seed=0) != reconstruction_coverage(real.flip(0), real, seed=1)

@@ -225,7 +225,10 @@ def test_evaluate_cli_reports_every_section_as_json(pipeline):
     assert "torchvision Inception distances not computed" in result.output
     r = json.loads(out.read_text())
     assert set(r) >= {"reconstruction", "codes", "prior", "samples", "classifier", "torchvision_inception", "num_images"}
-    assert set(r["reconstruction"]) >= {"mse", "psnr", "ssim", "perplexity", "usage", "fd", "kid_mean", "kid_std"}
+    assert set(r["reconstruction"]) >= {
+        "mse", "psnr", "ssim", "perplexity", "usage", "fd", "kid_mean", "kid_std", "precision", "recall",
+        "floor_precision", "floor_recall",
+    }
     assert set(r["prior"]) >= {"nll_nats_per_code", "bits_per_code", "bits_per_dim"}
     assert set(r["samples"]) >= {
         "fd", "kid_mean", "kid_std", "floor_fd", "floor_kid_mean", "confidence", "class_entropy", "class_agreement",

@@ -75,6 +75,12 @@ def results_table(results: dict[str, Any]):
             ("FD recon vs real", f"{r['fd']:.3f}", "0 = perfect"),
             ("KID recon vs real", kid(r), ""),
         ]
+        if "recall" in r:
+            rows += [
+                ("precision", f"{r['precision']:.3f}",
+                 f"real vs real {r['floor_precision']:.3f} (half vs other half, {r['pr_neighbours']}-NN balls)"),
+                ("recall", f"{r['recall']:.3f}", f"real vs real {r['floor_recall']:.3f}; about the most samples reach"),
+            ]
         if "fd_torchvision_inception" in r:
             rows.append(("FD (tv Inception) recon", f"{r['fd_torchvision_inception']:.3f}", "not the reference FID"))
         add_section(table, "reconstruction", rows)

@@ -84,8 +84,24 @@ def reconstruction_metrics(
         "ssim": float(ssim_sum) / len(split),
         **{prefix + k: numbers[prefix + k] for prefix in prefixes for k in keys},
     }
-    result.update(distances({name: torch.cat(v) for name, v in fake.items()}, real, req, generator))
+    fake_t = {name: torch.cat(v) for name, v in fake.items()}
+    result.update(distances(fake_t, real, req, generator))
+    if len(split) // 2 > PR_NEIGHBOURS:
+        result.update(reconstruction_coverage(fake_t["classifier"], real["classifier"], req.seed))
     return result
+
+
+def reconstruction_coverage(fake: torch.Tensor, real: torch.Tensor, seed: int) -> dict[str, float]:
+    """Precision and recall of the reconstructions of a random half of the images against the other half's
+    real images, beside the same for the real images of the first half (the floor). A prior's samples decode
+    through the same decoder, so the reconstructions' recall is about the most their samples can reach.
+    (Each reconstruction is compared with other images, not its own original, as samples are.)"""
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))  # apart from KID's subsets
+    held, reference = order[: len(real) // 2], order[len(real) // 2 :]
+    precision, recall = precision_recall(real[reference], fake[held], k=PR_NEIGHBOURS)
+    floor_precision, floor_recall = precision_recall(real[reference], real[held], k=PR_NEIGHBOURS)
+    return {"precision": precision, "recall": recall, "floor_precision": floor_precision,
+            "floor_recall": floor_recall, "pr_neighbours": PR_NEIGHBOURS}
 
 
 # ----------------------------------------------------------------------------- prior
