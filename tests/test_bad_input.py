@@ -212,7 +212,7 @@ def test_a_checkpoint_of_the_wrong_kind(ws, trained):
     fails(ws, "extract-codes", trained["prior"], "--out", out / "c.safetensors",
           expect=("this is a prior (PixelCNN) checkpoint, but a VQ-VAE checkpoint is expected here",))
     fails(ws, "sample", trained["vqvae"], "--out", out,
-          expect=("this is a VQ-VAE checkpoint, but a prior (PixelCNN, transformer or masked transformer) checkpoint is expected here",))
+          expect=("this is a VQ-VAE checkpoint, but a prior (PixelCNN, transformer or masked) checkpoint is expected here",))
     fails(ws, "sample", trained["prior"], "--vqvae", trained["uncond"], "--out", out,
           expect=("uncond.safetensors: this is a prior (PixelCNN) checkpoint, but a VQ-VAE checkpoint is expected",))
     fails(ws, "train-prior", trained["vqvae"], "--out", out / "p.safetensors",

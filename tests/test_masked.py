@@ -9,8 +9,8 @@ import torch
 import vqgen
 from tests.conftest import run_cli
 from vqgen.config import MaskedConfig
-from vqgen.formats.files import load_vqgen_file
-from vqgen.models import MaskedTransformerPrior
+from vqgen.formats.files import load_vqgen_file, save_vqgen_file
+from vqgen.models import MaskedConvPrior, MaskedTransformerPrior, build_prior
 from vqgen.models.masked import cosine_mask_ratio, fixed_ratio_mask, training_mask
 from vqgen.sampling import Guidance, sample_masked
 from vqgen.sampling.masked import decode_step, hidden_counts
@@ -20,14 +20,24 @@ K = 16
 TINY_MASKED = ["--arch", "masked", "--layers", "1", "--channels", "16", "--heads", "2"]
 
 
-def make_prior(shape=(4, 5), num_classes: int = 3, label_dropout: float = 0.2, seed: int = 0) -> MaskedTransformerPrior:
-    """A small random masked prior, its head sharpened as training would (the 0.02 initialisation is near uniform)."""
+@pytest.fixture(params=["transformer", "conv"])
+def backbone(request) -> str:
+    return request.param
+
+
+def make_prior(shape=(4, 5), num_classes: int = 3, label_dropout: float = 0.2, seed: int = 0,
+               backbone: str = "transformer") -> torch.nn.Module:
+    """A small random masked prior, its head sharpened as training would (the 0.02 initialisation is near uniform;
+    the conv backbone's residual branches start at zero, so they get random weights too)."""
     torch.manual_seed(seed)
     cfg = MaskedConfig(num_codes=K, latent_shape=shape, channels=32, num_layers=2, num_heads=4,
-                       num_classes=num_classes, label_dropout=label_dropout, dropout=0.0)
-    model = MaskedTransformerPrior(cfg).eval()
+                       num_classes=num_classes, label_dropout=label_dropout, dropout=0.0, backbone=backbone)
+    model = build_prior(cfg).eval()
+    assert isinstance(model, MaskedConvPrior if backbone == "conv" else MaskedTransformerPrior)
     with torch.no_grad():
         model.head.weight.mul_(20)
+        for block in model.blocks if backbone == "conv" else []:
+            torch.nn.init.normal_(block.conv2.weight, std=0.1)
     return model
 
 
@@ -66,8 +76,8 @@ def test_hidden_counts_follow_the_cosine_schedule(unknown, steps, expected):
 # ----------------------------------------------------------------------------- the model
 
 
-def test_every_logit_sees_every_code_and_the_label():
-    model = make_prior((3, 4))
+def test_every_logit_sees_every_code_and_the_label(backbone):
+    model = make_prior((3, 4), backbone=backbone)
     codes = torch.randint(0, K, (2, 3, 4))
     codes[0, 1, 1] = model.mask_code
     captured = []
@@ -81,8 +91,8 @@ def test_every_logit_sees_every_code_and_the_label():
     assert not torch.allclose(logits[1:], other_label[1:])
 
 
-def test_nll_is_of_hidden_codes_and_falls_with_training():
-    model = make_prior((4, 4), num_classes=0, label_dropout=0.0)
+def test_nll_is_of_hidden_codes_and_falls_with_training(backbone):
+    model = make_prior((4, 4), num_classes=0, label_dropout=0.0, backbone=backbone)
     model.train()
     codes = torch.randint(0, K, (1, 4, 4)).repeat(8, 1, 1)
     first = model.nll(codes).item()
@@ -98,8 +108,8 @@ def test_nll_is_of_hidden_codes_and_falls_with_training():
 
 
 @pytest.mark.parametrize("steps", [1, 4, 8])
-def test_each_step_keeps_the_known_codes_and_fixes_as_many_as_the_schedule_says(steps):
-    model = make_prior((4, 5))
+def test_each_step_keeps_the_known_codes_and_fixes_as_many_as_the_schedule_says(steps, backbone):
+    model = make_prior((4, 5), backbone=backbone)
     n, total = 6, 20
     labels = torch.arange(n) % 3
     given = torch.randint(0, K, (n, 4, 5))
@@ -125,8 +135,8 @@ def test_each_step_keeps_the_known_codes_and_fixes_as_many_as_the_schedule_says(
     assert torch.equal(again, x)
 
 
-def test_sampling_is_seeded_and_respects_top_k():
-    model = make_prior()
+def test_sampling_is_seeded_and_respects_top_k(backbone):
+    model = make_prior(backbone=backbone)
     a, b = draw(model, seed=1), draw(model, seed=1)
     assert torch.equal(a, b) and not torch.equal(a, draw(model, seed=2))
     assert a.min() >= 0 and a.max() < K
@@ -134,8 +144,8 @@ def test_sampling_is_seeded_and_respects_top_k():
     assert torch.equal(top1, draw(model, seed=9, top_k=1, choice_temperature=0.0))  # nothing random is left
 
 
-def test_guidance_one_is_plain_conditional_sampling_and_zero_is_the_no_class_mode():
-    model = make_prior()
+def test_guidance_one_is_plain_conditional_sampling_and_zero_is_the_no_class_mode(backbone):
+    model = make_prior(backbone=backbone)
     labels = torch.tensor([0, 1, 2, 0])
     plain = draw(model, 4, labels=labels)
     assert torch.equal(draw(model, 4, labels=labels, guidance=1.0), plain)
@@ -165,7 +175,7 @@ def masked_prior(tiny_pipeline, tmp_path_factory):
 
 def test_train_prior_reports_hidden_code_nll_not_bits(masked_prior, tiny_pipeline, tmp_path):
     model, meta = vqgen.load_prior(masked_prior), load_vqgen_file(masked_prior)[1]
-    assert isinstance(model, MaskedTransformerPrior) and meta["config"]["arch"] == "masked"
+    assert isinstance(model, MaskedConvPrior) and meta["config"]["arch"] == "masked"  # conv: the default backbone
     metrics = meta["metrics"]
     assert not any("bits" in key for key in metrics)
     assert metrics["val_mask_ratio"] == 0.5 and 0 < metrics["val_masked_nll_nats"] < math.log(32)
@@ -176,6 +186,34 @@ def test_train_prior_reports_hidden_code_nll_not_bits(masked_prior, tiny_pipelin
     assert prior["masked_nll_nats_per_code"] == pytest.approx(metrics["val_masked_nll_nats"], rel=1e-5)
     shown = run_cli("evaluate", "--codes", tiny_pipeline["codes"], "--prior", masked_prior, "--device", "cpu").output
     assert "hidden-code NLL" in shown and "not defined" in shown
+
+
+def test_the_transformer_backbone_trains_saves_and_samples_and_older_files_read_as_it(tiny_pipeline, tmp_path):
+    out = tmp_path / "transformer.safetensors"
+    run_cli("train-prior", tiny_pipeline["codes"], "--out", out, "--epochs", "1", "--device", "cpu", "--arch", "masked",
+            "--backbone", "transformer", "--layers", "1", "--channels", "16", "--heads", "2", "--seed", "3")
+    model, meta = vqgen.load_prior(out), load_vqgen_file(out)[1]
+    assert isinstance(model, MaskedTransformerPrior) and meta["config"]["backbone"] == "transformer"
+    assert 0 < meta["metrics"]["val_masked_nll_nats"] < math.log(32)
+    run_cli("sample", out, "--n", "4", "--steps", "3", "--seed", "1", "--out", tmp_path / "s", "--device", "cpu")
+    codes = load_vqgen_file(tmp_path / "s" / "codes.safetensors")[0]["codes"]
+    assert codes.shape == (4, 7, 7) and int(codes.max()) < 32
+    # a masked prior written before there was a choice of backbone is a transformer
+    tensors, meta = load_vqgen_file(out)
+    del meta["config"]["backbone"]
+    save_vqgen_file(tmp_path / "older.safetensors", tensors, meta)
+    older = vqgen.load_prior(tmp_path / "older.safetensors")
+    assert isinstance(older, MaskedTransformerPrior) and older.cfg.backbone == "transformer"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch", "masked", "--backbone", "lstm"], "--backbone must be one of transformer, conv, not 'lstm'"),
+    (["--backbone", "conv"], "--backbone is an option of --arch masked, not of --arch pixelcnn"),
+])
+def test_a_wrong_backbone_is_refused_in_one_line(tiny_pipeline, tmp_path, args, message):
+    result = run_cli("train-prior", tiny_pipeline["codes"], "--out", tmp_path / "p.safetensors", *args, ok=False)
+    assert result.exit_code == 1 and message in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sample_cli_and_api_agree_and_record_the_steps(masked_prior, tmp_path):

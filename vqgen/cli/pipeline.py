@@ -141,7 +141,7 @@ def train_prior_cmd(
     prior_train_options: PriorTrainOptions,
 ) -> None:
     """Stage 3: fit a prior (gated PixelCNN, or with --arch transformer a causal transformer, with --arch masked a
-    masked transformer) to the code maps."""
+    masked prior) to the code maps."""
     from vqgen.stages import train_prior
 
     m = train_prior.run(codes, prior_config, prior_train_options, out, conditional=conditional, resume=resume)

@@ -1,5 +1,5 @@
 """The configurations of the priors over code maps: what every prior records (``PriorConfig``), the gated
-PixelCNN, the transformer, the masked transformer, and the pair of priors of a two-level VQ-VAE."""
+PixelCNN, the transformer, the masked prior, and the pair of priors of a two-level VQ-VAE."""
 
 from __future__ import annotations
 
@@ -133,10 +133,11 @@ class TransformerConfig(PriorConfig):
     num_heads: int = option(4, "Attention heads (must divide --channels).", flag="--heads")
     mlp_ratio: int = 4  # hidden width of the MLP, in multiples of the channels
     dropout: float = option(0.1, "Dropout on the input embeddings, attention weights and residual branches.")
+    attends = True  # has attention heads (the masked prior's conv backbone has none)
 
     def validate(self) -> None:
         super().validate()
-        if self.num_heads < 1 or self.channels % self.num_heads:
+        if self.attends and (self.num_heads < 1 or self.channels % self.num_heads):
             raise VQGenError(f"--heads must divide --channels {self.channels}, not be {self.num_heads}")
         check(self.code_depth == 1, f"--arch {self.arch} models one code per position, not residual VQ stacks of "
                                     f"{self.code_depth}; use --arch pixelcnn")
@@ -146,9 +147,34 @@ class TransformerConfig(PriorConfig):
 
 @dataclass(frozen=True)
 class MaskedConfig(TransformerConfig):
-    """The masked prior (MaskGIT): the transformer's blocks without the causal mask, over the whole map at once."""
+    """The masked prior (MaskGIT): the transformer's blocks without the causal mask, or residual convolutions,
+    over the whole map at once."""
 
     arch: str = dataclasses.field(default="masked", init=False)
+    # convolutions learn 7x7 and 8x8 maps of a few thousand images faster than attention does
+    # (docs/benchmarks.md#masked-prior-and-parallel-decoding)
+    backbone: str = option(
+        "conv", "The network over the map: conv (--layers residual blocks of two 3x3 convolutions, --channels "
+        "wide) or transformer (--layers bidirectional transformer blocks)."
+    )
+    channels: int = option(128, "Width: channels of the convolutions, or of the transformer's residual stream.")
+    num_layers: int = option(4, "Residual blocks (conv) or transformer blocks.", flag="--layers")
+
+    @property
+    def attends(self) -> bool:
+        return self.backbone == "transformer"
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.backbone in MASKED_BACKBONES,
+              f"--backbone must be one of {', '.join(MASKED_BACKBONES)}, not {self.backbone!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MaskedConfig:
+        return from_dict(cls, d, {"label_dropout": 0.0, "backbone": "transformer"})  # before the conv backbone
+
+
+MASKED_BACKBONES = ("transformer", "conv")
 
 
 DEFAULT_PRIOR_ARCH = "pixelcnn"

@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 METADATA_KEY = "vqgen"
 KIND_NAMES = {
     "vqvae": "a VQ-VAE checkpoint",
-    "prior": "a prior (PixelCNN, transformer or masked transformer) checkpoint",
+    "prior": "a prior (PixelCNN, transformer or masked) checkpoint",
     "codes": "a code file",
     "samples": "a samples code file",
     "classifier": "a classifier checkpoint",
@@ -205,7 +205,7 @@ def load_vqgen_file(
     return tensors, meta
 
 
-PRIOR_ARCH_NAMES = {"pixelcnn": "PixelCNN", "transformer": "transformer", "masked": "masked transformer"}
+PRIOR_ARCH_NAMES = {"pixelcnn": "PixelCNN", "transformer": "transformer", "masked": "masked"}
 
 
 def kind_name(meta: dict[str, Any], unknown: str = "a vqgen file") -> str:

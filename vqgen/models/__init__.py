@@ -1,12 +1,14 @@
 """The networks: VQ-VAE (encoder, quantizer (VQ, FSQ or residual VQ), decoder) and the priors (gated PixelCNN,
-transformer, the masked transformer, and the two-level prior of VQ-VAE-2)."""
+transformer, the masked prior (a transformer or convolutions), and the two-level prior of VQ-VAE-2)."""
+
+from collections.abc import Callable
 
 import torch.nn as nn
 
 from vqgen.config import PriorConfig, TwoLevelPriorConfig
 from vqgen.models.fsq import FiniteScalarQuantizer
 from vqgen.models.hierarchy import TwoLevelPrior
-from vqgen.models.masked import MaskedTransformerPrior
+from vqgen.models.masked import MaskedConvPrior, MaskedTransformerPrior, masked_prior
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.models.prior import CodePrior
 from vqgen.models.quantizer import VectorQuantizer
@@ -14,8 +16,8 @@ from vqgen.models.rvq import ResidualVectorQuantizer
 from vqgen.models.transformer import TransformerConfig, TransformerPrior
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 
-PRIOR_MODELS: dict[str, type[CodePrior]] = {
-    "pixelcnn": GatedPixelCNN, "transformer": TransformerPrior, "masked": MaskedTransformerPrior,
+PRIOR_MODELS: dict[str, Callable[..., CodePrior]] = {
+    "pixelcnn": GatedPixelCNN, "transformer": TransformerPrior, "masked": masked_prior,
 }
 
 
@@ -27,7 +29,7 @@ def build_prior(cfg: PriorConfig | TwoLevelPriorConfig) -> nn.Module:
 
 
 __all__ = [
-    "PRIOR_MODELS", "CodePrior", "FiniteScalarQuantizer", "GatedPixelCNN", "MaskedTransformerPrior", "PixelCNNConfig", "ResidualVectorQuantizer",
+    "PRIOR_MODELS", "CodePrior", "FiniteScalarQuantizer", "GatedPixelCNN", "MaskedConvPrior", "MaskedTransformerPrior", "PixelCNNConfig", "ResidualVectorQuantizer",
     "TransformerConfig", "TransformerPrior", "TwoLevelPrior", "TwoLevelPriorConfig", "VQVAE", "VQVAEConfig",
     "VectorQuantizer", "build_prior",
 ]

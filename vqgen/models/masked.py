@@ -1,5 +1,6 @@
-"""A masked prior over code maps (MaskGIT, Chang et al. 2022): a bidirectional transformer that predicts
-hidden codes from every code it is shown.
+"""A masked prior over code maps (MaskGIT, Chang et al. 2022): a bidirectional network that predicts hidden
+codes from every code it is shown: a transformer (``MaskedTransformerPrior``), or residual convolutions
+(``MaskedConvPrior``, ``--backbone conv``), the rest alike.
 
 The input is the whole map, T = H * W positions, with some codes replaced by a [MASK] code (index K,
 one more row of the code embedding), plus the row and column embeddings of every position; one more
@@ -21,10 +22,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from vqgen.config import MaskedConfig
 from vqgen.errors import VQGenError
+from vqgen.models.prior import CodePrior
 from vqgen.models.transformer import TransformerPrior
 
 EVAL_MASK_RATIO = 0.5  # the share of codes hidden for the validation/evaluate NLL
@@ -90,12 +93,82 @@ class MaskedTransformerPrior(TransformerPrior):
         return logits.transpose(1, 2).reshape(b, -1, h, w)
 
     def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean NLL in nats of hidden codes at the evaluation ratio (not of whole maps: see the module notes)."""
-        b, h, w = codes.shape
-        generator = torch.Generator().manual_seed(EVAL_MASK_SEED)
-        hidden = fixed_ratio_mask(b, h * w, EVAL_MASK_RATIO, generator, codes.device)
-        total, count = hidden_nll(self, codes, labels, hidden, self.mask_code)
-        return total / count
+        return masked_nll(self, codes, labels)
 
     def cache(self, n: int, labels: torch.Tensor | None = None, **given: torch.Tensor):
-        raise VQGenError("a masked prior draws whole maps in parallel steps (vqgen.sampling.masked), not in raster order")
+        raise VQGenError(RASTER_ONLY)
+
+
+RASTER_ONLY = "a masked prior draws whole maps in parallel steps (vqgen.sampling.masked), not in raster order"
+
+
+def masked_nll(prior: CodePrior, codes: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Mean NLL in nats of hidden codes at the evaluation ratio (not of whole maps: see the module notes)."""
+    b, h, w = codes.shape
+    generator = torch.Generator().manual_seed(EVAL_MASK_SEED)
+    hidden = fixed_ratio_mask(b, h * w, EVAL_MASK_RATIO, generator, codes.device)
+    total, count = hidden_nll(prior, codes, labels, hidden, prior.mask_code)
+    return total / count
+
+
+class ResidualConvBlock(nn.Module):
+    """x + conv3x3(GELU(conv3x3(GELU(x + class bias)))), dropout before the second conv; the second conv starts
+    at zero, so a fresh block is the identity."""
+
+    def __init__(self, channels: int, class_rows: int, dropout: float):
+        super().__init__()
+        self.class_bias = nn.Embedding(class_rows, channels) if class_rows else None
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        h = x if labels is None else x + self.class_bias(labels)[:, :, None, None]
+        return x + self.conv2(self.dropout(F.gelu(self.conv1(F.gelu(h)))))
+
+
+class MaskedConvPrior(CodePrior):
+    """The masked prior with a convolutional backbone (``--backbone conv``): the same inputs, training and
+    sampling as the transformer's, but the map goes through residual 3x3 convolutions, each seeing its
+    neighbours (after L blocks a code sees 4L + 1 positions across), and the class (or "no class") enters
+    every block as a bias. On maps of 7x7 and 8x8 from a few thousand images the locality of a convolution
+    learns faster than attention does (docs/benchmarks.md#masked-prior-and-parallel-decoding)."""
+
+    cfg: MaskedConfig
+
+    def __init__(self, cfg: MaskedConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        c, (h, w) = cfg.channels, cfg.latent_shape
+        self.code_embedding = nn.Embedding(cfg.num_codes + 1, c)  # the last row is [MASK]
+        self.position = nn.Parameter(torch.zeros(c, h, w))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(ResidualConvBlock(c, self.class_rows, cfg.dropout) for _ in range(cfg.num_layers))
+        self.head = nn.Conv2d(c, cfg.num_codes, 1)
+        nn.init.normal_(self.code_embedding.weight, std=0.02)
+
+    @property
+    def mask_code(self) -> int:
+        return self.cfg.num_codes
+
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Code maps (B, H, W), [MASK] (``mask_code``) where hidden -> logits (B, K, H, W) of every position."""
+        labels = self.forward_labels(labels)
+        x = self.dropout(self.code_embedding(codes).permute(0, 3, 1, 2) + self.position)
+        for block in self.blocks:
+            x = block(x, labels)
+        return self.head(F.gelu(x))
+
+    def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return masked_nll(self, codes, labels)
+
+    def cache(self, n: int, labels: torch.Tensor | None = None, **given: torch.Tensor):
+        raise VQGenError(RASTER_ONLY)
+
+
+def masked_prior(cfg: MaskedConfig) -> CodePrior:
+    """The masked prior of ``cfg.backbone``, freshly initialised."""
+    return MaskedConvPrior(cfg) if cfg.backbone == "conv" else MaskedTransformerPrior(cfg)
