@@ -71,15 +71,31 @@ def hidden_nll(net: torch.nn.Module, codes: torch.Tensor, labels: torch.Tensor |
     return F.cross_entropy(logits.float(), flat[hidden], reduction="sum"), int(hidden.sum())
 
 
-class MaskedTransformerPrior(TransformerPrior):
+class MaskedPrior(CodePrior):
+    """What both backbones share: the [MASK] input code, the hidden-code NLL, and no raster-order cache."""
+
     cfg: MaskedConfig
-    causal = False
-    input_codes_beyond_k = 1
 
     @property
     def mask_code(self) -> int:
         """The index of the [MASK] code in the input: K."""
         return self.cfg.num_codes
+
+    def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean NLL in nats of hidden codes at the evaluation ratio (not of whole maps: see the module notes)."""
+        b, h, w = codes.shape
+        generator = torch.Generator().manual_seed(EVAL_MASK_SEED)
+        hidden = fixed_ratio_mask(b, h * w, EVAL_MASK_RATIO, generator, codes.device)
+        total, count = hidden_nll(self, codes, labels, hidden, self.mask_code)
+        return total / count
+
+    def cache(self, n: int, labels: torch.Tensor | None = None, **given: torch.Tensor):
+        raise VQGenError("a masked prior draws whole maps in parallel steps (vqgen.sampling.masked), not in raster order")
+
+
+class MaskedTransformerPrior(MaskedPrior, TransformerPrior):
+    causal = False
+    input_codes_beyond_k = 1
 
     def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Code maps (B, H, W), [MASK] (``mask_code``) where hidden -> logits (B, K, H, W) of every position."""
@@ -91,24 +107,6 @@ class MaskedTransformerPrior(TransformerPrior):
             x = block(x)
         logits = self.head(self.norm(x[:, 1:]))  # (B, T, K), the class position left out
         return logits.transpose(1, 2).reshape(b, -1, h, w)
-
-    def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return masked_nll(self, codes, labels)
-
-    def cache(self, n: int, labels: torch.Tensor | None = None, **given: torch.Tensor):
-        raise VQGenError(RASTER_ONLY)
-
-
-RASTER_ONLY = "a masked prior draws whole maps in parallel steps (vqgen.sampling.masked), not in raster order"
-
-
-def masked_nll(prior: CodePrior, codes: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-    """Mean NLL in nats of hidden codes at the evaluation ratio (not of whole maps: see the module notes)."""
-    b, h, w = codes.shape
-    generator = torch.Generator().manual_seed(EVAL_MASK_SEED)
-    hidden = fixed_ratio_mask(b, h * w, EVAL_MASK_RATIO, generator, codes.device)
-    total, count = hidden_nll(prior, codes, labels, hidden, prior.mask_code)
-    return total / count
 
 
 class ResidualConvBlock(nn.Module):
@@ -129,14 +127,12 @@ class ResidualConvBlock(nn.Module):
         return x + self.conv2(self.dropout(F.gelu(self.conv1(F.gelu(h)))))
 
 
-class MaskedConvPrior(CodePrior):
+class MaskedConvPrior(MaskedPrior):
     """The masked prior with a convolutional backbone (``--backbone conv``): the same inputs, training and
     sampling as the transformer's, but the map goes through residual 3x3 convolutions, each seeing its
     neighbours (after L blocks a code sees 4L + 1 positions across), and the class (or "no class") enters
     every block as a bias. On maps of 7x7 and 8x8 from a few thousand images the locality of a convolution
     learns faster than attention does (docs/benchmarks.md#masked-prior-and-parallel-decoding)."""
-
-    cfg: MaskedConfig
 
     def __init__(self, cfg: MaskedConfig):
         super().__init__()
@@ -150,10 +146,6 @@ class MaskedConvPrior(CodePrior):
         self.head = nn.Conv2d(c, cfg.num_codes, 1)
         nn.init.normal_(self.code_embedding.weight, std=0.02)
 
-    @property
-    def mask_code(self) -> int:
-        return self.cfg.num_codes
-
     def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Code maps (B, H, W), [MASK] (``mask_code``) where hidden -> logits (B, K, H, W) of every position."""
         labels = self.forward_labels(labels)
@@ -162,13 +154,7 @@ class MaskedConvPrior(CodePrior):
             x = block(x, labels)
         return self.head(F.gelu(x))
 
-    def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return masked_nll(self, codes, labels)
 
-    def cache(self, n: int, labels: torch.Tensor | None = None, **given: torch.Tensor):
-        raise VQGenError(RASTER_ONLY)
-
-
-def masked_prior(cfg: MaskedConfig) -> CodePrior:
+def masked_prior(cfg: MaskedConfig) -> MaskedPrior:
     """The masked prior of ``cfg.backbone``, freshly initialised."""
     return MaskedConvPrior(cfg) if cfg.backbone == "conv" else MaskedTransformerPrior(cfg)
