@@ -111,15 +111,44 @@ def test_hinge_losses_and_accuracy():
 
 
 def test_adaptive_weight_is_the_clamped_ratio_of_gradient_norms():
-    w = torch.nn.Parameter(torch.ones(3, 3))
-    recon_loss, gan_loss = (2 * w).sum(), (0.5 * w).sum()  # gradients 2 and 0.5 everywhere
-    weight = adaptive_weight(recon_loss, gan_loss, w)
+    recon_grad, gan_grad = torch.full((3, 3), 2.0), torch.full((3, 3), 0.5)
+    weight = adaptive_weight(recon_grad, gan_grad)
     assert weight.item() == pytest.approx(4.0, rel=1e-3)
     assert not weight.requires_grad
-    no_gan_gradient = (0 * w).sum()
-    assert adaptive_weight((2 * w).sum(), no_gan_gradient, w, max_weight=50.0).item() == 50.0
-    inf_gradient = (w * float("inf")).sum()
-    assert adaptive_weight(inf_gradient, gan_loss, w).item() == 0.0
+    assert adaptive_weight(recon_grad, torch.zeros(3, 3), max_weight=50.0).item() == 50.0
+    assert adaptive_weight(torch.full((3, 3), float("inf")), gan_grad).item() == 0.0
+
+
+def test_the_generator_loss_sends_the_decoder_the_gradient_of_the_weighted_sum():
+    """The trainer takes both gradients at the reconstruction in one pass each; the decoder must receive exactly
+    the gradient of rec + gan_weight * λ * g, with λ from the two losses' gradients at its last layer."""
+    model = tiny_vqvae()
+    trainer = tiny_trainer(model, gan_weight=0.7)
+    trainer.disc.eval()  # no power iteration between the two passes: the same discriminator for both
+    model.eval()  # nor a codebook update
+    x = images()
+    target = model.to_model(x)
+
+    def decoder_grads(loss_of) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        recon, _ = model(x)
+        loss = loss_of(recon.float())
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.decoder.parameters()]
+
+    def direct(recon: torch.Tensor) -> torch.Tensor:
+        rec, _ = trainer.reconstruction(recon, target)
+        g = hinge_g_loss(trainer.disc(recon.clamp(-1, 1)))
+        w = trainer.last_layer_weight
+        rec_w, = torch.autograd.grad(rec, w, retain_graph=True)
+        g_w, = torch.autograd.grad(g, w, retain_graph=True)
+        return rec + 0.7 * adaptive_weight(rec_w, g_w) * g
+
+    value, grads = decoder_grads(lambda recon: trainer.generator_loss(recon, target, step=0)[0])
+    assert all(p.grad is None for p in trainer.disc.parameters())  # the generator's loss leaves D alone
+    expected_value, expected = decoder_grads(direct)
+    assert value.item() == pytest.approx(expected_value.item(), rel=1e-5)
+    assert all(torch.allclose(g, e, rtol=1e-4, atol=1e-9) for g, e in zip(grads, expected))
 
 
 # ----------------------------------------------------------------------------- GanTrainer

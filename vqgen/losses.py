@@ -100,13 +100,13 @@ def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
 
 
 def adaptive_weight(
-    recon_loss: torch.Tensor,
-    gan_loss: torch.Tensor,
-    last_layer_weight: torch.Tensor,
+    recon_grad: torch.Tensor,
+    gan_grad: torch.Tensor,
     max_weight: float = 1e4,
     eps: float = 1e-4,
 ) -> torch.Tensor:
-    """VQGAN's balance: ||d recon / d w|| / (||d gan / d w|| + eps) at the decoder's last layer w.
+    """VQGAN's balance: ||d recon / d w|| / (||d gan / d w|| + eps), from the two losses' gradients at the
+    decoder's last layer w.
 
     Scaling the adversarial loss by this makes its gradient at the decoder output about as large as
     the reconstruction gradient, whatever the two losses' scales. The result is a detached scalar,
@@ -114,12 +114,17 @@ def adaptive_weight(
     Under torchrun both gradients are summed over the processes first, so every rank uses the
     weight one process would compute on the whole global batch.
     """
-    recon_grad = torch.autograd.grad(recon_loss, last_layer_weight, retain_graph=True)[0]
-    gan_grad = torch.autograd.grad(gan_loss, last_layer_weight, retain_graph=True)[0]
-    recon_grad, gan_grad = dist.all_reduce_sum(torch.stack([recon_grad.float(), gan_grad.float()]))
+    recon_grad, gan_grad = dist.all_reduce_sum(torch.stack([recon_grad.detach().float(), gan_grad.detach().float()]))
     ratio = recon_grad.norm() / (gan_grad.norm() + eps * dist.world_size())
     ratio = torch.nan_to_num(ratio, nan=0.0, posinf=0.0, neginf=0.0)
     return ratio.clamp(0.0, max_weight).detach()
+
+
+def with_gradient(output: torch.Tensor, value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """A scalar equal to ``value`` whose backward sends exactly ``grad`` into ``output``'s graph: how a loss whose
+    gradient at ``output`` was already computed joins the rest of the step's backward pass."""
+    link = (output * grad.detach()).sum()
+    return value.detach() + link - link.detach()
 
 
 def discriminator_accuracy(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

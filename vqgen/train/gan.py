@@ -19,7 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vqgen import distributed as dist
 from vqgen.config import GanOptions
-from vqgen.losses import ReconstructionLoss, adaptive_weight, discriminator_accuracy, hinge_d_loss, hinge_g_loss
+from vqgen.losses import (ReconstructionLoss, adaptive_weight, discriminator_accuracy, hinge_d_loss, hinge_g_loss,
+                          with_gradient)
 from vqgen.device import autocast, grad_scaler, memory_format
 from vqgen.models.discriminator import PatchDiscriminator
 from vqgen.train.loop import StepResult
@@ -85,21 +86,33 @@ class GanTrainer:
         """Autoencoder loss without the quantizer terms: the reconstruction loss (``ReconstructionLoss``, whose
         logs it returns) plus, from ``--gan-start`` on, the adaptively weighted adversarial loss."""
         recon = recon.float()
-        rec, logs = self.reconstruction(recon, target)
-        self.last_logs = logs
         if not self.active(step):
+            rec, logs = self.reconstruction(recon, target)
+            self.last_logs = logs
             self._record(logs)
             return rec, logs
-        # the generator's gradient must reach the decoder only, not the discriminator's weights
-        self.disc.requires_grad_(False)
+        # Both losses' gradients are taken at a detached copy of the reconstruction: the adaptive weight needs
+        # them apart, and the discriminator is then backpropagated once a step, not twice (a tenth of a step)
+        leaf = recon.detach().requires_grad_()
+        rec, logs = self.reconstruction(leaf, target)
+        self.disc.requires_grad_(False)  # the generator's gradient must reach the decoder only
         with autocast(self.device, self.amp):
-            logits_fake = self.disc(recon.clamp(-1, 1))  # what decoding shows: overshoot is no free tell
+            logits_fake = self.disc(leaf.clamp(-1, 1))  # what decoding shows: overshoot is no free tell
         self.disc.requires_grad_(True)
         g_loss = hinge_g_loss(logits_fake)
-        weight = adaptive_weight(rec, g_loss, self.last_layer_weight, self.opts.max_adaptive_weight)
+        rec_grad, = torch.autograd.grad(rec, leaf)
+        gan_grad, = torch.autograd.grad(g_loss, leaf)
+        weight = adaptive_weight(self.at_last_layer(recon, rec_grad), self.at_last_layer(recon, gan_grad),
+                                 self.opts.max_adaptive_weight)
         logs.update(g_loss=g_loss.detach(), adaptive_weight=weight)
+        self.last_logs = logs
         self._record(logs)
-        return rec + self.opts.gan_weight * weight * g_loss, logs
+        scale = self.opts.gan_weight * weight
+        return with_gradient(recon, rec + scale * g_loss, rec_grad + scale * gan_grad), logs
+
+    def at_last_layer(self, recon: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The gradient at the decoder's last layer of a loss whose gradient at the reconstruction is ``grad``."""
+        return torch.autograd.grad(recon, self.last_layer_weight, grad_outputs=grad, retain_graph=True)[0]
 
     # ------------------------------------------------------------------------- discriminator side
 
