@@ -220,3 +220,22 @@ def test_the_split_has_its_own_seed_so_seed_sweeps_share_one_validation_set(imag
             "--epochs", "1", "--device", "cpu", *TINY_VQVAE)
     moved = read_metadata(tmp_path / "s5.safetensors")["dataset"]
     assert moved["split_seed"] == 5 and moved["contents"]["split_sha256"] != a["contents"]["split_sha256"]
+
+
+def test_an_image_folder_decodes_each_file_once_while_its_images_fit_the_cache(tmp_path):
+    root = write_image_folder(tmp_path / "images", n_per_class=2, size=20, rgb=True)
+    files = sorted(root.rglob("*.png"))
+    one_image = 3 * 16 * 16 * 4  # fitted to 16x16, float32
+    uncached = ImageFolder(files, [0, 0, 1, 1], (16, 16), 3, cache_bytes=0)
+    expected = [uncached[i][0] for i in range(4)]
+    folder = ImageFolder(files, [0, 0, 1, 1], (16, 16), 3, cache_bytes=3 * one_image)
+    first = [folder[i][0] for i in range(4)]
+    assert all(torch.equal(image, e) for image, e in zip(first, expected))
+    first[0].zero_()  # what a caller does to its copy does not reach the cache
+    for path in files:
+        path.unlink()
+    again = [folder[i] for i in range(3)]  # the three that fit are read from memory
+    assert all(torch.equal(image, e) for (image, _), e in zip(again, expected))
+    assert [label for _, label in again] == [0, 0, 1]
+    with pytest.raises(VQGenError, match=files[3].name):  # the fourth did not fit: decoded on every access
+        folder[3]

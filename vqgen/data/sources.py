@@ -25,6 +25,7 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 BUILTIN_DATASETS = ("mnist5k", *TORCHVISION_DATASETS)
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+CACHE_BYTES = 512 * 2**20  # decoded images an image folder keeps in memory, per process (and per loader worker)
 
 
 @dataclass
@@ -124,17 +125,27 @@ def torchvision_source(spec: dict[str, Any], root: Path) -> Source:
 
 
 class ImageFolder(Dataset):
-    """Image files decoded on access; labels from first-level subfolders (or -1)."""
+    """Image files, decoded and fitted to ``size`` on first access, then kept in memory while the kept images
+    fit ``cache_bytes`` (a folder of a few thousand small images is decoded once, not every epoch); labels from
+    first-level subfolders (or -1)."""
 
-    def __init__(self, files: list[Path], labels: list[int], size: tuple[int, int], channels: int):
+    def __init__(self, files: list[Path], labels: list[int], size: tuple[int, int], channels: int,
+                 cache_bytes: int = CACHE_BYTES):
         self.files, self.labels, self.size, self.channels = files, labels, size, channels
+        self.cache_bytes, self.cached_bytes = cache_bytes, 0
+        self.cache: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image = read_image(self.files[i], self.channels)
-        return fit_image(image, self.size, self.channels), self.labels[i]
+        image = self.cache.get(i)
+        if image is None:
+            image = fit_image(read_image(self.files[i], self.channels), self.size, self.channels)
+            nbytes = image.numel() * image.element_size()
+            if self.cached_bytes + nbytes <= self.cache_bytes:
+                self.cache[i], self.cached_bytes = image, self.cached_bytes + nbytes
+        return image.clone(), self.labels[i]
 
 
 def read_image(path: Path, channels: int) -> torch.Tensor:
