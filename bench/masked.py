@@ -91,7 +91,8 @@ def quality(args) -> None:
     if steps:
         masked = trained_prior(args.masked, Path(args.codes), MaskedConfig(), work / "masked.safetensors", args.epochs)
     for count in steps:
-        cells = score(masked, work / f"samples-masked-{count}", args, steps=count)
+        chosen = {} if args.choice_temperature is None else {"choice_temperature": args.choice_temperature}
+        cells = score(masked, work / f"samples-masked-{count}", args, steps=count, **chosen)
         row(["masked", str(count), *training(masked), *cells])
 
 
@@ -130,6 +131,8 @@ def main() -> None:
     q.add_argument("--n", type=int, default=1000, help="samples per row (spread over the classes)")
     q.add_argument("--batch-size", type=int, default=250)
     q.add_argument("--epochs", type=int, default=PriorTrainOptions.epochs, help="epochs of each prior it trains")
+    q.add_argument("--choice-temperature", type=float, default=None,
+                   help="the masked rows' choice temperature (default: the sampling default)")
     q.add_argument("--rows", help="comma-separated rows to compute: pixelcnn and/or step counts (default: all)")
     t = parts.add_parser("timing", help="CPU seconds of sampling 1,000 maps, untrained priors")
     t.add_argument("--maps", type=lambda text: [int(x) for x in text.split(",")], default=[16, 32])

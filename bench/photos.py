@@ -98,6 +98,12 @@ def real_val_scores(classifier_path: Path, data_spec: dict) -> dict[str, float]:
             "confident": float((p.max(1).values >= CONFIDENT).double().mean())}
 
 
+def masked_options(args) -> dict[str, float]:
+    """The decoding options given for a masked prior (the sampling defaults otherwise)."""
+    given = {"steps": args.steps, "choice_temperature": args.choice_temperature}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def score(prior: Path, recipe: str, args, log: Path) -> None:
     grid = itertools.product([float(s) for s in args.guidance.split(",")],
                              [float(t) for t in args.temperature.split(",")])
@@ -107,7 +113,7 @@ def score(prior: Path, recipe: str, args, log: Path) -> None:
             folder = Path(scratch) / f"s{guidance}-t{temperature}"
             started = time.perf_counter()
             sample(prior, folder, args.n, label="all", temperature=temperature, guidance=guidance,
-                   seed=args.sample_seed, batch_size=250, device="cpu", **({"steps": args.steps} if args.steps else {}))
+                   seed=args.sample_seed, batch_size=250, device="cpu", **masked_options(args))
             sample_s = time.perf_counter() - started
             results = evaluate(EvaluateRequest(samples=folder, prior=prior, split="train", device="cpu",
                                                classifier=args.classifier, train_classifier=True))
@@ -118,7 +124,7 @@ def score(prior: Path, recipe: str, args, log: Path) -> None:
                    "in_class": s["class_agreement"], "ceiling": real["accuracy"], "confident": confident,
                    "real_confident": real["confident"], "fd": s["fd"], "fd_floor": s["floor_fd"],
                    "precision": s["precision"], "recall": s["recall"], "recall_floor": s["floor_recall"],
-                   "class_entropy": s["class_entropy"], "sample_seconds": sample_s}
+                   "class_entropy": s["class_entropy"], "sample_seconds": sample_s, **masked_options(args)}
             with log.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print("| " + " | ".join([
@@ -161,6 +167,7 @@ def main() -> None:
         c.add_argument("--guidance", default="3,4,5", help="guidance scales to score, comma-separated")
         c.add_argument("--temperature", default="0.9", help="temperatures to score, comma-separated")
         c.add_argument("--steps", type=int, default=None, help="decoding steps (a masked prior)")
+        c.add_argument("--choice-temperature", type=float, default=None, help="choice temperature (a masked prior)")
         c.add_argument("--n", type=int, default=1000, help="samples per row (spread over the classes)")
         c.add_argument("--sample-seed", type=int, default=0)
         c.add_argument("--name", default=None, help="the recipe's name in the table; default: the folder's")
