@@ -8,7 +8,8 @@
 #                   photo pipeline at its defaults
 #   --compare REV   also run the four stages of git revision REV (unpacked under WORK_FOLDER/src-REV, run
 #                   with this checkout's interpreter), stage by stage in turn with the current tree, so
-#                   that both meet the same machine pace; prints both times and their ratio
+#                   that both meet the same machine pace; prints both times and their ratio, per stage,
+#                   for the three training stages together and for all four
 #
 # Run it from the repository root after the install, on an otherwise idle machine. PYTHON (default
 # .venv/bin/python) runs vqgen. The table ends with what each run gives: validation PSNR and codes used
@@ -84,8 +85,10 @@ def last(path):
 head = "| stage | " + " | ".join(f"{r} (s)" for r in runs) + (f" | current / {runs[1]} |" if len(runs) > 1 else " |")
 print(head)
 print("|---" * (len(runs) + 1 + (len(runs) > 1)) + "|")
-for name in stages + ["total"]:
-    values = [sum(seconds[f"{r},{s}"] for s in stages) if name == "total" else seconds[f"{r},{name}"] for r in runs]
+training = ["train-vqvae", "extract-codes", "train-prior"]
+for name in stages + ["training stages", "total"]:
+    parts = {"total": stages, "training stages": training}.get(name, [name])
+    values = [sum(seconds[f"{r},{s}"] for s in parts) for r in runs]
     ratio = f" | {values[0] / values[1]:.2f} |" if len(runs) > 1 else " |"
     print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + ratio)
 for r in runs:

@@ -3,6 +3,7 @@
     python bench/masked.py quality --codes checkpoints/codes.safetensors --work bench-masked/
     python bench/masked.py quality --codes ... --work ... --pixelcnn P.safetensors --masked M.safetensors
     python bench/masked.py quality --codes ... --work ... --rows pixelcnn    # one row (rows can run side by side)
+    python bench/masked.py quality --codes ... --masked M.safetensors --rows 8,12 --choice-temperature 1000
     python bench/masked.py timing --maps 16,32 --n 64
 
 ``quality`` trains a PixelCNN and a masked prior on the code file at their defaults, for ``--epochs`` each

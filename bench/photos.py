@@ -4,6 +4,7 @@
     python bench/photos.py run --data data/cifar10_5k --work checkpoints/photos/defaults
     python bench/photos.py run --data data/cifar10_5k --work checkpoints/photos/no-flip --vqvae-args "--no-flip" --extract-args "--no-flip"
     python bench/photos.py score --prior checkpoints/photos/defaults/prior.safetensors --guidance 1.6,3,5
+    python bench/photos.py score --prior MASKED.safetensors --guidance 4 --steps 8 --choice-temperature 1000
 
 ``prepare`` writes the npz (``images`` (N, H, W, 3) uint8, ``labels`` (N,)) as one folder per class,
 which the pipeline splits 90/10 (4,500 train / 500 validation images for cifar10_5k).
