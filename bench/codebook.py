@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vqgen.formats.checkpoints import load_vqvae
-from vqgen.config import GanOptions, PixelCNNConfig, PriorTrainOptions, VQVAEConfig, VQVAETrainOptions
+from vqgen.config import PRIOR_EPOCHS, GanOptions, PixelCNNConfig, PriorTrainOptions, VQVAEConfig, VQVAETrainOptions
 from vqgen.data import load_image_data
 from vqgen.data.batches import make_loader
 from vqgen.eval import EvaluateRequest, evaluate
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--train-psnr", action="store_true", help="also measure PSNR on the training split")
     parser.add_argument("--quantizers", action="store_true",
                         help="the quantizer rows (default, " + ", ".join(QUANTIZERS) + "), with prior and samples")
-    parser.add_argument("--prior-epochs", type=int, default=PriorTrainOptions.epochs)
+    parser.add_argument("--prior-epochs", type=int, default=PRIOR_EPOCHS["pixelcnn"])
     parser.add_argument("--prior-layers", type=int, default=PixelCNNConfig.num_layers)
     parser.add_argument("--prior-channels", type=int, default=PixelCNNConfig.channels)
     parser.add_argument("--samples", type=int, default=1000, help="samples drawn per row (spread over the classes)")

@@ -7,7 +7,8 @@
     python bench/masked.py timing --maps 16,32 --n 64
 
 ``quality`` trains a PixelCNN and a masked prior on the code file at their defaults, for ``--epochs`` each
-(default: the default 12; both training times are shown), unless given or already in the work folder,
+(default: each prior's own, 12 for the PixelCNN and 21 for the masked prior; both training times are
+shown), unless given or already in the work folder,
 then draws ``--n`` class-conditional samples (label all, the sampling defaults, seed 0) from the
 PixelCNN (row ``pixelcnn``) and from the masked prior at each of ``--steps`` (rows 4, 8, ...), and scores
 them as bench/samples.py does, with ``vqgen evaluate`` against the real images of the training split:
@@ -131,7 +132,7 @@ def main() -> None:
     q.add_argument("--classifier", help="reference classifier for evaluate (default: trained and cached)")
     q.add_argument("--n", type=int, default=1000, help="samples per row (spread over the classes)")
     q.add_argument("--batch-size", type=int, default=250)
-    q.add_argument("--epochs", type=int, default=PriorTrainOptions.epochs, help="epochs of each prior it trains")
+    q.add_argument("--epochs", type=int, default=None, help="epochs of each prior it trains (default: each prior's own)")
     q.add_argument("--choice-temperature", type=float, default=None,
                    help="the masked rows' choice temperature (default: the sampling default)")
     q.add_argument("--rows", help="comma-separated rows to compute: pixelcnn and/or step counts (default: all)")

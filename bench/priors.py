@@ -41,6 +41,7 @@ import torch
 
 from sampling import full_first_positions, parse_size  # bench/sampling.py
 from vqgen.config import (
+    PRIOR_EPOCHS,
     ClassifierTrainOptions,
     DataOptions,
     PixelCNNConfig,
@@ -215,7 +216,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--vqvae-mnist", type=Path, help="a VQ-VAE trained on mnist5k (default: train one)")
     parser.add_argument("--vqvae-cifar", type=Path, help="a VQ-VAE trained on the CIFAR folder (default: train one)")
     parser.add_argument("--vqvae-epochs", type=int, default=10)
-    parser.add_argument("--prior-epochs", type=int, default=PriorTrainOptions.epochs)
+    parser.add_argument("--prior-epochs", type=int, default=PRIOR_EPOCHS["pixelcnn"])
     parser.add_argument("--pixelcnn-layers", type=int, default=PixelCNNConfig.num_layers)
     parser.add_argument("--pixelcnn-channels", type=int, default=PixelCNNConfig.channels)
     parser.add_argument("--transformer-layers", type=int, default=TransformerConfig.num_layers)

@@ -81,3 +81,21 @@ def test_train_prior_reads_its_codes_with_the_workers_asked_for(code_file, tmp_p
 def test_train_classifier_help_says_the_warmup_is_capped():
     shown = run_cli("train-classifier", "--help").output
     assert "tenth" in shown
+
+
+@pytest.mark.parametrize("arch, given, trained", [("pixelcnn", None, 12), ("masked", None, 21), ("masked", 3, 3)])
+def test_the_prior_trains_for_its_architectures_epochs_unless_told(code_file, tmp_path, monkeypatch, arch, given,
+                                                                  trained):
+    """--epochs left open: 12 for the raster priors, 21 for a masked one (it learns from its hidden codes only);
+    the settled number is what the run trains for and records."""
+    import vqgen.train.prior as prior_training
+    from vqgen.config import PRIOR_ARCHS
+    from vqgen.formats.codes import load_codes
+
+    seen = {}
+    monkeypatch.setattr(prior_training, "train", lambda make, opts, out, resume: seen.setdefault("epochs", opts.epochs))
+    cfg = PRIOR_ARCHS[arch](num_codes=16, latent_shape=(4, 4), num_layers=2, channels=8)
+    prior_training.train_prior(load_codes(code_file), cfg, PriorTrainOptions(epochs=given), tmp_path / "p.safetensors")
+    assert seen["epochs"] == trained
+    with pytest.raises(Exception, match="--epochs must be at least 1"):
+        PriorTrainOptions(epochs=0).validate()

@@ -75,7 +75,7 @@ class TrainOptions:
     )
 
     def validate(self) -> None:
-        check(self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}")
+        check(self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}")
         check(self.lr > 0, f"--lr must be positive, not {self.lr}")
         check(self.warmup_steps >= 0, f"--warmup-steps must not be negative, not {self.warmup_steps}")
         check(self.save_every >= 1, f"--save-every must be at least 1, not {self.save_every}")
@@ -163,10 +163,15 @@ class VQVAETrainOptions(TrainOptions):
         return dataclasses.replace(self, flip=photos if self.flip is None else self.flip, gan=gan)
 
 
+# hot and short: the best prior a few CPU minutes buy (docs/benchmarks.md#the-priors-schedule-ema-and-attention);
+# a masked prior learns from its hidden codes only and needs more passes: 21 at its default width train in the
+# PixelCNN's time (docs/benchmarks.md#masked-prior-and-parallel-decoding)
+PRIOR_EPOCHS = {"pixelcnn": 12, "transformer": 12, "masked": 21}
+
+
 @dataclass(frozen=True)
 class PriorTrainOptions(TrainOptions):
-    # hot and short: the best prior a few CPU minutes buy (docs/benchmarks.md#the-priors-schedule-ema-and-attention)
-    epochs: int = 12
+    epochs: int | None = option(None, "Passes over the training codes; default: 12, or 21 for --arch masked.")
     batch_size: int = 64
     lr: float = 4e-3
     ema_decay: float = option(0.0, "Validate and save an exponential moving average of the weights with this "
@@ -175,6 +180,10 @@ class PriorTrainOptions(TrainOptions):
     def validate(self) -> None:
         super().validate()
         check(0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), not {self.ema_decay}")
+
+    def settled_for(self, arch: str) -> PriorTrainOptions:
+        """These options with the epochs, when left open, chosen for the prior's ``arch``."""
+        return self if self.epochs is not None else dataclasses.replace(self, epochs=PRIOR_EPOCHS[arch])
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,8 @@ class MaskedConfig(TransformerConfig):
         "conv", "The network over the map: conv (--layers residual blocks of two 3x3 convolutions, --channels "
         "wide) or transformer (--layers bidirectional transformer blocks)."
     )
-    channels: int = option(128, "Width: channels of the convolutions, or of the transformer's residual stream.")
+    # 96 wide for 21 epochs beat 128 for 12 in the same time (docs/benchmarks.md#masked-prior-and-parallel-decoding)
+    channels: int = option(96, "Width: channels of the convolutions, or of the transformer's residual stream.")
     num_layers: int = option(4, "Residual blocks (conv) or transformer blocks.", flag="--layers")
 
     @property

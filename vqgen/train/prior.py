@@ -154,7 +154,9 @@ def train_prior(codes: CodeFile, cfg: PriorConfig, opts: PriorTrainOptions, out:
                 resume: str | Path | None = None) -> dict[str, Any]:
     """Train with cross-entropy, validate each epoch, and keep the best-validation weights in ``out``
     (``vqgen.train.loop.train``: resumable, ``resume`` a path or "auto")."""
-    trainer = MaskedPriorTrainer if getattr(cfg, "arch", "") == "masked" else PriorTrainer
+    arch = getattr(cfg, "arch", "pixelcnn")  # two levels: PixelCNNs
+    opts = opts.settled_for(arch)
+    trainer = MaskedPriorTrainer if arch == "masked" else PriorTrainer
     return train(lambda device: trainer(codes, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 
