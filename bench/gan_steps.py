@@ -1,11 +1,13 @@
 """Time one training step of a photo VQ-VAE (3x32x32, batch 32, the default networks for photos) without the
-discriminator and with one of 64, 32 or 16 channels (--disc-channels; 32 is the default): what the GAN costs a step.
+discriminator and with one of 64, 32 or 16 channels (--disc-channels; 32 is the default), updated every other step
+(--disc-every 2, the default) or every step: what the GAN costs a step.
 
-    python bench/gan_steps.py [--amp off|bf16] [--steps 15]
+    python bench/gan_steps.py [--amp off|bf16] [--steps 16]
 
 Each step is the trainer's: autoencoder forward, reconstruction loss plus the adaptively weighted adversarial
-loss, backward and Adam, then the discriminator's update on the same batch. The discriminator is on from the
-first step (in training it joins after --gan-start steps).
+loss, backward and Adam, then the discriminator's update on the same batch (every --disc-every steps: the
+time is the mean over --steps). The discriminator is on from the first step (in training it joins after
+--gan-start steps).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from vqgen.models.vqvae import VQVAE
 from vqgen.train.gan import GanTrainer
 
 ROWS = [("no discriminator", GanOptions(gan=False))] + [
-    (f"--disc-channels {c}", GanOptions(gan=True, disc_channels=c)) for c in (64, 32, 16)]
+    (f"--disc-channels {c}", GanOptions(gan=True, disc_channels=c)) for c in (64, 32, 16)] + [
+    ("--disc-channels 32 --disc-every 1", GanOptions(gan=True, disc_channels=32, disc_every=1))]
 
 
 def step_function(gan: GanOptions, amp: str, images: torch.Tensor):
@@ -50,7 +53,7 @@ def step_function(gan: GanOptions, amp: str, images: torch.Tensor):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--amp", choices=("off", "bf16"), default="off")
-    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=16)
     args = parser.parse_args()
     torch.manual_seed(0)
     images = torch.rand(32, 3, 32, 32)

@@ -39,7 +39,8 @@ def tiny_vqvae() -> VQVAE:
 
 
 def tiny_trainer(model: VQVAE, **options) -> GanTrainer:
-    opts = GanOptions(**{"gan": True, "gan_start": 0, "disc_layers": 2, "disc_channels": 8, **options})
+    opts = GanOptions(**{"gan": True, "gan_start": 0, "disc_layers": 2, "disc_channels": 8, "disc_every": 1,
+                         **options})
     return GanTrainer(opts, 3, (16, 16), model.decoder.last_layer.weight, lr=1e-3, device=CPU)
 
 
@@ -214,6 +215,29 @@ def test_nothing_adversarial_happens_before_gan_start():
     assert trainer.discriminator_step(recon, target, step=2) == {}
     assert all(torch.equal(before[k], v) for k, v in trainer.disc.state_dict().items())
     assert "g_loss" in trainer.generator_loss(recon, target, step=3)[1]
+
+
+def test_disc_every_updates_the_discriminator_on_every_nth_step_from_gan_start():
+    model = tiny_vqvae()
+    trainer = tiny_trainer(model, gan_start=2, disc_every=3)
+    x = images()
+    target = model.to_model(x)
+    updated = []
+    for step in range(10):
+        recon, _ = model(x)
+        assert "g_loss" in trainer.generator_loss(recon, target, step)[1] or step < 2  # the generator's: every step
+        before = [p.detach().clone() for p in trainer.disc.parameters()]
+        logs = trainer.discriminator_step(recon, target, step)
+        changed = any(not torch.equal(b, p) for b, p in zip(before, trainer.disc.parameters()))
+        assert changed == ("d_loss" in logs)
+        updated.append(changed)
+    assert [step for step, done in enumerate(updated) if done] == [2, 5, 8]
+
+
+@pytest.mark.parametrize("every", [0, -1])
+def test_disc_every_below_one_is_refused(every):
+    with pytest.raises(VQGenError, match="--disc-every must be 1 or more"):
+        GanOptions(gan=True, disc_every=every).validate()
 
 
 def test_trainer_state_round_trip_restores_discriminator_and_optimizer():

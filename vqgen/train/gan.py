@@ -125,7 +125,7 @@ class GanTrainer:
 
     def discriminator_step(self, fake: torch.Tensor, real: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         """One hinge-loss update of the discriminator on detached reconstructions vs real images."""
-        if not self.active(step):
+        if not self.active(step) or (step - self.opts.gan_start) % self.opts.disc_every:
             return {}
         fake = fake.detach().float().clamp(-1, 1)
         if self.schedule is not None:
