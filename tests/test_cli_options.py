@@ -31,8 +31,8 @@ def test_every_config_option_is_a_flag_with_its_dataclass_default(command, group
 def test_the_prior_options_show_each_architectures_default():
     result = CliRunner().invoke(app, ["train-prior", "--help"], env={"COLUMNS": "400"})
     pixelcnn, transformer = PixelCNNConfig(), TransformerConfig()
-    assert f"pixelcnn {pixelcnn.channels}, transformer {transformer.channels}" in result.output
-    # a default left to the data (the PixelCNN's depth follows the map) shows as auto
+    # a default left to the data (the PixelCNN's width follows the image kind, its depth the map) shows as auto
+    assert pixelcnn.channels is None and f"pixelcnn auto, transformer {transformer.channels}" in result.output
     assert pixelcnn.num_layers is None and f"pixelcnn auto, transformer {transformer.num_layers}" in result.output
     assert "--kernel-size" in result.output and "--heads" in result.output
 

@@ -122,3 +122,36 @@ def test_help_shows_each_architectures_defaults_from_its_config():
         shown = f"pixelcnn {'auto' if pixelcnn is None else pixelcnn}, transformer {getattr(TransformerConfig, field)}"
         assert flag in help_text and shown in help_text
     assert "(transformer and masked only)" in help_text and "(pixelcnn only)" in help_text
+
+
+def test_the_pixelcnn_width_follows_the_image_kind_unless_given():
+    from vqgen.config import PIXELCNN_CHANNELS, PIXELCNN_CHANNELS_PHOTOS
+
+    open_width = PixelCNNConfig()
+    assert open_width.channels is None and open_width.sized().channels == PIXELCNN_CHANNELS
+    assert open_width.with_width_for(photos=True).sized().channels == PIXELCNN_CHANNELS_PHOTOS != PIXELCNN_CHANNELS
+    assert PixelCNNConfig(channels=80).with_width_for(photos=True).channels == 80
+
+
+@pytest.mark.parametrize("image, levels, width", [
+    ({"channels": 3, "size": [32, 32]}, 1, "photos"),
+    ({"channels": 1, "size": [28, 28]}, 1, "grey"),
+    ({"channels": 3, "size": [8, 8]}, 1, "grey"),  # tiny colour images keep the grey defaults
+    ({"channels": 3, "size": [64, 64]}, 2, "grey"),  # two levels: measured at the grey width only
+])
+def test_train_prior_settles_the_width_by_the_codes_image_kind(monkeypatch, tmp_path, image, levels, width):
+    from types import SimpleNamespace
+
+    from vqgen.config import PIXELCNN_CHANNELS, PIXELCNN_CHANNELS_PHOTOS, PriorTrainOptions
+    from vqgen.stages import train_prior as stage
+
+    codes = SimpleNamespace(meta={"image": image, "num_codes": 16, "label_names": ["a", "b"], "latent_shape_top": [4, 4]},
+                            labelled=True, prior_latent_shape=(8, 8), depth=1, levels=levels, train=[0] * 4, val=[0],
+                            variants=1)
+    trained = {}
+    monkeypatch.setattr(stage, "load_codes", lambda path: codes)
+    monkeypatch.setattr(stage, "train_prior", lambda codes, cfg, *rest: trained.setdefault("cfg", cfg))
+    stage.run(tmp_path / "codes.safetensors", PixelCNNConfig(), PriorTrainOptions(), tmp_path / "prior.safetensors")
+    cfg = trained["cfg"]
+    widths = [cfg.top.channels, cfg.bottom.channels] if levels == 2 else [cfg.channels]
+    assert set(widths) == {PIXELCNN_CHANNELS_PHOTOS if width == "photos" else PIXELCNN_CHANNELS}

@@ -16,6 +16,10 @@ DEFAULT_LABEL_DROPOUT = 0.1  # enough "no class" rows to learn the unconditional
 # (digits) and bench/photos.py (photos); docs/benchmarks.md#guidance-by-image-kind
 GUIDED_SCALE_GREY = 1.6
 GUIDED_SCALE_COLOUR = 4.0
+# the PixelCNN's width by image kind: the 8x8 maps of a few thousand photos are fit as well by 56 channels as by
+# 64, in about a fifth less time (docs/benchmarks.md#against-the-issues-targets-and-what-it-would-take)
+PIXELCNN_CHANNELS = 64
+PIXELCNN_CHANNELS_PHOTOS = 56
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,13 @@ class PriorConfig:
             return dataclasses.replace(self, guidance=1.0)
         return dataclasses.replace(self, guidance=GUIDED_SCALE_COLOUR if channels == 3 else GUIDED_SCALE_GREY)
 
+    def with_width_for(self, photos: bool):
+        """This config with a width left open settled by image kind (the PixelCNN's; the others have one)."""
+        return self
+
     def validate(self) -> None:
-        # every architecture has num_layers and channels (with its own defaults and help; None: sized to the map)
-        if (self.num_layers is not None and self.num_layers < 1) or self.channels < 1:
+        # every architecture has num_layers and channels (with its own defaults and help; None: settled later)
+        if (self.num_layers is not None and self.num_layers < 1) or (self.channels is not None and self.channels < 1):
             raise VQGenError("--layers and --channels must be positive")
         if self.label_dropout is not None and not 0 <= self.label_dropout < 1:
             raise VQGenError(f"--label-dropout must be in [0, 1), not {self.label_dropout}")
@@ -87,7 +95,9 @@ MAX_DEFAULT_LAYERS = 15  # what --layers was for every map; from 14x14 maps on t
 @dataclass(frozen=True)
 class PixelCNNConfig(PriorConfig):
     arch: str = dataclasses.field(default="pixelcnn", init=False)
-    channels: int = option(64, "Channels of the vertical/horizontal stacks.")
+    channels: int | None = option(
+        None, f"Channels of the vertical/horizontal stacks; default: {PIXELCNN_CHANNELS}, or "
+        f"{PIXELCNN_CHANNELS_PHOTOS} for the one-level codes of photos (colour images of 16 px or more).")
     num_layers: int | None = option(
         None, f"Gated layers; default: enough to see the whole code map (its longer side + 1, at most "
         f"{MAX_DEFAULT_LAYERS}: 8 for 7x7 maps).", flag="--layers")
@@ -103,20 +113,28 @@ class PixelCNNConfig(PriorConfig):
     cond_codes: int = 0  # 0: no conditioning map
     cond_shape: tuple[int, int] = (0, 0)
 
+    def with_width_for(self, photos: bool) -> PixelCNNConfig:
+        if self.channels is not None:
+            return self
+        return dataclasses.replace(self, channels=PIXELCNN_CHANNELS_PHOTOS if photos else PIXELCNN_CHANNELS)
+
     def sized(self) -> PixelCNNConfig:
         """This config with ``num_layers`` chosen for its map when left open: with 3x3 kernels a stack of
         max(h, w) - 1 layers is the shallowest whose every position sees all the codes before it; two more
-        give the last positions some depth beyond that. Models are built from sized configs."""
-        if self.num_layers is not None:
-            return self
-        return dataclasses.replace(self, num_layers=min(MAX_DEFAULT_LAYERS, max(self.latent_shape) + 1))
+        give the last positions some depth beyond that. A width still open is the grey images' (the stage
+        settles it by image kind first). Models are built from sized configs."""
+        cfg = self.with_width_for(photos=False)
+        if cfg.num_layers is not None:
+            return cfg
+        return dataclasses.replace(cfg, num_layers=min(MAX_DEFAULT_LAYERS, max(cfg.latent_shape) + 1))
 
     def validate(self) -> None:
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
         check(self.head_channels >= 1, f"--head-channels must be positive, not {self.head_channels}")
-        check(self.attention_heads >= 0 and (self.attention_heads == 0 or self.channels % self.attention_heads == 0),
-              f"--attention-heads must be 0 or a divisor of --channels {self.channels}, not {self.attention_heads}")
+        width = self.sized().channels
+        check(self.attention_heads >= 0 and (self.attention_heads == 0 or width % self.attention_heads == 0),
+              f"--attention-heads must be 0 or a divisor of --channels {width}, not {self.attention_heads}")
         super().validate()
         if self.cond_codes:
             (h, w), (ch, cw) = self.latent_shape, self.cond_shape

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from vqgen.config import PriorConfig, PriorTrainOptions, TwoLevelPriorConfig, copies_kind
+from vqgen.config import PriorConfig, PriorTrainOptions, TwoLevelPriorConfig, copies_kind, is_photo
 from vqgen.errors import VQGenError
 from vqgen.formats.codes import CodeFile, load_codes
 from vqgen.formats.files import check_output_path
@@ -30,7 +30,9 @@ def run(codes_path: Path, prior_config: PriorConfig, train_options: PriorTrainOp
         raise VQGenError(f"{codes_path}: --conditional needs labelled codes, but these have no labels")
     cfg = replace(prior_config, num_codes=codes.meta["num_codes"], latent_shape=codes.prior_latent_shape,
                   code_depth=codes.depth, num_classes=len(codes.meta["label_names"]) if conditional else 0)
-    cfg = cfg.with_label_dropout_for(conditional).with_guidance_for(codes.meta.get("image", {}).get("channels", 1))
+    image = codes.meta.get("image", {})
+    photos = is_photo(image.get("channels", 1), image.get("size", (0, 0))) and codes.levels == 1
+    cfg = cfg.with_label_dropout_for(conditional).with_guidance_for(image.get("channels", 1)).with_width_for(photos)
     cfg.validate()
     describe(codes, cfg, conditional)
     if codes.levels == 2:
