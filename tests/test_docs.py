@@ -19,7 +19,8 @@ def test_cli_reference_lists_every_command_option_and_default():
         assert f"## vqgen {command}\n" in text
     assert f"| `--num-codes` / `-K` `<int>` | {VQVAEConfig.num_codes} |" in text
     assert "| `--ema` / `--no-ema` | --ema |" in text
-    each_default = (f"pixelcnn {PixelCNNConfig.channels}, transformer {TransformerConfig.channels}, "
+    assert PixelCNNConfig.channels is None  # the PixelCNN's width follows the image kind: shown as auto
+    each_default = (f"pixelcnn auto, transformer {TransformerConfig.channels}, "
                     f"masked {MaskedConfig.channels}")
     assert f"| `--channels` `<int>` | {each_default} |" in text  # a OneOf option: each choice's default
     assert "`--help`" not in text
