@@ -145,9 +145,9 @@ def test_train_prior_settles_the_width_by_the_codes_image_kind(monkeypatch, tmp_
     from vqgen.config import PIXELCNN_CHANNELS, PIXELCNN_CHANNELS_PHOTOS, PriorTrainOptions
     from vqgen.stages import train_prior as stage
 
-    codes = SimpleNamespace(meta={"image": image, "num_codes": 16, "label_names": ["a", "b"], "latent_shape_top": [4, 4]},
-                            labelled=True, prior_latent_shape=(8, 8), depth=1, levels=levels, train=[0] * 4, val=[0],
-                            variants=1)
+    meta = {"image": image, "num_codes": 16, "label_names": ["a", "b"], "latent_shape_top": [4, 4]}
+    codes = SimpleNamespace(meta=meta, labelled=True, prior_latent_shape=(8, 8), depth=1, levels=levels,
+                            train=[0] * 4, val=[0], variants=1)
     trained = {}
     monkeypatch.setattr(stage, "load_codes", lambda path: codes)
     monkeypatch.setattr(stage, "train_prior", lambda codes, cfg, *rest: trained.setdefault("cfg", cfg))

@@ -102,8 +102,8 @@ class GanOptions:
     # 32 halves the discriminator's cost a step and sampled better photos over two seeds than 64
     # (docs/benchmarks.md#against-the-issues-targets-and-what-it-would-take)
     disc_channels: int = option(32, "Channels of the first discriminator layer.")
-    # every other step: the same samples in about 12% less float32 time on photos than every step
-    # (docs/benchmarks.md#against-the-issues-targets-and-what-it-would-take)
+    # every other step sampled photos as well as every step over two seeds, a GAN epoch about 2 s shorter in
+    # float32 (docs/benchmarks.md#the-second-round-the-time-target); every third step sampled worse
     disc_every: int = option(2, "Update the discriminator every this many steps from --gan-start on (the "
                                 "generator's adversarial loss is taken every step).")
     recon_loss: str = option(

@@ -18,7 +18,7 @@ GUIDED_SCALE_GREY = 1.6
 GUIDED_SCALE_COLOUR = 4.0
 # the PixelCNN's width by image kind: on the 8x8 maps of a few thousand photos 48 channels sample about as well as
 # 64 (2-3 points fewer in class, the same FD and recall) in two thirds of the time; the float32 kernels gain
-# little from widths that are not a multiple of 16 (docs/benchmarks.md#against-the-issues-targets-and-what-it-would-take)
+# little from widths that are not a multiple of 16 (docs/benchmarks.md#the-second-round-the-time-target)
 PIXELCNN_CHANNELS = 64
 PIXELCNN_CHANNELS_PHOTOS = 48
 
