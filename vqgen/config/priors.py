@@ -17,8 +17,8 @@ DEFAULT_LABEL_DROPOUT = 0.1  # enough "no class" rows to learn the unconditional
 GUIDED_SCALE_GREY = 1.6
 GUIDED_SCALE_COLOUR = 4.0
 # the PixelCNN's width by image kind: on the 8x8 maps of a few thousand photos 48 channels sample about as well as
-# 64 (2-3 points fewer in class, the same FD and recall) in two thirds of the time; the float32 kernels gain
-# little from widths that are not a multiple of 16 (docs/benchmarks.md#the-second-round-the-time-target)
+# 64 (about 2 points fewer in class, a little more FD) in two thirds of the time; 56 trained hardly faster than 64
+# in float32, no multiple of 16 (docs/benchmarks.md#the-second-round-the-time-target)
 PIXELCNN_CHANNELS = 64
 PIXELCNN_CHANNELS_PHOTOS = 48
 
