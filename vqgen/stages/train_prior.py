@@ -31,8 +31,9 @@ def run(codes_path: Path, prior_config: PriorConfig, train_options: PriorTrainOp
     cfg = replace(prior_config, num_codes=codes.meta["num_codes"], latent_shape=codes.prior_latent_shape,
                   code_depth=codes.depth, num_classes=len(codes.meta["label_names"]) if conditional else 0)
     image = codes.meta.get("image", {})
-    photos = is_photo(image.get("channels", 1), image.get("size", (0, 0))) and codes.levels == 1
-    cfg = cfg.with_label_dropout_for(conditional).with_guidance_for(image.get("channels", 1)).with_width_for(photos)
+    channels = image.get("channels", 1)
+    one_level_photos = is_photo(channels, image.get("size", (0, 0))) and codes.levels == 1
+    cfg = cfg.with_label_dropout_for(conditional).with_guidance_for(channels).with_width_for(one_level_photos)
     cfg.validate()
     describe(codes, cfg, conditional)
     if codes.levels == 2:
