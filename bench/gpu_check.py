@@ -52,6 +52,8 @@ PARTS = [
     Part("sampling", "Cached against full sampler, identical codes", "gpu_parts.py", (180, 60)),
     Part("torchrun-vqvae", "torchrun, 1 process: train-vqvae for an epoch, then resume", "gpu_stages.py", (150, 90)),
     Part("torchrun-prior", "torchrun, 1 process: train-prior for an epoch, then resume", "gpu_stages.py", (180, 90)),
+    Part("masked-sampling", "Masked prior in parallel steps against the cached PixelCNN, 1,000 maps",
+         "gpu_parts.py", (120, 60)),
     Part("throughput-vqvae-28", "Training throughput: the default VQ-VAE, 28x28 grey", "gpu_parts.py", (120, 90)),
     Part("throughput-vqvae-32-rgb", "Training throughput: one level, 32x32 RGB, colour networks", "gpu_parts.py",
          (120, 60)),

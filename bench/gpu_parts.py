@@ -2,6 +2,8 @@
 
     env                      device, driver, torch/CUDA/cuDNN versions, free memory
     sampling                 the cached and the full sampler draw identical codes (both priors)
+    masked-sampling          seconds to draw 1,000 maps: the masked prior's parallel steps against the cached
+                             PixelCNN (issue 33's targets: 5x at 16x16, 20x at 32x32)
     throughput-*             images (or code maps) per second and peak memory of training steps in
                              float32, bf16 autocast and bf16 + torch.compile
 
@@ -25,7 +27,7 @@ from vqgen.config import VQVAEConfig, prior_config_from_dict
 from vqgen.device import autocast, memory_format
 from vqgen.losses import reconstruction_loss
 from vqgen.models import VQVAE, build_prior
-from vqgen.sampling import sample_cached, sample_full
+from vqgen.sampling import sample_cached, sample_full, sample_masked
 
 from gpu_check import Mode, PartRecord, part_main
 
@@ -50,7 +52,10 @@ PRIOR_BATCH = {"gpu": 64, "cpu": 8}
 # sampling: (map sizes, batches)
 SAMPLING = {"gpu": ((16, 32), (64, 256)), "gpu-quick": ((16,), (64, 256)), "cpu": ((4, 6), (4, 16)),
             "cpu-quick": ((4,), (4,))}
-TINY_PRIORS = {"pixelcnn": {"channels": 8, "num_layers": 3}, "transformer": {"channels": 16, "num_layers": 2,
+# masked-sampling: (map sizes, maps drawn, batch, masked steps)
+MASKED_SAMPLING = {"gpu": ((16, 32), 1000, 250, (4, 8, 12)), "gpu-quick": ((16, 32), 1000, 250, (8,)),
+                   "cpu": ((4, 6), 16, 8, (2, 4)), "cpu-quick": ((4,), 8, 8, (2,))}
+TINY_PRIORS = {"masked": {"channels": 16, "num_layers": 2}, "pixelcnn": {"channels": 8, "num_layers": 3}, "transformer": {"channels": 16, "num_layers": 2,
                                                                               "num_heads": 2}}
 NUM_CLASSES = 10  # class-conditional priors, as on mnist5k's labelled codes
 
@@ -261,7 +266,49 @@ def sampling(record: PartRecord, mode: Mode, work) -> None:
                                lambda: compare_samplers(arch, size, batch, mode))
 
 
-PARTS = {"env": env, "sampling": sampling, **{part: vqvae_throughput(part) for part in VQVAES},
+def seconds_to_draw(draw, n: int, batch: int, device: torch.device) -> float:
+    """Wall seconds of ``draw(count, labels)`` called for ``n`` maps in batches of ``batch`` (one warm-up
+    batch first, untimed: CUDA's kernels load on first use)."""
+    draw(min(batch, n), torch.arange(min(batch, n)) % NUM_CLASSES)
+    synchronize(device)
+    started = time.perf_counter()
+    for first in range(0, n, batch):
+        count = min(batch, n - first)
+        draw(count, torch.arange(first, first + count) % NUM_CLASSES)
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def masked_sampling(record: PartRecord, mode: Mode, work) -> None:
+    """The masked prior's default network drawing whole maps in parallel steps, against the cached PixelCNN at
+    its defaults for the same map (class-conditional, no guidance, untrained weights: the time does not
+    depend on them)."""
+    device = device_of(mode)
+    sizes, n, batch, step_counts = MASKED_SAMPLING[mode.scale]
+    for size in sizes:
+        torch.manual_seed(0)
+        pixelcnn = build_prior(prior_config("pixelcnn", size, mode)).to(device).eval()
+        masked = build_prior(prior_config("masked", size, mode)).to(device).eval()
+        generator = torch.Generator().manual_seed(0)  # the samplers draw their noise on the CPU
+        cached = {}
+
+        def base() -> dict:
+            cached["s"] = seconds_to_draw(lambda count, labels: sample_cached(
+                pixelcnn, count, labels.to(device), generator=generator, device=device), n, batch, device)
+            return {"seconds": cached["s"], "speed-up": 1.0}
+
+        record.attempt({"map": f"{size}x{size}", "prior": "PixelCNN, cached", "steps": size * size, "maps": n}, base)
+        for steps in step_counts:
+            def parallel(steps: int = steps) -> dict:
+                seconds = seconds_to_draw(lambda count, labels: sample_masked(
+                    masked, count, labels.to(device), generator=generator, device=device, steps=steps),
+                    n, batch, device)
+                return {"seconds": seconds, "speed-up": cached["s"] / seconds if "s" in cached else None}
+
+            record.attempt({"map": f"{size}x{size}", "prior": "masked", "steps": steps, "maps": n}, parallel)
+
+
+PARTS = {"env": env, "sampling": sampling, "masked-sampling": masked_sampling, **{part: vqvae_throughput(part) for part in VQVAES},
          "throughput-pixelcnn": prior_throughput("pixelcnn"), "throughput-transformer": prior_throughput("transformer")}
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
-PARTS = ["env", "device-tests", "sampling", "torchrun-vqvae", "torchrun-prior", "throughput-vqvae-28",
-         "throughput-vqvae-32-rgb", "throughput-vqvae2-128", "throughput-pixelcnn", "throughput-transformer"]
+PARTS = ["env", "device-tests", "sampling", "torchrun-vqvae", "torchrun-prior", "masked-sampling",
+         "throughput-vqvae-28", "throughput-vqvae-32-rgb", "throughput-vqvae2-128", "throughput-pixelcnn",
+         "throughput-transformer"]
 
 
 def gpu_check(out: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, dict]:
@@ -34,9 +35,12 @@ def test_every_part_runs_on_the_cpu_and_reports_its_numbers(tmp_path):
     assert {row["prior"] for row in parts["sampling"]["rows"]} == {"pixelcnn", "transformer"}
     for name in ("torchrun-vqvae", "torchrun-prior"):
         assert parts[name]["rows"][-1]["epochs logged"] == "1, 2"  # the second epoch came from the resume file
+    masked = parts["masked-sampling"]["rows"]
+    assert [(row["prior"], row["steps"]) for row in masked] == [("PixelCNN, cached", 16), ("masked", 2)]
+    assert masked[0]["speed-up"] == 1.0 and masked[1]["seconds"] > 0 and masked[1]["speed-up"] > 0
     default = parts["throughput-vqvae-28"]["rows"]
     assert [row["precision"] for row in default] == ["fp32", "bf16", "bf16+compile"]
-    assert all(row["images/s"] > 0 for name in PARTS[5:] for row in parts[name]["rows"])
+    assert all(row["images/s"] > 0 for name in PARTS[6:] for row in parts[name]["rows"])
 
 
 def test_a_failed_or_hung_part_is_reported_and_the_others_still_run(tmp_path):
