@@ -107,14 +107,14 @@ def masked_options(args) -> dict[str, float]:
 
 def score(prior: Path, recipe: str, args, log: Path) -> None:
     grid = itertools.product([float(s) for s in args.guidance.split(",")],
-                             [float(t) for t in args.temperature.split(",")])
+                             [None if t == "prior" else float(t) for t in args.temperature.split(",")])
     print("| " + " | ".join(COLUMNS) + " |\n|---|" + "---:|" * (len(COLUMNS) - 1), flush=True)
     with tempfile.TemporaryDirectory(prefix="vqgen-bench-photos-") as scratch:
         for guidance, temperature in grid:
             folder = Path(scratch) / f"s{guidance}-t{temperature}"
             started = time.perf_counter()
-            sample(prior, folder, args.n, label="all", temperature=temperature, guidance=guidance,
-                   seed=args.sample_seed, batch_size=250, device="cpu", **masked_options(args))
+            temperature = sample(prior, folder, args.n, label="all", temperature=temperature, guidance=guidance,
+                                 seed=args.sample_seed, batch_size=250, device="cpu", **masked_options(args))["temperature"]
             sample_s = time.perf_counter() - started
             results = evaluate(EvaluateRequest(samples=folder, prior=prior, split="train", device="cpu",
                                                classifier=args.classifier, train_classifier=True))
@@ -166,7 +166,8 @@ def main() -> None:
     for name in ("run", "score"):
         c = commands.add_parser(name)
         c.add_argument("--guidance", default="3,4,5", help="guidance scales to score, comma-separated")
-        c.add_argument("--temperature", default="0.9", help="temperatures to score, comma-separated")
+        c.add_argument("--temperature", default="prior",
+                       help="temperatures to score, comma-separated (prior: the one the prior records for guidance)")
         c.add_argument("--steps", type=int, default=None, help="decoding steps (a masked prior)")
         c.add_argument("--choice-temperature", type=float, default=None, help="choice temperature (a masked prior)")
         c.add_argument("--n", type=int, default=1000, help="samples per row (spread over the classes)")

@@ -392,17 +392,24 @@ def test_the_default_guidance_is_used_only_where_the_prior_can_be_guided():
         choose_guidance(plain, 3.0)
 
 
-def test_the_prior_records_a_guidance_chosen_by_image_kind_unless_given():
-    from vqgen.config import GUIDED_SCALE_COLOUR, GUIDED_SCALE_GREY, PixelCNNConfig
+def test_the_prior_records_a_guidance_and_its_temperature_chosen_by_image_kind_unless_given():
+    from vqgen.config import (
+        GUIDED_SCALE_COLOUR, GUIDED_SCALE_GREY, GUIDED_TEMPERATURE_COLOUR, GUIDED_TEMPERATURE_GREY, PixelCNNConfig,
+    )
 
     conditional = PixelCNNConfig(num_classes=10).with_label_dropout_for(True)
-    assert conditional.with_guidance_for(1).guidance == GUIDED_SCALE_GREY
-    assert conditional.with_guidance_for(3).guidance == GUIDED_SCALE_COLOUR > GUIDED_SCALE_GREY
-    assert replace(conditional, guidance=2.5).with_guidance_for(3).guidance == 2.5
+    grey, colour = conditional.with_guidance_for(1), conditional.with_guidance_for(3)
+    assert (grey.guidance, grey.guided_temperature) == (GUIDED_SCALE_GREY, GUIDED_TEMPERATURE_GREY)
+    assert (colour.guidance, colour.guided_temperature) == (GUIDED_SCALE_COLOUR, GUIDED_TEMPERATURE_COLOUR)
+    assert GUIDED_SCALE_COLOUR > GUIDED_SCALE_GREY and GUIDED_TEMPERATURE_COLOUR != GUIDED_TEMPERATURE_GREY
+    given = replace(conditional, guidance=2.5, guided_temperature=0.7).with_guidance_for(3)
+    assert (given.guidance, given.guided_temperature) == (2.5, 0.7)
     unguided = PixelCNNConfig(num_classes=10, label_dropout=0.0)
     assert unguided.with_guidance_for(3).guidance == 1.0
     with pytest.raises(VQGenError, match="sample-guidance"):
         replace(unguided, guidance=3.0).validate()
+    with pytest.raises(VQGenError, match="--sample-temperature must be positive, not 0"):
+        replace(conditional, guided_temperature=0.0).validate()
 
 
 def test_train_prior_records_the_guidance_and_sample_uses_it(tiny_pipeline, tmp_path):
@@ -419,12 +426,34 @@ def test_train_prior_records_the_guidance_and_sample_uses_it(tiny_pipeline, tmp_
     assert read_metadata(tmp_path / "samples" / "codes.safetensors")["guidance"] == 2.5
 
 
+def test_train_prior_records_the_temperature_of_guided_sampling_and_sample_uses_it(tiny_pipeline, tmp_path):
+    from conftest import TINY_PRIOR, run_cli
+    from vqgen.config import GUIDED_TEMPERATURE_GREY
+    from vqgen.formats.files import read_metadata
+
+    assert read_metadata(tiny_pipeline["prior"])["config"]["guided_temperature"] == GUIDED_TEMPERATURE_GREY
+    prior = tmp_path / "prior.safetensors"
+    run_cli("train-prior", tiny_pipeline["codes"], "--out", prior, "--epochs", "1", "--device", "cpu",
+            "--sample-temperature", "1.2", *TINY_PRIOR)
+    assert read_metadata(prior)["config"]["guided_temperature"] == 1.2
+    for name, flags, temperature in (("guided", (), 1.2), ("plain", ("--guidance", "1"), 1.0),
+                                     ("told", ("--temperature", "0.8"), 0.8)):
+        run_cli("sample", prior, "--n", "2", "--out", tmp_path / name, "--device", "cpu", *flags)
+        assert read_metadata(tmp_path / name / "codes.safetensors")["temperature"] == temperature
+
+
 def test_the_default_temperature_goes_with_guidance_and_sample_records_it(tmp_path):
+    from types import SimpleNamespace
+
     from vqgen.config import GUIDED_SCALE, GUIDED_TEMPERATURE
     from vqgen.sampling import choose_temperature
 
-    assert choose_temperature(None, GUIDED_SCALE) == GUIDED_TEMPERATURE != 1
-    assert choose_temperature(None, 1.0) == 1.0 and choose_temperature(0.7, 2.0) == 0.7
+    old_file = SimpleNamespace(cfg=SimpleNamespace())  # a prior written before the temperature was recorded
+    recorded = SimpleNamespace(cfg=SimpleNamespace(guided_temperature=1.1))
+    assert choose_temperature(old_file, None, GUIDED_SCALE) == GUIDED_TEMPERATURE != 1
+    assert choose_temperature(recorded, None, 4.0) == 1.1
+    assert choose_temperature(recorded, None, 1.0) == choose_temperature(old_file, None, 1.0) == 1.0
+    assert choose_temperature(recorded, 0.7, 2.0) == 0.7
     from conftest import run_cli
     from vqgen.formats.files import read_metadata
 

@@ -135,9 +135,9 @@ def sample_codes(
     sample. ``sampler``: a name from ``vqgen.sampling.SAMPLERS``, ``cached`` (the default, for either
     raster-order architecture) or ``full``. ``guidance`` S: classifier-free guidance scale (1: plain conditional
     sampling; S != 1 needs a prior trained with label dropout; None: the `vqgen sample` default).
-    ``temperature`` None: the `vqgen sample` default (0.9 with guidance, else 1). A masked prior draws in
-    ``steps`` parallel steps with ``choice_temperature`` (None: the `vqgen sample` defaults); ``sampler`` is for
-    the raster-order priors.
+    ``temperature`` None: the `vqgen sample` default (with guidance the one the prior records, else 1). A masked
+    prior draws in ``steps`` parallel steps with ``choice_temperature`` (None: the `vqgen sample` defaults);
+    ``sampler`` is for the raster-order priors.
     """
     if n < 1:
         raise VQGenError(f"n must be at least 1, not {n}")
@@ -145,7 +145,7 @@ def sample_codes(
         raise VQGenError(f"temperature must be positive, not {temperature}")
     draw = sampler_for(prior, sampler or "cached", steps, choice_temperature)
     guidance = choose_guidance(prior, guidance)
-    temperature = choose_temperature(temperature, guidance)
+    temperature = choose_temperature(prior, temperature, guidance)
     y = _label_tensor(prior, labels, n)
     generator = torch.Generator().manual_seed(seed)
     codes = sample_maps(draw, prior, n, labels=y, temperature=temperature, top_k=top_k,

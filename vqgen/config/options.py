@@ -12,7 +12,7 @@ from vqgen.config import (
     COPIES, DATA, DEVICE, FEATURES, GAN, INPUTS, METRICS, MODEL, OUTPUT, SAMPLING, TRAINING, check, option,
 )
 from vqgen.config.models import DiscriminatorConfig
-from vqgen.config.priors import GUIDED_SCALE_GREY
+from vqgen.config.priors import GUIDED_SCALE_GREY, GUIDED_TEMPERATURE_GREY
 
 
 # ----------------------------------------------------------------------------- data
@@ -306,8 +306,8 @@ class EvaluateRequest:
 
 # the guidance of a prior trained with label dropout that records none (files from before it was recorded)
 GUIDED_SCALE = GUIDED_SCALE_GREY
-# the temperature of guided sampling: bench/samples.py's best row (docs/benchmarks.md#speed-of-the-default-recipe)
-GUIDED_TEMPERATURE = 0.9
+# the temperature of guided sampling with a prior that records none (files from before it was recorded)
+GUIDED_TEMPERATURE = GUIDED_TEMPERATURE_GREY
 # a masked prior's parallel decoding: steps from bench/masked.py (docs/benchmarks.md#masked-prior-and-parallel-decoding),
 # the choice temperature the paper's
 MASKED_STEPS = 8
@@ -324,7 +324,8 @@ class SampleOptions:
     n: int = option(64, "Number of images (--label all: spread over the classes).")
     label: str | None = option(None, "Class index or name, a comma list, or 'all' (one row per class; the default).")
     temperature: float | None = option(
-        None, f"Softmax temperature (> 0); default: {GUIDED_TEMPERATURE:g} when sampling with guidance, else 1."
+        None, "Softmax temperature (> 0); default: with guidance the one the prior records (0.9 for digits, 1.1 "
+              "for photos), else 1."
     )
     top_k: int | None = option(None, "Sample only among the k most likely codes.")
     guidance: float | None = option(

@@ -78,10 +78,12 @@ def choose_guidance(model, scale: float | None, option: str = "guidance") -> flo
     return scale
 
 
-def choose_temperature(temperature: float | None, guidance: float) -> float:
-    """The temperature to sample with: ``temperature``; None: GUIDED_TEMPERATURE with guidance (S != 1), else 1."""
+def choose_temperature(model, temperature: float | None, guidance: float) -> float:
+    """The temperature to sample ``model`` with: ``temperature``; None: with guidance (S != 1) the one its config
+    records (``--sample-temperature``; files from before it was recorded: GUIDED_TEMPERATURE), else 1."""
     if temperature is None:
-        return GUIDED_TEMPERATURE if guidance != 1 else 1.0
+        recorded = getattr(model.cfg, "guided_temperature", None)
+        return (recorded or GUIDED_TEMPERATURE) if guidance != 1 else 1.0
     return temperature
 
 

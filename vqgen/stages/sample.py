@@ -71,7 +71,7 @@ def run(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path: Pa
     prior, meta = load_prior(prior_path, dev)
     draw = sampler_for(prior, opts.sampler, opts.steps, opts.choice_temperature)
     guidance = choose_guidance(prior, guidance, f"{prior_path}: --guidance")
-    temperature = choose_temperature(temperature, guidance)
+    temperature = choose_temperature(prior, temperature, guidance)
     k = prior.cfg.num_codes
     if top_k is not None and not 1 <= top_k <= k:
         raise VQGenError(f"--top-k must be between 1 and K={k}, not {top_k}")

@@ -96,7 +96,7 @@ def edit(prior_path: Path, image: str, box: str, out: Path, n: int = 8, label: s
     check_same_vqvae(prior_path, meta, vq_path, vqvae.cfg.num_codes, opts.allow_vqvae_mismatch)
     hidden = box_cells(pixels, tuple(vqvae.cfg.image_size), vqvae.cfg.factor)
     labels, guidance = edit_labels(prior, meta, label, opts.guidance, n)
-    temperature = choose_temperature(opts.temperature, guidance)
+    temperature = choose_temperature(prior, opts.temperature, guidance)
     if opts.top_k is not None and not 1 <= opts.top_k <= prior.cfg.num_codes:
         raise VQGenError(f"--top-k must be between 1 and K={prior.cfg.num_codes}, not {opts.top_k}")
 
