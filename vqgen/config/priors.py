@@ -69,7 +69,8 @@ class PriorConfig:
         colour = channels == 3
         cfg = self
         if cfg.guided_temperature is None:
-            cfg = dataclasses.replace(cfg, guided_temperature=GUIDED_TEMPERATURE_COLOUR if colour else GUIDED_TEMPERATURE_GREY)
+            temperature = GUIDED_TEMPERATURE_COLOUR if colour else GUIDED_TEMPERATURE_GREY
+            cfg = dataclasses.replace(cfg, guided_temperature=temperature)
         if cfg.guidance is not None:
             return cfg
         if not cfg.label_dropout:
