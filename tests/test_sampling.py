@@ -394,7 +394,8 @@ def test_the_default_guidance_is_used_only_where_the_prior_can_be_guided():
 
 def test_the_prior_records_a_guidance_and_its_temperature_chosen_by_image_kind_unless_given():
     from vqgen.config import (
-        GUIDED_SCALE_COLOUR, GUIDED_SCALE_GREY, GUIDED_TEMPERATURE_COLOUR, GUIDED_TEMPERATURE_GREY, PixelCNNConfig,
+        GUIDED_SCALE_COLOUR, GUIDED_SCALE_GREY, GUIDED_SCALE_GREY_MASKED, GUIDED_TEMPERATURE_COLOUR,
+        GUIDED_TEMPERATURE_GREY, MaskedConfig, PixelCNNConfig,
     )
 
     conditional = PixelCNNConfig(num_classes=10).with_label_dropout_for(True)
@@ -402,6 +403,9 @@ def test_the_prior_records_a_guidance_and_its_temperature_chosen_by_image_kind_u
     assert (grey.guidance, grey.guided_temperature) == (GUIDED_SCALE_GREY, GUIDED_TEMPERATURE_GREY)
     assert (colour.guidance, colour.guided_temperature) == (GUIDED_SCALE_COLOUR, GUIDED_TEMPERATURE_COLOUR)
     assert GUIDED_SCALE_COLOUR > GUIDED_SCALE_GREY and GUIDED_TEMPERATURE_COLOUR != GUIDED_TEMPERATURE_GREY
+    masked = MaskedConfig(num_classes=10).with_label_dropout_for(True)
+    assert masked.with_guidance_for(1).guidance == GUIDED_SCALE_GREY_MASKED != GUIDED_SCALE_GREY
+    assert masked.with_guidance_for(3).guidance == GUIDED_SCALE_COLOUR
     given = replace(conditional, guidance=2.5, guided_temperature=0.7).with_guidance_for(3)
     assert (given.guidance, given.guided_temperature) == (2.5, 0.7)
     unguided = PixelCNNConfig(num_classes=10, label_dropout=0.0)
