@@ -55,8 +55,9 @@ SAMPLING = {"gpu": ((16, 32), (64, 256)), "gpu-quick": ((16,), (64, 256)), "cpu"
 # masked-sampling: (map sizes, maps drawn, batch, masked steps)
 MASKED_SAMPLING = {"gpu": ((16, 32), 1000, 250, (4, 8, 12)), "gpu-quick": ((16, 32), 1000, 250, (8,)),
                    "cpu": ((4, 6), 16, 8, (2, 4)), "cpu-quick": ((4,), 8, 8, (2,))}
-TINY_PRIORS = {"masked": {"channels": 16, "num_layers": 2}, "pixelcnn": {"channels": 8, "num_layers": 3}, "transformer": {"channels": 16, "num_layers": 2,
-                                                                              "num_heads": 2}}
+TINY_PRIORS = {"pixelcnn": {"channels": 8, "num_layers": 3}, "transformer": {"channels": 16, "num_layers": 2,
+                                                                              "num_heads": 2},
+               "masked": {"channels": 16, "num_layers": 2}}
 NUM_CLASSES = 10  # class-conditional priors, as on mnist5k's labelled codes
 
 
@@ -308,8 +309,8 @@ def masked_sampling(record: PartRecord, mode: Mode, work) -> None:
             record.attempt({"map": f"{size}x{size}", "prior": "masked", "steps": steps, "maps": n}, parallel)
 
 
-PARTS = {"env": env, "sampling": sampling, "masked-sampling": masked_sampling, **{part: vqvae_throughput(part) for part in VQVAES},
-         "throughput-pixelcnn": prior_throughput("pixelcnn"), "throughput-transformer": prior_throughput("transformer")}
+PARTS = {"env": env, "sampling": sampling, "masked-sampling": masked_sampling,
+         **{part: vqvae_throughput(part) for part in VQVAES}, "throughput-pixelcnn": prior_throughput("pixelcnn"), "throughput-transformer": prior_throughput("transformer")}
 
 if __name__ == "__main__":
     part_main(PARTS)

@@ -113,8 +113,9 @@ def score(prior: Path, recipe: str, args, log: Path) -> None:
         for guidance, temperature in grid:
             folder = Path(scratch) / f"s{guidance}-t{temperature}"
             started = time.perf_counter()
-            temperature = sample(prior, folder, args.n, label="all", temperature=temperature, guidance=guidance,
-                                 seed=args.sample_seed, batch_size=250, device="cpu", **masked_options(args))["temperature"]
+            drawn = sample(prior, folder, args.n, label="all", temperature=temperature, guidance=guidance,
+                           seed=args.sample_seed, batch_size=250, device="cpu", **masked_options(args))
+            temperature = drawn["temperature"]  # the prior's own where --temperature says prior
             sample_s = time.perf_counter() - started
             results = evaluate(EvaluateRequest(samples=folder, prior=prior, split="train", device="cpu",
                                                classifier=args.classifier, train_classifier=True))

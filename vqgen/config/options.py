@@ -12,7 +12,7 @@ from vqgen.config import (
     COPIES, DATA, DEVICE, FEATURES, GAN, INPUTS, METRICS, MODEL, OUTPUT, SAMPLING, TRAINING, check, option,
 )
 from vqgen.config.models import DiscriminatorConfig
-from vqgen.config.priors import GUIDED_SCALE_GREY, GUIDED_TEMPERATURE_GREY
+from vqgen.config.priors import GUIDED_SCALE_GREY, GUIDED_TEMPERATURE_COLOUR, GUIDED_TEMPERATURE_GREY
 
 
 # ----------------------------------------------------------------------------- data
@@ -324,8 +324,8 @@ class SampleOptions:
     n: int = option(64, "Number of images (--label all: spread over the classes).")
     label: str | None = option(None, "Class index or name, a comma list, or 'all' (one row per class; the default).")
     temperature: float | None = option(
-        None, "Softmax temperature (> 0); default: with guidance the one the prior records (0.9 for digits, 1.1 "
-              "for photos), else 1."
+        None, f"Softmax temperature (> 0); default: with guidance the one the prior records "
+              f"({GUIDED_TEMPERATURE_GREY:g} for digits, {GUIDED_TEMPERATURE_COLOUR:g} for photos), else 1."
     )
     top_k: int | None = option(None, "Sample only among the k most likely codes.")
     guidance: float | None = option(

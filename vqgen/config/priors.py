@@ -79,7 +79,7 @@ class PriorConfig:
             return cfg
         if not cfg.label_dropout:
             return dataclasses.replace(cfg, guidance=1.0)
-        return dataclasses.replace(cfg, guidance=GUIDED_SCALE_COLOUR if colour else self.grey_guidance)
+        return dataclasses.replace(cfg, guidance=GUIDED_SCALE_COLOUR if colour else cfg.grey_guidance)
 
     def with_width_for(self, photos: bool):
         """This config with a width left open settled by image kind (the PixelCNN's; the others have one)."""
