@@ -99,9 +99,10 @@ def real_val_scores(classifier_path: Path, data_spec: dict) -> dict[str, float]:
             "confident": float((p.max(1).values >= CONFIDENT).double().mean())}
 
 
-def masked_options(args) -> dict[str, float]:
-    """The decoding options given for a masked prior (the sampling defaults otherwise)."""
-    given = {"steps": args.steps, "choice_temperature": args.choice_temperature}
+def sampling_options(args) -> dict[str, float]:
+    """The decoding options given for a masked prior or residual VQ codes (the sampling defaults otherwise)."""
+    given = {"steps": args.steps, "choice_temperature": args.choice_temperature,
+             "residual_temperature": args.residual_temperature}
     return {name: value for name, value in given.items() if value is not None}
 
 
@@ -114,7 +115,7 @@ def score(prior: Path, recipe: str, args, log: Path) -> None:
             folder = Path(scratch) / f"s{guidance}-t{temperature}"
             started = time.perf_counter()
             drawn = sample(prior, folder, args.n, label="all", temperature=temperature, guidance=guidance,
-                           seed=args.sample_seed, batch_size=250, device="cpu", **masked_options(args))
+                           seed=args.sample_seed, batch_size=250, device="cpu", **sampling_options(args))
             temperature = drawn["temperature"]  # the prior's own where --temperature says prior
             sample_s = time.perf_counter() - started
             results = evaluate(EvaluateRequest(samples=folder, prior=prior, split="train", device="cpu",
@@ -126,7 +127,7 @@ def score(prior: Path, recipe: str, args, log: Path) -> None:
                    "in_class": s["class_agreement"], "ceiling": real["accuracy"], "confident": confident,
                    "real_confident": real["confident"], "fd": s["fd"], "fd_floor": s["floor_fd"],
                    "precision": s["precision"], "recall": s["recall"], "recall_floor": s["floor_recall"],
-                   "class_entropy": s["class_entropy"], "sample_seconds": sample_s, **masked_options(args)}
+                   "class_entropy": s["class_entropy"], "sample_seconds": sample_s, **sampling_options(args)}
             with log.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print("| " + " | ".join([
@@ -171,6 +172,8 @@ def main() -> None:
                        help="temperatures to score, comma-separated (prior: the one the prior records for guidance)")
         c.add_argument("--steps", type=int, default=None, help="decoding steps (a masked prior)")
         c.add_argument("--choice-temperature", type=float, default=None, help="choice temperature (a masked prior)")
+        c.add_argument("--residual-temperature", type=float, default=None,
+                       help="temperature of the finer codes (residual VQ); default: the prior's")
         c.add_argument("--n", type=int, default=1000, help="samples per row (spread over the classes)")
         c.add_argument("--sample-seed", type=int, default=0)
         c.add_argument("--name", default=None, help="the recipe's name in the table; default: the folder's")

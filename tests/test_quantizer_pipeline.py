@@ -14,7 +14,7 @@ from tests.conftest import run_cli, write_image_folder
 from tests.test_evaluate import all_numbers, stripes, write_pngs
 from vqgen.formats.checkpoints import load_prior, load_vqvae
 from vqgen.formats.files import load_vqgen_file
-from vqgen.config import VQVAEConfig, VQVAETrainOptions
+from vqgen.config import RESIDUAL_TEMPERATURE, VQVAEConfig, VQVAETrainOptions
 from vqgen.data import load_image_data, read_image
 from vqgen.errors import VQGenError
 from vqgen.models.fsq import FiniteScalarQuantizer
@@ -71,12 +71,22 @@ def test_every_stage_works_with_the_quantizer(kind, stripe_data, checkpoints, tm
     prior, _ = load_prior(paths["prior"])
     assert prior.cfg.num_codes == k and prior.cfg.latent_shape == (4, 4 * depth)  # depth along the row
     assert prior.cfg.code_depth == depth
+    # the finer codes of residual VQ get a temperature of their own, recorded for sample
+    assert prior.cfg.residual_temperature == (RESIDUAL_TEMPERATURE if depth > 1 else None)
 
     samples = tmp_path / "samples"
     run_cli("sample", paths["prior"], "--n", "8", "--out", samples, "--device", "cpu")
     drawn, record = load_vqgen_file(samples / "codes.safetensors", "samples")
     assert drawn["codes"].shape == (8, *stack, 4, 4) and int(drawn["codes"].max()) < k
     assert record["code_depth"] == depth and record["latent_shape"] == [4, 4]
+    assert record.get("residual_temperature") == (RESIDUAL_TEMPERATURE if depth > 1 else None)
+    given = run_cli("sample", paths["prior"], "--n", "2", "--out", tmp_path / "given", "--device", "cpu",
+                    "--residual-temperature", "0.5", ok=depth > 1)
+    if depth > 1:
+        assert load_vqgen_file(tmp_path / "given" / "codes.safetensors", "samples")[1]["residual_temperature"] == 0.5
+    else:
+        assert given.exit_code == 1 and "--residual-temperature is for priors over the codes of a residual" in given.output
+        assert not (tmp_path / "given").exists()
     decoded = vqvae.decode(drawn["codes"].long())
     first = read_image(samples / "0000.png", 1)
     assert torch.allclose(first, decoded[0], atol=1 / 255 + 1e-6)  # the PNG is the decoded stack

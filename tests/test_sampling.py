@@ -14,8 +14,10 @@ from vqgen.sampling import (
     Guidance,
     cached_logits,
     check_guidance,
+    choose_residual_temperature,
     exact_float32,
     is_decisive,
+    raster_temperatures,
     sample_cached,
     sample_full,
 )
@@ -466,3 +468,64 @@ def test_the_default_temperature_goes_with_guidance_and_sample_records_it(tmp_pa
     guided, plain = (read_metadata(tmp_path / name / "codes.safetensors") for name in ("guided", "plain"))
     assert (guided["guidance"], guided["temperature"]) == (GUIDED_SCALE, GUIDED_TEMPERATURE)
     assert (plain["guidance"], plain["temperature"]) == (1.0, 1.0)
+
+
+def test_raster_temperatures_give_the_finer_codes_of_residual_vq_their_own():
+    stacks = PixelCNNConfig(latent_shape=(2, 6), code_depth=3)  # 2 positions a row, 3 codes each, side by side
+    assert raster_temperatures(stacks, 1.1, 0.5) == [1.1, 0.5, 0.5] * 4
+    assert raster_temperatures(stacks, 1.1, None) == [1.1] * 12
+    assert raster_temperatures(PixelCNNConfig(latent_shape=(2, 2)), 0.9, None) == [0.9] * 4
+
+
+def test_the_residual_temperature_is_recorded_for_residual_vq_codes_alone_and_a_given_one_wins():
+    from types import SimpleNamespace
+
+    from vqgen.config import RESIDUAL_TEMPERATURE
+
+    def settled(**fields) -> PixelCNNConfig:
+        return PixelCNNConfig(num_classes=10, **fields).with_label_dropout_for(True).with_guidance_for(3)
+
+    stacks = settled(latent_shape=(2, 4), code_depth=2)
+    assert stacks.residual_temperature == RESIDUAL_TEMPERATURE < stacks.guided_temperature
+    assert settled().residual_temperature is None
+    assert settled(latent_shape=(2, 4), code_depth=2, residual_temperature=0.4).residual_temperature == 0.4
+    with pytest.raises(VQGenError, match="--sample-residual-temperature is for the codes of a residual VQ-VAE"):
+        replace(settled(), residual_temperature=0.5).validate()
+    with pytest.raises(VQGenError, match="--sample-residual-temperature must be positive, not 0"):
+        replace(stacks, residual_temperature=0.0).validate()
+
+    recorded = SimpleNamespace(cfg=replace(stacks, residual_temperature=0.4))
+    assert choose_residual_temperature(recorded, None) == 0.4 and choose_residual_temperature(recorded, 0.9) == 0.9
+    old_file = SimpleNamespace(cfg=replace(stacks, residual_temperature=None))
+    assert choose_residual_temperature(old_file, None) == RESIDUAL_TEMPERATURE
+    with pytest.raises(VQGenError, match="--residual-temperature must be positive, not 0"):
+        choose_residual_temperature(recorded, 0.0)
+    one_code = SimpleNamespace(cfg=settled())
+    assert choose_residual_temperature(one_code, None) is None
+    with pytest.raises(VQGenError, match="this one models one code per position"):
+        choose_residual_temperature(one_code, 0.5)
+
+
+def test_the_finer_codes_of_residual_vq_are_drawn_at_their_own_temperature_by_both_samplers():
+    torch.manual_seed(0)
+    cfg = PixelCNNConfig(num_codes=K, latent_shape=(3, 6), code_depth=2, channels=32, num_layers=4, head_channels=32)
+    model = GatedPixelCNN(cfg).eval()
+    with torch.no_grad():
+        model.head[3].weight.mul_(10.0)
+
+    def draw(sampler, residual_temperature):
+        return sampler(model, 8, temperature=1.0, generator=torch.Generator().manual_seed(5),
+                       residual_temperature=residual_temperature)
+
+    greedy_finer = draw(sample_full, 1e-4)
+    assert torch.equal(draw(sample_cached, 1e-4), greedy_finer)
+    with torch.no_grad():
+        best = model(greedy_finer).argmax(dim=1)
+    # at a near-zero temperature the finer codes (odd columns) are the most likely ones given all before them,
+    # while the first code of each position is still drawn at temperature 1
+    assert torch.equal(greedy_finer[:, :, 1::2], best[:, :, 1::2])
+    assert not torch.equal(greedy_finer[:, :, 0::2], best[:, :, 0::2])
+    plain = draw(sample_cached, None)
+    with torch.no_grad():
+        assert not torch.equal(plain[:, :, 1::2], model(plain).argmax(dim=1)[:, :, 1::2])
+    assert torch.equal(draw(sample_full, None), plain)

@@ -31,7 +31,7 @@ from vqgen.models.prior import CodePrior
 from vqgen.models.rvq import stacked_codes
 from vqgen.models.vqvae import VQVAE, Codes
 from vqgen.pretrained import pretrained_path, resolve
-from vqgen.sampling import choose_guidance, choose_temperature, sample_maps, sampler_for
+from vqgen.sampling import choose_guidance, choose_residual_temperature, choose_temperature, sample_maps, sampler_for
 from vqgen.sampling.labels import label_index
 
 DEFAULTS = SampleOptions()  # the sampling defaults of `vqgen sample`
@@ -127,6 +127,7 @@ def sample_codes(
     guidance: float | None = DEFAULTS.guidance,
     steps: int | None = DEFAULTS.steps,
     choice_temperature: float | None = DEFAULTS.choice_temperature,
+    residual_temperature: float | None = DEFAULTS.residual_temperature,
 ) -> Codes:
     """Draw ``n`` code maps (n, h, w) from the prior (residual VQ codes: stacks (n, depth, h, w); (top, bottom)
     maps from a two-level one).
@@ -137,7 +138,8 @@ def sample_codes(
     sampling; S != 1 needs a prior trained with label dropout; None: the `vqgen sample` default).
     ``temperature`` None: the `vqgen sample` default (with guidance the one the prior records, else 1). A masked
     prior draws in ``steps`` parallel steps with ``choice_temperature`` (None: the `vqgen sample` defaults);
-    ``sampler`` is for the raster-order priors.
+    ``sampler`` is for the raster-order priors. ``residual_temperature``: that of the finer codes of residual VQ
+    stacks (None: the one the prior records).
     """
     if n < 1:
         raise VQGenError(f"n must be at least 1, not {n}")
@@ -146,10 +148,12 @@ def sample_codes(
     draw = sampler_for(prior, sampler or "cached", steps, choice_temperature)
     guidance = choose_guidance(prior, guidance)
     temperature = choose_temperature(prior, temperature, guidance)
+    residual_temperature = choose_residual_temperature(prior, residual_temperature)
     y = _label_tensor(prior, labels, n)
     generator = torch.Generator().manual_seed(seed)
     codes = sample_maps(draw, prior, n, labels=y, temperature=temperature, top_k=top_k,
-                        generator=generator, device=_device(prior), guidance=guidance)
+                        generator=generator, device=_device(prior), guidance=guidance,
+                        residual_temperature=residual_temperature)
     depth = getattr(prior.cfg, "code_depth", 1)  # residual VQ: the prior's (n, h, w*depth) maps back to stacks
     return _joined(tuple(stacked_codes(m, depth).cpu() for m in _maps(codes)))
 

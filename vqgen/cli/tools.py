@@ -88,7 +88,7 @@ def interpolate_cmd(
 
 @app.command("edit")
 @friendly_errors
-@options_from(SampleOptions, skip=("n", "label", "sampler", "batch_size"))
+@options_from(SampleOptions, skip=("n", "label", "sampler", "batch_size", "residual_temperature"))
 def edit_cmd(
     image: Annotated[str, typer.Argument(help="The image: a file, or DATA:INDEX (e.g. mnist5k:0, a validation image).")],
     box: Annotated[

@@ -12,7 +12,9 @@ from vqgen.config import (
     COPIES, DATA, DEVICE, FEATURES, GAN, INPUTS, METRICS, MODEL, OUTPUT, SAMPLING, TRAINING, check, option,
 )
 from vqgen.config.models import DiscriminatorConfig
-from vqgen.config.priors import GUIDED_SCALE_GREY, GUIDED_TEMPERATURE_COLOUR, GUIDED_TEMPERATURE_GREY
+from vqgen.config.priors import (
+    GUIDED_SCALE_GREY, GUIDED_TEMPERATURE_COLOUR, GUIDED_TEMPERATURE_GREY, RESIDUAL_TEMPERATURE,
+)
 
 
 # ----------------------------------------------------------------------------- data
@@ -327,6 +329,9 @@ class SampleOptions:
         None, f"Softmax temperature (> 0); default: with guidance the one the prior records "
               f"({GUIDED_TEMPERATURE_GREY:g} for digits, {GUIDED_TEMPERATURE_COLOUR:g} for photos), else 1."
     )
+    residual_temperature: float | None = option(
+        None, "Priors over the codes of a residual VQ-VAE (--quantizer rvq): the temperature of each position's finer "
+        f"codes (depth 2 on); default: the one the prior records ({RESIDUAL_TEMPERATURE:g}).")
     top_k: int | None = option(None, "Sample only among the k most likely codes.")
     guidance: float | None = option(
         None, "Classifier-free guidance scale S >= 0 (1: none; needs a prior trained with --label-dropout); "
@@ -349,6 +354,8 @@ class SampleOptions:
         check(self.n >= 1, f"--n must be at least 1, not {self.n}")
         check(self.temperature is None or self.temperature > 0,
               f"--temperature must be positive, not {self.temperature}")
+        check(self.residual_temperature is None or self.residual_temperature > 0,
+              f"--residual-temperature must be positive, not {self.residual_temperature}")
         check(self.batch_size >= 1, f"--batch-size must be positive, not {self.batch_size}")
         check(self.guidance is None or self.guidance >= 0, f"--guidance must be >= 0, not {self.guidance}")
         check(self.steps is None or self.steps >= 1, f"--steps must be at least 1, not {self.steps}")

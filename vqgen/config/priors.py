@@ -23,6 +23,9 @@ GUIDED_SCALE_GREY_MASKED = 1.4
 # more samples in class than at 0.9 over three training seeds (docs/benchmarks.md#temperature-by-image-kind)
 GUIDED_TEMPERATURE_GREY = 0.9
 GUIDED_TEMPERATURE_COLOUR = 1.1
+# the finer codes of residual VQ (depth 2 on): drawn cooler than each position's first code, photo samples come out
+# nearer the real ones and more often in class (docs/benchmarks.md#residual-vq-on-photos)
+RESIDUAL_TEMPERATURE = 0.7
 # the PixelCNN's width by image kind: on the 8x8 maps of a few thousand photos 48 channels sample about as well as
 # 64 (about 2 points fewer in class, a little more FD) in two thirds of the time; 56 trained hardly faster than 64
 # in float32, no multiple of 16 (docs/benchmarks.md#the-second-round-the-time-target)
@@ -60,6 +63,11 @@ class PriorConfig:
         f"{GUIDED_TEMPERATURE_GREY:g} for grey images (digits), {GUIDED_TEMPERATURE_COLOUR:g} for colour ones "
         f"(photos). Without guidance `sample` uses 1.", flag="--sample-temperature"
     )
+    residual_temperature: float | None = option(
+        None, f"Codes of a residual VQ-VAE (--quantizer rvq): the temperature `sample` draws each position's finer "
+        f"codes (depth 2 on) with unless told, recorded in the prior file; default: {RESIDUAL_TEMPERATURE:g}. The "
+        "first code of a position keeps --sample-temperature.", flag="--sample-residual-temperature"
+    )
 
     def with_label_dropout_for(self, conditional: bool):
         """This config with the default label dropout settled: 0.1 when conditional, 0 otherwise."""
@@ -68,10 +76,13 @@ class PriorConfig:
         return dataclasses.replace(self, label_dropout=DEFAULT_LABEL_DROPOUT if conditional else 0.0)
 
     def with_guidance_for(self, channels: int):
-        """This config with the sampling guidance and its temperature settled by image kind (after the label
-        dropout): photos want much stronger guidance than digits for samples of the asked class."""
+        """This config with the sampling guidance and its temperatures settled by image kind (after the label
+        dropout): photos want much stronger guidance than digits for samples of the asked class. The finer codes
+        of residual VQ get their own temperature."""
         colour = channels == 3
         cfg = self
+        if cfg.residual_temperature is None and cfg.code_depth > 1:
+            cfg = dataclasses.replace(cfg, residual_temperature=RESIDUAL_TEMPERATURE)
         if cfg.guided_temperature is None:
             temperature = GUIDED_TEMPERATURE_COLOUR if colour else GUIDED_TEMPERATURE_GREY
             cfg = dataclasses.replace(cfg, guided_temperature=temperature)
@@ -98,6 +109,11 @@ class PriorConfig:
               f"--sample-guidance {self.guidance} needs a prior trained with --label-dropout > 0")
         check(self.guided_temperature is None or self.guided_temperature > 0,
               f"--sample-temperature must be positive, not {self.guided_temperature}")
+        check(self.residual_temperature is None or self.residual_temperature > 0,
+              f"--sample-residual-temperature must be positive, not {self.residual_temperature}")
+        check(self.residual_temperature is None or self.code_depth > 1,
+              "--sample-residual-temperature is for the codes of a residual VQ-VAE (--quantizer rvq); these have "
+              "one code per position")
         check(self.code_depth >= 1 and self.latent_shape[1] % self.code_depth == 0,
               f"a prior over {self.code_depth} codes per position needs a map width divisible by it, "
               f"not {self.latent_shape[1]}")

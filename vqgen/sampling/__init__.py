@@ -11,7 +11,8 @@
 
 from vqgen.sampling.cached import cached_logits, sample_cached
 from vqgen.sampling.draw import (
-    TIE_TOLERANCE, Guidance, check_guidance, choose_guidance, choose_temperature, draw_codes, exact_float32, is_decisive,
+    TIE_TOLERANCE, Guidance, check_guidance, choose_guidance, choose_residual_temperature, choose_temperature, draw_codes,
+    exact_float32, is_decisive, raster_temperatures,
 )
 from vqgen.sampling.full import sample_full
 from vqgen.sampling.levels import SAMPLERS, is_masked, sample_maps, sampler_for
@@ -19,6 +20,7 @@ from vqgen.sampling.masked import sample_masked
 
 __all__ = [
     "SAMPLERS", "TIE_TOLERANCE", "Guidance", "cached_logits",
-    "check_guidance", "choose_guidance", "choose_temperature", "draw_codes", "exact_float32", "is_decisive",
-    "is_masked", "sample_cached", "sample_full", "sample_maps", "sample_masked", "sampler_for",
+    "check_guidance", "choose_guidance", "choose_residual_temperature", "choose_temperature", "draw_codes",
+    "exact_float32", "is_decisive", "is_masked", "raster_temperatures", "sample_cached", "sample_full", "sample_maps",
+    "sample_masked", "sampler_for",
 ]

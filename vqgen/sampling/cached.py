@@ -29,6 +29,7 @@ from vqgen.sampling.draw import (
     gumbel_noise,
     is_decisive,
     pick_codes,
+    raster_temperatures,
 )
 
 
@@ -45,6 +46,7 @@ def sample_cached(
     tolerance: float = TIE_TOLERANCE,
     guidance: float = 1.0,
     cond: torch.Tensor | None = None,
+    residual_temperature: float | None = None,
 ) -> torch.Tensor:
     """Sample ``n`` code maps with the prior's cache: the same codes as ``sample_full``, much faster.
 
@@ -52,21 +54,24 @@ def sample_cached(
     ``tolerance`` 0 trusts every draw) are checked once the map is done, against one full pass
     over it (see ``correct_near_ties``). ``guidance`` S != 1: classifier-free guidance, the
     conditional and unconditional rows side by side in the cache. ``cond``: the conditioning
-    map of each sample (the top codes, for the bottom prior of two levels).
+    map of each sample (the top codes, for the bottom prior of two levels). ``residual_temperature``: that of
+    the finer codes of residual VQ stacks (``raster_temperatures``).
     """
     h, w = model.cfg.latent_shape
+    temperatures = raster_temperatures(model.cfg, temperature, residual_temperature)
     codes = torch.zeros(n, h, w, dtype=torch.long, device=device)
     guide = Guidance.for_model(model, labels, guidance, device)
     given = guide.conditioning(cond, device)
     generator = generator if generator is not None else torch.default_generator
 
     def fast_pass(start: int) -> tuple[dict[int, torch.Tensor], NearTies]:
-        return _cached_pass(model, codes.view(n, h * w), guide, given, start, temperature, top_k, generator, tolerance)
+        return _cached_pass(model, codes.view(n, h * w), guide, given, start, temperatures, top_k, generator,
+                            tolerance)
 
     def exact_logits() -> torch.Tensor:
         return guide.combine(model(guide.rows(codes), guide.labels, **given)).flatten(2)
 
-    correct_near_ties(codes.view(n, h * w), fast_pass, exact_logits, temperature, top_k, generator)
+    correct_near_ties(codes.view(n, h * w), fast_pass, exact_logits, temperatures, top_k, generator)
     return codes
 
 
@@ -76,7 +81,7 @@ def _cached_pass(
     guide: Guidance,
     given: dict[str, torch.Tensor],
     start: int,
-    temperature: float,
+    temperatures: list[float],
     top_k: int | None,
     generator: torch.Generator,
     tolerance: float,
@@ -93,9 +98,9 @@ def _cached_pass(
         logits = guide.combine(raw)
         states[t] = generator.get_state()
         noise = gumbel_noise(logits.shape, generator, logits.device)
-        codes[:, t] = pick_codes(logits, noise, temperature, top_k)
+        codes[:, t] = pick_codes(logits, noise, temperatures[t], top_k)
         magnitude = guide.magnitude(raw)
-        if tolerance > 0 and not is_decisive(logits, noise, temperature, top_k, tolerance, magnitude):
+        if tolerance > 0 and not is_decisive(logits, noise, temperatures[t], top_k, tolerance, magnitude):
             near_ties.append((t, noise))
         cache.append(guide.rows(codes[:, t]))
     return states, near_ties

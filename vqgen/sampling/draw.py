@@ -1,6 +1,7 @@
 """Drawing codes from logits, for any autoregressive prior over raster-ordered codes.
 
-* Gumbel-max draws (``gumbel_noise``, ``pick_codes``, ``draw_codes``) with temperature and top-k;
+* Gumbel-max draws (``gumbel_noise``, ``pick_codes``, ``draw_codes``) with temperature and top-k, and the
+  temperature of each raster position (``raster_temperatures``: residual VQ's finer codes have their own);
 * classifier-free guidance (``Guidance``): each conditional row runs beside an unconditional twin
   in one batch, and the logits are combined as uncond + S * (cond - uncond);
 * near-tie handling (``is_decisive``, ``correct_near_ties``): a fast sampler whose logits differ
@@ -12,11 +13,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from vqgen.config import GUIDED_SCALE, GUIDED_TEMPERATURE
+from vqgen.config import GUIDED_SCALE, GUIDED_TEMPERATURE, RESIDUAL_TEMPERATURE
 from vqgen.errors import VQGenError
 
 # Bound on |fast - reference| logits, relative to 1 + max |logit| of the row (measured: < 1.5e-6).
@@ -85,6 +86,32 @@ def choose_temperature(model, temperature: float | None, guidance: float) -> flo
         recorded = getattr(model.cfg, "guided_temperature", None)
         return (recorded or GUIDED_TEMPERATURE) if guidance != 1 else 1.0
     return temperature
+
+
+def choose_residual_temperature(model, temperature: float | None) -> float | None:
+    """The temperature of the finer codes of a prior over residual VQ stacks: ``temperature``, checked; None: the
+    one its config records (files from before it was recorded: RESIDUAL_TEMPERATURE). None for a prior over one
+    code per position, which refuses a given one."""
+    if getattr(model.cfg, "code_depth", 1) == 1:
+        if temperature is not None:
+            raise VQGenError("--residual-temperature is for priors over the codes of a residual VQ-VAE "
+                             "(--quantizer rvq); this one models one code per position")
+        return None
+    if temperature is None:
+        return getattr(model.cfg, "residual_temperature", None) or RESIDUAL_TEMPERATURE
+    if not temperature > 0:
+        raise VQGenError(f"--residual-temperature must be positive, not {temperature}")
+    return temperature
+
+
+def raster_temperatures(cfg, temperature: float, residual_temperature: float | None) -> list[float]:
+    """The temperature of each raster position of a prior's (h, w) maps: ``temperature``, except that over residual
+    VQ stacks (``cfg.code_depth`` d > 1 codes of a position side by side along the row) the finer codes, depth 2
+    on, take ``residual_temperature`` (None: the same)."""
+    h, w = cfg.latent_shape
+    depth = getattr(cfg, "code_depth", 1)
+    finer = temperature if residual_temperature is None else residual_temperature
+    return [temperature if column % depth == 0 else finer for _ in range(h) for column in range(w)]
 
 
 def check_guidance(model, scale: float, option: str = "guidance") -> None:
@@ -199,7 +226,7 @@ def correct_near_ties(
     codes: torch.Tensor,
     fast_pass: FastPass,
     exact_logits: Callable[[], torch.Tensor],
-    temperature: float,
+    temperatures: Sequence[float],
     top_k: int | None,
     generator: torch.Generator,
 ) -> torch.Tensor:
@@ -209,7 +236,8 @@ def correct_near_ties(
     generator state before each draw and its near-ties. ``exact_logits()`` is the reference's
     logits (n, K, T) over the finished codes, in one pass; causal in floating point too, so at
     each position they are bit for bit those the reference computed. Where a near-tied code
-    differs, it is corrected and the rest is drawn again from the same random numbers.
+    differs, it is corrected and the rest is drawn again from the same random numbers. ``temperatures``: that of
+    each position.
     """
     total = codes.shape[1]
     start = 0
@@ -219,7 +247,7 @@ def correct_near_ties(
         if near_ties:
             exact = exact_logits()
             for t, noise in near_ties:
-                code = pick_codes(exact[:, :, t], noise, temperature, top_k)
+                code = pick_codes(exact[:, :, t], noise, temperatures[t], top_k)
                 if not torch.equal(code, codes[:, t]):
                     codes[:, t] = code
                     start = t + 1

@@ -80,6 +80,7 @@ def sample_masked(
     choice_temperature: float = DEFAULT_CHOICE_TEMPERATURE,
     codes: torch.Tensor | None = None,
     hidden: torch.Tensor | None = None,
+    residual_temperature: float | None = None,
 ) -> torch.Tensor:
     """Draw ``n`` code maps (n, H, W) from a masked prior in ``steps`` parallel steps.
 
@@ -88,6 +89,8 @@ def sample_masked(
     """
     if cond is not None:
         raise VQGenError("a masked prior models one code map; two-level VQ-VAEs take --arch pixelcnn priors")
+    if residual_temperature is not None:
+        raise VQGenError("a masked prior models one code per position; residual VQ codes take --arch pixelcnn priors")
     check_steps(steps, choice_temperature)
     h, w = model.cfg.latent_shape
     if codes is None:

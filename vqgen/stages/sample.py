@@ -23,7 +23,9 @@ from vqgen.errors import VQGenError
 from vqgen.device import resolve_device
 from vqgen.models.rvq import stacked_codes
 from vqgen.models.vqvae import MAP_NAMES
-from vqgen.sampling import choose_guidance, choose_temperature, is_masked, sample_maps, sampler_for
+from vqgen.sampling import (
+    choose_guidance, choose_residual_temperature, choose_temperature, is_masked, sample_maps, sampler_for,
+)
 from vqgen.sampling.labels import parse_labels
 
 
@@ -72,6 +74,7 @@ def run(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path: Pa
     draw = sampler_for(prior, opts.sampler, opts.steps, opts.choice_temperature)
     guidance = choose_guidance(prior, guidance, f"{prior_path}: --guidance")
     temperature = choose_temperature(prior, temperature, guidance)
+    residual_temperature = choose_residual_temperature(prior, opts.residual_temperature)
     k = prior.cfg.num_codes
     if top_k is not None and not 1 <= top_k <= k:
         raise VQGenError(f"--top-k must be between 1 and K={k}, not {top_k}")
@@ -94,7 +97,7 @@ def run(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path: Pa
         y = torch.tensor(labels[start : start + size]) if labels is not None else None
         batch = sample_maps(
             draw, prior, size, labels=y, temperature=temperature, top_k=top_k, generator=generator,
-            device=dev, guidance=guidance,
+            device=dev, guidance=guidance, residual_temperature=residual_temperature,
         )
         if not isinstance(batch, tuple):
             batch = stacked_codes(batch, depth)  # residual VQ: the prior's (h, w*depth) maps back to stacks
@@ -114,6 +117,7 @@ def run(prior_path: Path, out_dir: Path, n: int | None = None, *, vqvae_path: Pa
         "label_names": meta.get("label_names"),
         "labels_requested": labels,
         "temperature": temperature,
+        **({"residual_temperature": residual_temperature} if depth > 1 else {}),
         "top_k": top_k,
         "guidance": guidance,
         "seed": opts.seed,
