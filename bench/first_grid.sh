@@ -10,6 +10,8 @@
 #                   with this checkout's interpreter), stage by stage in turn with the current tree, so
 #                   that both meet the same machine pace; prints both times and their ratio, per stage,
 #                   for the three training stages together and for all four
+#   --vqvae-args A  extra train-vqvae options of the current tree's run (e.g. "--quantizer rvq"), not REV's
+#   --prior-args A  the same for train-prior (e.g. "--depth-heads")
 #
 # Run it from the repository root after the install, on an otherwise idle machine. PYTHON (default
 # .venv/bin/python) runs vqgen. The table ends with what each run gives: validation PSNR and codes used
@@ -18,13 +20,17 @@ set -euo pipefail
 amp=auto
 data=mnist5k
 compare=
+vqvae_args=()
+prior_args=()
 work=first-grid
 while [ $# -gt 0 ]; do
   case "$1" in
     --amp) amp=$2; shift 2 ;;
     --compare) compare=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --vqvae-args) read -r -a vqvae_args <<< "$2"; shift 2 ;;
+    --prior-args) read -r -a prior_args <<< "$2"; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     -*) echo "first_grid.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) work=$1; shift ;;
   esac
@@ -56,6 +62,8 @@ stage() {  # stage NAME ARGS...: run NAME for every run, in turn; ARGS may use @
     out="$work/$run"
     mkdir -p "$out"
     args=("${@//@OUT@/$out}")
+    if [ "$run" = current ] && [ "$name" = train-vqvae ]; then args+=("${vqvae_args[@]}"); fi
+    if [ "$run" = current ] && [ "$name" = train-prior ]; then args+=("${prior_args[@]}"); fi
     start=$(date +%s.%N)
     if ! (cd "${src[$run]}" && PYTHONPATH="${src[$run]}" "$python" -m vqgen "${args[@]}") > "$out/$name.log" 2>&1; then
       echo "$name ($run) failed: $(tail -n 1 "$out/$name.log") (log: $out/$name.log)" >&2

@@ -18,6 +18,7 @@ from vqgen.config import RESIDUAL_TEMPERATURE, VQVAEConfig, VQVAETrainOptions
 from vqgen.data import load_image_data, read_image
 from vqgen.errors import VQGenError
 from vqgen.models.fsq import FiniteScalarQuantizer
+from vqgen.models import GatedPixelCNN, StackPixelCNN
 from vqgen.models.hierarchy import TwoLevelPrior
 from vqgen.models.vqvae import VQVAE
 from vqgen.tools.common import data_for_vqvae
@@ -73,6 +74,17 @@ def test_every_stage_works_with_the_quantizer(kind, stripe_data, checkpoints, tm
     assert prior.cfg.code_depth == depth
     # the finer codes of residual VQ get a temperature of their own, recorded for sample
     assert prior.cfg.residual_temperature == (RESIDUAL_TEMPERATURE if depth > 1 else None)
+    # stacks lie side by side in the map, or with --depth-heads the layers run over the positions
+    assert type(prior) is GatedPixelCNN and prior.cfg.positions == (4, 4 * depth)
+    if depth > 1:
+        heads = tmp_path / "depth-heads.safetensors"
+        run_cli("train-prior", paths["codes"], "--out", heads, "--layers", "2", "--channels", "16",
+                "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--depth-heads")
+        model = load_prior(heads)[0]
+        assert isinstance(model, StackPixelCNN) and model.cfg.positions == (4, 4)
+        run_cli("sample", heads, "--n", "2", "--out", tmp_path / "depth-heads", "--device", "cpu")
+        drawn_by_heads = load_vqgen_file(tmp_path / "depth-heads" / "codes.safetensors", "samples")[0]["codes"]
+        assert drawn_by_heads.shape == (2, depth, 4, 4) and int(drawn_by_heads.max()) < k
 
     samples = tmp_path / "samples"
     run_cli("sample", paths["prior"], "--n", "8", "--out", samples, "--device", "cpu")

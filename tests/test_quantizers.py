@@ -11,6 +11,7 @@ from vqgen.errors import VQGenError
 from vqgen.models.fsq import FiniteScalarQuantizer, bound, digits_to_index, index_to_digits, round_ste, tail_penalty
 from vqgen.models.quantizer import VectorQuantizer, rotate_onto
 from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqgen.models import StackPixelCNN, build_prior
 from vqgen.models.rvq import ResidualVectorQuantizer, flat_codes, stacked_codes
 from vqgen.sampling import cached_logits, sample_cached, sample_full
 
@@ -190,9 +191,11 @@ def test_stacks_lay_out_as_raster_order_over_position_then_depth():
 
 
 def depth_prior(**overrides) -> GatedPixelCNN:
+    """A small prior over stacks of depth 2 of 3x4 positions: side by side unless ``depth_heads=True``."""
     torch.manual_seed(7)
-    cfg = dict(num_codes=6, latent_shape=(3, 8), channels=8, num_layers=2, kernel_size=3, code_depth=2, num_classes=2)
-    return GatedPixelCNN(PixelCNNConfig(**{**cfg, **overrides})).eval()
+    cfg = dict(num_codes=6, latent_shape=(3, 8), channels=8, num_layers=2, kernel_size=3, code_depth=2, num_classes=2,
+               depth_heads=False)
+    return build_prior(PixelCNNConfig(**{**cfg, **overrides})).eval()
 
 
 def test_the_prior_tells_the_depths_of_a_stack_apart():
@@ -205,9 +208,38 @@ def test_the_prior_tells_the_depths_of_a_stack_apart():
     assert plain.depth_embedding is None and torch.allclose(*plain(torch.full((1, 3, 8), 4))[0, :, 0, 2:4].unbind(-1))
 
 
+def test_depth_heads_run_over_the_positions_and_each_code_sees_only_the_codes_before_it():
+    model = depth_prior(depth_heads=True, num_layers=None)
+    assert isinstance(model, StackPixelCNN) and model.cfg.positions == (3, 4) and model.cfg.num_layers == 5
+    codes, labels = torch.randint(6, (2, 3, 8)), torch.tensor([0, 1])
+    with torch.no_grad():
+        logits = model(codes, labels).flatten(2)
+        assert logits.shape == (2, 6, 24)
+        for t in range(24):  # raster order over (position, depth): changing code t moves only the logits after it
+            changed = codes.clone().view(2, 24)
+            changed[:, t] = (changed[:, t] + 1) % 6
+            moved = (model(changed.view(2, 3, 8), labels).flatten(2) - logits).abs().amax(dim=(0, 1))
+            assert moved[: t + 1].max() == 0 and (t == 23 or moved[t + 1 :].max() > 0)
+    side_by_side = depth_prior(num_layers=None)
+    assert type(side_by_side) is GatedPixelCNN and side_by_side.cfg.positions == (3, 8)
+    assert side_by_side.cfg.num_layers == 9  # the side-by-side map needs a layer a column to see a row
+    with pytest.raises(VQGenError, match="build priors with vqgen.models.build_prior"):
+        GatedPixelCNN(PixelCNNConfig(latent_shape=(3, 8), code_depth=2, depth_heads=True))
+    assert not PixelCNNConfig(latent_shape=(3, 8), code_depth=2).stacked  # side by side unless asked
+
+
+def test_priors_written_before_depth_heads_load_side_by_side():
+    saved = depth_prior().cfg.to_dict()
+    del saved["depth_heads"]
+    old = PixelCNNConfig.from_dict(saved)
+    assert not old.depth_heads and not old.stacked and type(build_prior(old)) is GatedPixelCNN
+    assert PixelCNNConfig.from_dict(depth_prior(depth_heads=True).cfg.to_dict()).stacked
+
+
+@pytest.mark.parametrize("depth_heads", [False, True])
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
-def test_both_samplers_draw_the_same_stacks(guidance):
-    model = depth_prior(label_dropout=0.2)
+def test_both_samplers_draw_the_same_stacks(guidance, depth_heads):
+    model = depth_prior(label_dropout=0.2, depth_heads=depth_heads)
     labels = torch.tensor([0, 1, 1])
     codes = torch.randint(6, (3, 3, 8))
     assert torch.allclose(cached_logits(model, codes, labels), model(codes, labels), atol=1e-5)

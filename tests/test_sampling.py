@@ -506,12 +506,17 @@ def test_the_residual_temperature_is_recorded_for_residual_vq_codes_alone_and_a_
         choose_residual_temperature(one_code, 0.5)
 
 
-def test_the_finer_codes_of_residual_vq_are_drawn_at_their_own_temperature_by_both_samplers():
+@pytest.mark.parametrize("depth_heads", [True, False])
+def test_the_finer_codes_of_residual_vq_are_drawn_at_their_own_temperature_by_both_samplers(depth_heads):
+    from vqgen.models import build_prior
+
     torch.manual_seed(0)
-    cfg = PixelCNNConfig(num_codes=K, latent_shape=(3, 6), code_depth=2, channels=32, num_layers=4, head_channels=32)
-    model = GatedPixelCNN(cfg).eval()
+    cfg = PixelCNNConfig(num_codes=K, latent_shape=(3, 6), code_depth=2, channels=32, num_layers=4, head_channels=32,
+                         depth_heads=depth_heads)
+    model = build_prior(cfg).eval()
     with torch.no_grad():
-        model.head[3].weight.mul_(10.0)
+        for head in [model.head, *getattr(model, "depth_heads", [])]:
+            head[3].weight.mul_(10.0)
 
     def draw(sampler, residual_temperature):
         return sampler(model, 8, temperature=1.0, generator=torch.Generator().manual_seed(5),

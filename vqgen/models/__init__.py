@@ -13,11 +13,17 @@ from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqgen.models.prior import CodePrior
 from vqgen.models.quantizer import VectorQuantizer
 from vqgen.models.rvq import ResidualVectorQuantizer
+from vqgen.models.stacks import StackPixelCNN
 from vqgen.models.transformer import TransformerConfig, TransformerPrior
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 
+def pixelcnn_prior(cfg: PixelCNNConfig) -> GatedPixelCNN:
+    """The gated PixelCNN; over residual VQ stacks, with a head per depth unless ``cfg.depth_heads`` is off."""
+    return StackPixelCNN(cfg) if cfg.stacked else GatedPixelCNN(cfg)
+
+
 PRIOR_MODELS: dict[str, Callable[..., CodePrior]] = {
-    "pixelcnn": GatedPixelCNN, "transformer": TransformerPrior, "masked": masked_prior,
+    "pixelcnn": pixelcnn_prior, "transformer": TransformerPrior, "masked": masked_prior,
 }
 
 
@@ -29,7 +35,7 @@ def build_prior(cfg: PriorConfig | TwoLevelPriorConfig) -> nn.Module:
 
 
 __all__ = [
-    "PRIOR_MODELS", "CodePrior", "FiniteScalarQuantizer", "GatedPixelCNN", "MaskedConvPrior", "MaskedTransformerPrior", "PixelCNNConfig", "ResidualVectorQuantizer",
-    "TransformerConfig", "TransformerPrior", "TwoLevelPrior", "TwoLevelPriorConfig", "VQVAE", "VQVAEConfig",
-    "VectorQuantizer", "build_prior",
+    "PRIOR_MODELS", "CodePrior", "FiniteScalarQuantizer", "GatedPixelCNN", "MaskedConvPrior", "MaskedTransformerPrior",
+    "PixelCNNConfig", "ResidualVectorQuantizer", "StackPixelCNN", "TransformerConfig", "TransformerPrior",
+    "TwoLevelPrior", "TwoLevelPriorConfig", "VQVAE", "VQVAEConfig", "VectorQuantizer", "build_prior",
 ]

@@ -22,9 +22,11 @@ Causality is built from padding and shifts rather than masks:
   the features at position t have seen the codes before t only, so they may attend to every
   position <= t, t itself included;
 * residual VQ stacks (``code_depth`` N > 1) come as (h, w*N) maps, depth d of position (i, j) at
-  column j*N + d (``vqgen.models.rvq.flat_codes``): each code's embedding gets a learned embedding
-  of its column's depth added, so the prior knows from the code to its left (or the row's start)
-  which codebook it predicts, always among that codebook's K codes.
+  column j*N + d (``vqgen.models.rvq.flat_codes``). This network models the map itself (with
+  ``depth_heads``, ``vqgen.models.stacks.StackPixelCNN`` runs over the positions with a head per
+  depth instead): each code's embedding gets a learned embedding of its column's depth added, so the prior
+  knows from the code to its left (or the row's start) which codebook it predicts, always among that
+  codebook's K codes.
 """
 
 from __future__ import annotations
@@ -152,13 +154,21 @@ class MapAttention(nn.Module):
 
 
 class GatedPixelCNN(CodePrior):
+    stacks = False  # over residual VQ stacks with depth heads: vqgen.models.stacks.StackPixelCNN
+    stack_shape: tuple[int, ...] = ()  # what the cache's rows hold at a position: one code
+
     def __init__(self, cfg: PixelCNNConfig):
         super().__init__()
         cfg = cfg.sized()
         cfg.validate()
+        if cfg.stacked != self.stacks:
+            raise VQGenError(f"{type(self).__name__} does not model residual VQ stacks with depth_heads="
+                             f"{cfg.depth_heads}; build priors with vqgen.models.build_prior")
         self.cfg = cfg
-        self.embedding = nn.Embedding(cfg.num_codes, cfg.channels)
-        self.depth_embedding = nn.Embedding(cfg.code_depth, cfg.channels) if cfg.code_depth > 1 else None
+        # stacks with depth heads embed depth d's code x at row d * K + x (``StackPixelCNN``)
+        self.embedding = nn.Embedding(cfg.num_codes * (cfg.code_depth if cfg.stacked else 1), cfg.channels)
+        side_by_side = cfg.code_depth > 1 and not cfg.stacked
+        self.depth_embedding = nn.Embedding(cfg.code_depth, cfg.channels) if side_by_side else None
         spatial = cfg.cond_codes > 0
         self.layers = nn.ModuleList(
             GatedLayer(cfg.channels, cfg.kernel_size, i == 0, i == cfg.num_layers - 1, self.class_rows, cfg.dropout,
@@ -199,18 +209,24 @@ class GatedPixelCNN(CodePrior):
                 cond: torch.Tensor | None = None) -> torch.Tensor:
         """Code maps (B, H, W) -> logits (B, K, H, W); logits[:, :, i, j] see only codes before (i, j) (and
         the whole conditioning map ``cond``, for the bottom prior of two levels)."""
+        return self.head(self.features(self.embed(codes), labels, cond))
+
+    def features(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+                 cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Embedded maps (B, H, W, C) -> the features (B, C, H, W) the head reads: the skips (and the attention
+        block), at (i, j) from the embeddings before (i, j) only."""
         labels = self.forward_labels(labels)
-        features = self.condition(cond)
+        spatial = self.condition(cond)
         # in the layout of the convolutions' weights (``vqgen.device.memory_format``), which the first layer's take as is
-        x = self.embed(codes).permute(0, 3, 1, 2).contiguous(memory_format=layout(self.layers[0].v_conv.weight))
+        x = x.permute(0, 3, 1, 2).contiguous(memory_format=layout(self.layers[0].v_conv.weight))
         v, h = x, x
         skips = 0.0
         for layer in self.layers:
-            v, h, skip = layer(v, h, labels, features)
+            v, h, skip = layer(v, h, labels, spatial)
             skips = skips + skip
         if self.attention is not None:
             skips = self.attention(skips)
-        return self.head(skips)
+        return skips
 
     def cache(self, n: int, labels: torch.Tensor | None = None, **given: torch.Tensor) -> CachedPixelCNN:
         """An empty incremental evaluation for ``n`` maps (``given``: ``cond``, the conditioning maps): the sampler's
@@ -230,6 +246,19 @@ def _dense(conv: torch.nn.Conv2d) -> torch.Tensor:
     """A (1 x kw) conv's weight (O, I, 1, kw) as a matrix (kw * I, O) for channel-last windows."""
     out_ch, in_ch, _, kw = conv.weight.shape
     return conv.weight[:, :, 0, :].permute(2, 1, 0).reshape(kw * in_ch, out_ch).contiguous()
+
+
+class DenseHead:
+    """An output head (ReLU, 1x1 conv, ReLU, 1x1 conv) as two matmuls over the features (B, C) of one position."""
+
+    def __init__(self, head: nn.Sequential):
+        _, conv1, _, conv2 = head
+        self.weight1, self.bias1 = _dense(conv1), conv1.bias
+        self.weight2, self.bias2 = _dense(conv2), conv2.bias
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        hidden = torch.addmm(self.bias1, features.relu(), self.weight1).relu_()
+        return torch.addmm(self.bias2, hidden, self.weight2)
 
 
 class _LayerCache:
@@ -319,25 +348,24 @@ class CachedPixelCNN:
         features = model.condition(cond)
         self.embed = model.embed  # code (and, for stacks, depth) embeddings
         like = model.embedding.weight
-        width, c = model.cfg.latent_shape[1], model.cfg.channels
+        (height, width), c = model.cfg.positions, model.cfg.channels
         self.layers = [_LayerCache(layer, labels, n, width, like, features) for layer in model.layers]
         self.p = self.layers[0].p
         # Skips: the gated features of all layers side by side, mapped by one matmul.
         self.gated = like.new_zeros(n, len(self.layers) * c)
         self.skip_weight = torch.cat([layer.skip_weight for layer in self.layers])
         self.skip_bias = sum(layer.skip_bias for layer in self.layers)
-        _, conv1, _, conv2 = model.head  # ReLU, 1x1 conv, ReLU, 1x1 conv
-        self.head1_weight, self.head1_bias = _dense(conv1), conv1.bias
-        self.head2_weight, self.head2_bias = _dense(conv2), conv2.bias
+        self.head = DenseHead(model.head)
         # where the raster-order interface (prefill, step_logits, append) stands
-        self.width, self.total = width, width * model.cfg.latent_shape[0]
+        self.width, self.total = width, width * height
         self.t = 0
         self.attention = model.attention
         if self.attention is not None:  # keys and values (B, heads, T, C / heads) of the positions so far
             heads = self.attention.attention.heads
             self.keys = like.new_zeros(n, heads, self.total, c // heads)
             self.values = torch.zeros_like(self.keys)
-        self.row = torch.zeros(n, width, dtype=torch.long, device=like.device)  # codes of the current row
+        # codes of the current row (a stack of codes a position with depth heads)
+        self.row = torch.zeros(n, width, *model.stack_shape, dtype=torch.long, device=like.device)
 
     def begin_row(self, previous_codes: torch.Tensor | None) -> None:
         """Start a new row; ``previous_codes`` (B, W) is the finished row above (None for row 0)."""
@@ -350,6 +378,10 @@ class CachedPixelCNN:
     def logits(self, j: int) -> torch.Tensor:
         """Logits (B, K) at column j of the current row, given the codes before it (with an attention block,
         j must be the column of raster position ``t``, as ``step_logits`` has it)."""
+        return self.head(self.features(j))
+
+    def features(self, j: int) -> torch.Tensor:
+        """The features (B, C) the head reads at column j of the current row (see ``logits``)."""
         layers, c, p = self.layers, self.layers[0].c, self.p
         for index, layer in enumerate(layers):
             pre = layer.horizontal_pre(j)
@@ -363,11 +395,10 @@ class CachedPixelCNN:
         skips = torch.addmm(self.skip_bias, self.gated, self.skip_weight)
         if self.attention is not None:
             skips = self.attention.step(skips, self.keys, self.values, self.t)
-        hidden = torch.addmm(self.head1_bias, skips.relu_(), self.head1_weight).relu_()
-        return torch.addmm(self.head2_bias, hidden, self.head2_weight)
+        return skips
 
     def put(self, j: int, codes: torch.Tensor) -> None:
-        """Store the codes (B,) chosen at column j of the current row."""
+        """Store the codes (B,) (with depth heads: the stacks (B, d)) chosen at column j of the current row."""
         self.layers[0].h_row[:, j + self.p] = self.embed(codes, j)
 
     # ---- raster order, one position after another (what vqgen.sampling.cached drives)
@@ -387,6 +418,10 @@ class CachedPixelCNN:
     def step_logits(self) -> torch.Tensor:
         """Logits (B, K) at the next raster position, given the codes before it."""
         return self.logits(self.t % self.width)
+
+    def step_features(self) -> torch.Tensor:
+        """The features (B, C) the head reads at the next raster position."""
+        return self.features(self.t % self.width)
 
     def append(self, codes: torch.Tensor) -> None:
         """Store the codes (B,) chosen at the next raster position; move on."""
