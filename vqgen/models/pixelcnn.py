@@ -62,6 +62,11 @@ def gate(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
+def output_head(channels: int, hidden: int, num_codes: int) -> nn.Sequential:
+    """ReLU, 1x1 conv to ``hidden``, ReLU, 1x1 conv to K logits."""
+    return nn.Sequential(nn.ReLU(), nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, num_codes, 1))
+
+
 class GatedLayer(nn.Module):
     def __init__(self, channels: int, kernel_size: int, first: bool, last: bool, num_classes: int, dropout: float,
                  spatial: bool = False):
@@ -175,12 +180,7 @@ class GatedPixelCNN(CodePrior):
                        spatial)
             for i in range(cfg.num_layers)
         )
-        self.head = nn.Sequential(
-            nn.ReLU(),
-            nn.Conv2d(cfg.channels, cfg.head_channels, 1),
-            nn.ReLU(),
-            nn.Conv2d(cfg.head_channels, cfg.num_codes, 1),
-        )
+        self.head = output_head(cfg.channels, cfg.head_channels, cfg.num_codes)
         self.cond_stack = ConditioningStack(cfg) if spatial else None
         self.attention = MapAttention(cfg.channels, cfg.attention_heads) if cfg.attention_heads else None
 

@@ -16,12 +16,7 @@ import torch
 import torch.nn as nn
 
 from vqgen.config import PixelCNNConfig
-from vqgen.models.pixelcnn import CachedPixelCNN, DenseHead, GatedPixelCNN
-
-
-def output_head(channels: int, hidden: int, num_codes: int) -> nn.Sequential:
-    """ReLU, 1x1 conv to ``hidden``, ReLU, 1x1 conv to K logits: the PixelCNN's head."""
-    return nn.Sequential(nn.ReLU(), nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, num_codes, 1))
+from vqgen.models.pixelcnn import CachedPixelCNN, DenseHead, GatedPixelCNN, output_head
 
 
 class StackPixelCNN(GatedPixelCNN):
@@ -47,7 +42,7 @@ class StackPixelCNN(GatedPixelCNN):
         """Maps (B, h, w*d) -> logits (B, K, h, w*d), each code's from the codes before it in raster order."""
         b, h, wd = codes.shape
         d, k = self.cfg.code_depth, self.cfg.num_codes
-        stacks = codes.view(b, h, wd // d, d)
+        stacks = codes.reshape(b, h, wd // d, d)
         features = self.features(self.embed(stacks), labels, cond)
         logits = [self.head(features)]
         for depth, head in enumerate(self.depth_heads):
