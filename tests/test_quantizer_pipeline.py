@@ -97,7 +97,8 @@ def test_every_stage_works_with_the_quantizer(kind, stripe_data, checkpoints, tm
     if depth > 1:
         assert load_vqgen_file(tmp_path / "given" / "codes.safetensors", "samples")[1]["residual_temperature"] == 0.5
     else:
-        assert given.exit_code == 1 and "--residual-temperature is for priors over the codes of a residual" in given.output
+        assert given.exit_code == 1
+        assert "--residual-temperature is for priors over the codes of a residual" in given.output
         assert not (tmp_path / "given").exists()
     decoded = vqvae.decode(drawn["codes"].long())
     first = read_image(samples / "0000.png", 1)

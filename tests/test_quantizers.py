@@ -226,6 +226,8 @@ def test_depth_heads_run_over_the_positions_and_each_code_sees_only_the_codes_be
     with pytest.raises(VQGenError, match="build priors with vqgen.models.build_prior"):
         GatedPixelCNN(PixelCNNConfig(latent_shape=(3, 8), code_depth=2, depth_heads=True))
     assert not PixelCNNConfig(latent_shape=(3, 8), code_depth=2).stacked  # side by side unless asked
+    with pytest.raises(VQGenError, match="--depth-heads is for the codes of a residual VQ-VAE"):
+        PixelCNNConfig(latent_shape=(3, 8), depth_heads=True).validate()
 
 
 def test_priors_written_before_depth_heads_load_side_by_side():

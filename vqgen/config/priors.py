@@ -179,7 +179,7 @@ class PixelCNNConfig(PriorConfig):
 
     @property
     def positions(self) -> tuple[int, int]:
-        """The map the stacks of gated layers run over: the code map, or its positions for stacks with depth heads."""
+        """The map the gated layers run over: the code map, or its positions for stacks with depth heads."""
         h, w = self.latent_shape
         return (h, w // self.code_depth) if self.stacked else (h, w)
 
@@ -192,6 +192,8 @@ class PixelCNNConfig(PriorConfig):
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise VQGenError(f"--kernel-size must be odd and >= 3, not {self.kernel_size}")
         check(self.head_channels >= 1, f"--head-channels must be positive, not {self.head_channels}")
+        check(not self.depth_heads or self.code_depth > 1,
+              "--depth-heads is for the codes of a residual VQ-VAE (--quantizer rvq); these have one code per position")
         width = self.sized().channels
         check(self.attention_heads >= 0 and (self.attention_heads == 0 or width % self.attention_heads == 0),
               f"--attention-heads must be 0 or a divisor of --channels {width}, not {self.attention_heads}")

@@ -11,8 +11,8 @@
 
 from vqgen.sampling.cached import cached_logits, sample_cached
 from vqgen.sampling.draw import (
-    TIE_TOLERANCE, Guidance, check_guidance, choose_guidance, choose_residual_temperature, choose_temperature, draw_codes,
-    exact_float32, is_decisive, raster_temperatures,
+    TIE_TOLERANCE, Guidance, check_guidance, choose_guidance, choose_residual_temperature, choose_temperature,
+    draw_codes, exact_float32, is_decisive, raster_temperatures,
 )
 from vqgen.sampling.full import sample_full
 from vqgen.sampling.levels import SAMPLERS, is_masked, sample_maps, sampler_for
