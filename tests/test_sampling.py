@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from vqgen.errors import VQGenError
-from vqgen.models.pixelcnn import CachedPixelCNN, GatedPixelCNN, PixelCNNConfig
+from vqgen.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqgen.models.pixelcnn_cache import CachedPixelCNN
 from vqgen.models.transformer import CachedTransformer
 from vqgen.sampling import (
     SAMPLERS,

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from vqgen.config import PixelCNNConfig
-from vqgen.models.pixelcnn import CachedPixelCNN, DenseHead, GatedPixelCNN, output_head
+from vqgen.models.pixelcnn import GatedPixelCNN, output_head
+from vqgen.models.pixelcnn_cache import CachedPixelCNN, DenseHead
 
 
 class StackPixelCNN(GatedPixelCNN):
