@@ -221,7 +221,7 @@ def main() -> None:
     device = torch.device("cpu")
     print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     data = load_image_data(args.data)
-    cfg = VQVAEConfig(in_channels=data.channels, image_size=data.image_size, **parse_overrides(args.vqvae))
+    cfg = VQVAEConfig(in_channels=data.channels, image_size=data.image_size, **parse_overrides(args.vqvae)).sized()
     if args.only != "prior":
         profile_vqvae(args, data, device)
     if args.only != "vqvae":

@@ -197,7 +197,7 @@ def test_two_level_prior_config_round_trips_and_samples_top_then_bottom():
     torch.manual_seed(0)
     prior = TwoLevelPrior(cfg).eval()
     rebuilt = build_prior(prior_config_from_dict(cfg.to_dict()))
-    assert isinstance(rebuilt, TwoLevelPrior) and rebuilt.cfg == cfg
+    assert isinstance(rebuilt, TwoLevelPrior) and rebuilt.cfg == prior.cfg
     rebuilt.load_state_dict(prior.state_dict())
     assert isinstance(build_prior(prior_config_from_dict(base.to_dict())), GatedPixelCNN)
 

@@ -168,9 +168,11 @@ def test_folder_pipeline_with_labels_from_subfolders(tmp_path):
     run_cli("extract-codes", ck / "vq.safetensors", "--out", ck / "codes.safetensors")
     meta, tensors = read_header(ck / "codes.safetensors")
     assert meta["label_names"] == ["cat", "dog", "owl"] and meta["image"]["channels"] == 3
-    assert tensors["train_codes"].shape[1:] == (4, 4)
+    # colour images of 16 px: the photos' residual VQ, two codes a position, and a prior with a head per depth
+    assert meta["quantizer"] == "rvq" and tensors["train_codes"].shape[1:] == (2, 4, 4)
     run_cli("train-prior", ck / "codes.safetensors", "--out", ck / "prior.safetensors", "--epochs", "1",
             "--batch-size", "4", *TINY_PRIOR)
+    assert read_header(ck / "prior.safetensors")[0]["config"]["depth_heads"] is True
     run_cli("sample", ck / "prior.safetensors", "--label", "dog", "--n", "3", "--out", tmp_path / "s",
             "--sampler", "full")
     from PIL import Image

@@ -30,7 +30,7 @@ def test_the_shipped_metadata_is_what_the_retraining_recipe_writes():
     data = load_image_data(**to_dict(RECIPE.data))
     vq_meta, prior_meta = (read_metadata(pretrained_path("mnist5k", kind)) for kind in ("vqvae", "prior"))
     assert vq_meta["format_version"] == prior_meta["format_version"] == FORMAT_VERSION
-    assert VQVAEConfig.from_dict(vq_meta["config"]) == replace(RECIPE.vqvae, in_channels=1, image_size=(28, 28))
+    assert VQVAEConfig.from_dict(vq_meta["config"]) == replace(RECIPE.vqvae, in_channels=1, image_size=(28, 28)).sized()
     # train-vqvae records its options settled for the data; the shipped run predates --flip (grey: off), and
     # its --gan-weight (0.1 then) and --disc-channels (64 then) had no effect without the discriminator, which
     # grey images do not get
@@ -42,7 +42,7 @@ def test_the_shipped_metadata_is_what_the_retraining_recipe_writes():
     assert vq_meta["dataset"] == data.spec
     # train-prior settles the width left open by image kind (digits: grey)
     expected_prior = replace(RECIPE.prior.with_width_for(photos=False), num_codes=RECIPE.vqvae.num_codes,
-                             latent_shape=(7, 7), num_classes=10)
+                             latent_shape=(7, 7), num_classes=10).sized()
     assert PixelCNNConfig.from_dict(prior_meta["config"]) == expected_prior
     # options added after the files were written read as what the shipped run did (no weight average)
     assert from_dict(PriorTrainOptions, prior_meta["train_options"], {"ema_decay": 0.0}) == RECIPE.prior_train

@@ -14,15 +14,13 @@ from tests.conftest import run_cli, write_image_folder
 from tests.test_evaluate import all_numbers, stripes, write_pngs
 from vqgen.formats.checkpoints import load_prior, load_vqvae
 from vqgen.formats.files import load_vqgen_file
-from vqgen.config import RESIDUAL_TEMPERATURE, VQVAEConfig, VQVAETrainOptions
-from vqgen.data import load_image_data, read_image
+from vqgen.config import RESIDUAL_TEMPERATURE, VQVAEConfig
+from vqgen.data import read_image
 from vqgen.errors import VQGenError
 from vqgen.models.fsq import FiniteScalarQuantizer
 from vqgen.models import GatedPixelCNN, StackPixelCNN
 from vqgen.models.hierarchy import TwoLevelPrior
-from vqgen.models.vqvae import VQVAE
 from vqgen.tools.common import data_for_vqvae
-from vqgen.formats.checkpoints import save_vqvae
 
 # (quantizer flags, K per codebook, codes per position); 8x8 images, one downsampling: 4x4 latents
 KINDS = {
@@ -74,17 +72,17 @@ def test_every_stage_works_with_the_quantizer(kind, stripe_data, checkpoints, tm
     assert prior.cfg.code_depth == depth
     # the finer codes of residual VQ get a temperature of their own, recorded for sample
     assert prior.cfg.residual_temperature == (RESIDUAL_TEMPERATURE if depth > 1 else None)
-    # stacks lie side by side in the map, or with --depth-heads the layers run over the positions
-    assert type(prior) is GatedPixelCNN and prior.cfg.positions == (4, 4 * depth)
+    # the layers run over the positions with a head per depth, or with --side-by-side over the map
+    assert type(prior) is (StackPixelCNN if depth > 1 else GatedPixelCNN) and prior.cfg.positions == (4, 4)
     if depth > 1:
-        heads = tmp_path / "depth-heads.safetensors"
-        run_cli("train-prior", paths["codes"], "--out", heads, "--layers", "2", "--channels", "16",
-                "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--depth-heads")
-        model = load_prior(heads)[0]
-        assert isinstance(model, StackPixelCNN) and model.cfg.positions == (4, 4)
-        run_cli("sample", heads, "--n", "2", "--out", tmp_path / "depth-heads", "--device", "cpu")
-        drawn_by_heads = load_vqgen_file(tmp_path / "depth-heads" / "codes.safetensors", "samples")[0]["codes"]
-        assert drawn_by_heads.shape == (2, depth, 4, 4) and int(drawn_by_heads.max()) < k
+        side = tmp_path / "side-by-side.safetensors"
+        run_cli("train-prior", paths["codes"], "--out", side, "--layers", "2", "--channels", "16",
+                "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--side-by-side")
+        model = load_prior(side)[0]
+        assert type(model) is GatedPixelCNN and model.cfg.positions == (4, 4 * depth) and not model.cfg.depth_heads
+        run_cli("sample", side, "--n", "2", "--out", tmp_path / "side-by-side", "--device", "cpu")
+        drawn_side_by_side = load_vqgen_file(tmp_path / "side-by-side" / "codes.safetensors", "samples")[0]["codes"]
+        assert drawn_side_by_side.shape == (2, depth, 4, 4) and int(drawn_side_by_side.max()) < k
 
     samples = tmp_path / "samples"
     run_cli("sample", paths["prior"], "--n", "8", "--out", samples, "--device", "cpu")
@@ -126,17 +124,6 @@ def test_every_stage_works_with_the_quantizer(kind, stripe_data, checkpoints, tm
     info = json.loads(run_cli("info", paths["vqvae"], "--json").output)
     assert info["metadata"]["config"]["quantizer"] == kind
     assert "quantizer" in run_cli("info", paths["codes"]).output
-
-
-def test_the_codebook_picture_refuses_residual_vq_in_one_line(stripe_data, tmp_path):
-    data = load_image_data(str(stripe_data), val_fraction=0.25)
-    cfg = VQVAEConfig(in_channels=1, image_size=(8, 8), num_downsamples=1, hidden_channels=8, res_channels=4,
-                      num_codes=8, code_dim=4, quantizer="rvq")
-    path = tmp_path / "rvq.safetensors"
-    save_vqvae(path, VQVAE(cfg), data, {"epoch": 0}, VQVAETrainOptions())
-    result = run_cli("codebook", path, "--out", tmp_path / "c.png", "--device", "cpu", ok=False)
-    assert result.exit_code == 1 and "a residual VQ-VAE (2 codebooks)" in result.output
-    assert not (tmp_path / "c.png").exists()
 
 
 def test_two_levels_take_fsq_at_every_stage(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import run_cli
-from vqgen.config import TransformerConfig, VQVAEConfig
+from vqgen.config import RVQ_CODES, VQ_CODES, TransformerConfig, VQVAEConfig
 from vqgen.errors import VQGenError
 from vqgen.models.fsq import FiniteScalarQuantizer, bound, digits_to_index, index_to_digits, round_ste, tail_penalty
 from vqgen.models.quantizer import VectorQuantizer, rotate_onto
@@ -225,7 +225,11 @@ def test_depth_heads_run_over_the_positions_and_each_code_sees_only_the_codes_be
     assert side_by_side.cfg.num_layers == 9  # the side-by-side map needs a layer a column to see a row
     with pytest.raises(VQGenError, match="build priors with vqgen.models.build_prior"):
         GatedPixelCNN(PixelCNNConfig(latent_shape=(3, 8), code_depth=2, depth_heads=True))
-    assert not PixelCNNConfig(latent_shape=(3, 8), code_depth=2).stacked  # side by side unless asked
+    # depth heads unless told side by side; sized configs record the choice
+    assert PixelCNNConfig(latent_shape=(3, 8), code_depth=2).stacked
+    assert PixelCNNConfig(latent_shape=(3, 8), code_depth=2).sized().depth_heads is True
+    assert PixelCNNConfig(latent_shape=(3, 8)).sized().depth_heads is False
+    assert not PixelCNNConfig(latent_shape=(3, 8), code_depth=2, depth_heads=False).stacked
     with pytest.raises(VQGenError, match="--depth-heads is for the codes of a residual VQ-VAE"):
         PixelCNNConfig(latent_shape=(3, 8), depth_heads=True).validate()
 
@@ -250,8 +254,9 @@ def test_both_samplers_draw_the_same_stacks(guidance, depth_heads):
     assert torch.equal(*drawn) and stacked_codes(drawn[0], 2).shape == (3, 2, 3, 4)
     with pytest.raises(VQGenError, match="divisible"):
         PixelCNNConfig(latent_shape=(3, 7), code_depth=2).validate()
-    with pytest.raises(VQGenError, match="--arch transformer models one code per position"):
+    with pytest.raises(VQGenError, match="--arch transformer models one code per position") as refused:
         TransformerConfig(latent_shape=(3, 8), code_depth=2).validate()
+    assert "--quantizer vq" in str(refused.value)  # the way to codes it takes
 
 
 # ----------------------------------------------------------------------------- options
@@ -268,6 +273,26 @@ def test_quantizer_options_and_old_configs():
         del old[key]
     loaded = VQVAEConfig.from_dict(old)
     assert loaded.quantizer == "vq" and not loaded.rotation_trick and loaded.code_depth == 1
+
+
+def test_the_quantizer_and_its_codebook_size_follow_the_image_kind_unless_given():
+    def chosen(**options) -> tuple[str, int, int]:
+        cfg = VQVAEConfig(**options).sized()
+        return cfg.quantizer, cfg.num_codes, cfg.code_depth
+
+    assert chosen(in_channels=3, image_size=(32, 32)) == ("rvq", RVQ_CODES, 2)  # photos: two codebooks
+    assert chosen(in_channels=1, image_size=(28, 28)) == ("vq", VQ_CODES, 1)  # digits
+    assert chosen(in_channels=3, image_size=(8, 8)) == ("vq", VQ_CODES, 1)  # tiny colour images: as grey ones
+    assert chosen(in_channels=3, image_size=(32, 32), levels=2) == ("vq", VQ_CODES, 1)  # rvq has one level
+    assert chosen(in_channels=3, image_size=(32, 32), quantizer="vq") == ("vq", VQ_CODES, 1)
+    assert chosen(in_channels=1, image_size=(28, 28), quantizer="rvq", rvq_depth=3) == ("rvq", RVQ_CODES, 3)
+    assert chosen(in_channels=3, image_size=(32, 32), num_codes=64) == ("rvq", 64, 2)
+    assert chosen(in_channels=3, image_size=(32, 32), quantizer="fsq", fsq_levels="5,4") == ("fsq", 20, 1)
+    # the open config answers for its images before it is sized, and validates as sized
+    photos = VQVAEConfig(in_channels=3, image_size=(32, 32))
+    assert photos.quantizer is None and photos.code_depth == 2 and photos.total_codes == 2 * RVQ_CODES
+    photos.validate()
+    assert VQVAEConfig.from_dict(photos.sized().to_dict()).sized() == photos.sized()
 
 
 @pytest.mark.parametrize("options, message", [

@@ -221,22 +221,36 @@ def test_info_rejects_foreign_files(tmp_path):
 # ----------------------------------------------------------------------------- codebook
 
 
-def test_codebook_picture_and_usage(folder_model, tmp_path):
-    from vqgen.tools.codebook import codebook_picture
+def test_codebook_picture_and_usage(folder_model, tiny_pipeline, tmp_path):
+    from vqgen.tools.codebook import codebook_picture, pure_code_images
 
+    # colour images: residual VQ (the photos' default), a panel per codebook of 16 codes
     out = tmp_path / "codebook.png"
     result = codebook_picture(folder_model["vqvae"], out, device="cpu")
     vq = vqgen.load_vqvae(folder_model["vqvae"])
+    assert vq.cfg.code_depth == 2 and result["codebooks"] == 2
     val = load_image_data(str(folder_model["data"]), val_fraction=0.5).val
-    codes = vqgen.encode(vq, torch.stack([val[i][0] for i in range(len(val))]))
-    assert result["counts"] == torch.bincount(codes.flatten(), minlength=16).tolist()
-    assert result["map_size"] == 4 and result["codes_used"] == len(codes.unique())
-    # tiles: 4x4 codes decode to 16x16, enlarged to 32x32; 8 columns of 16 codes, 3 px apart
+    stacks = vqgen.encode(vq, torch.stack([val[i][0] for i in range(len(val))]))
+    per_book = [torch.bincount(stacks[:, d].flatten(), minlength=16).tolist() for d in range(2)]
+    assert result["counts"] == per_book[0] + per_book[1]
+    assert result["map_size"] == 4 and result["codes_used"] == sum(len(stacks[:, d].unique()) for d in range(2))
+    # tiles: 4x4 codes decode to 16x16, enlarged to 32x32; 8 columns of 16 codes, 3 px apart; panels 12 px apart
     sheet_w, sheet_h = 8 * 35 + 3, 2 * 35 + 3
-    assert Image.open(out).size == (max(480, sheet_w), 140 + 4 + 20 + 4 + sheet_h)
+    panel_h = 140 + 4 + 20 + 4 + sheet_h
+    assert Image.open(out).size == (max(480, sheet_w), 2 * panel_h + 12)
+    # a finer code's tile is the stack (the first codebook's most used code, that code) decoded
+    base = max(range(16), key=lambda c: (per_book[0][c], -c))
+    tiles = pure_code_images(vq, 2, codebook=1, base=base)
+    pairs = torch.stack([torch.full((16, 2, 2), base), torch.arange(16).view(16, 1, 1).expand(16, 2, 2)], dim=1)
+    assert torch.allclose(tiles, vq.decode(pairs), atol=1e-6)
+
+    # one codebook (digits): one panel
+    single = codebook_picture(tiny_pipeline["vqvae"], tmp_path / "digits.png", device="cpu", split="val")
+    assert single["codebooks"] == 1 and len(single["counts"]) == 32
+    assert Image.open(tmp_path / "digits.png").size[1] == 140 + 4 + 20 + 4 + 4 * (28 + 3) + 3  # 32 codes: 4 rows of 8
 
     printed = cli("codebook", folder_model["vqvae"], "--out", tmp_path / "cli.png", "--map-size", "2", "--device", "cpu")
-    assert f"{result['codes_used']}/16 codes used" in printed.output
+    assert f"{result['codes_used']}/32 codes used" in printed.output
     bad = cli("codebook", folder_model["vqvae"], "--out", tmp_path / "cb.jpg", ok=False)
     one_line_error(bad, "--out", ".png")
 

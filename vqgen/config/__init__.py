@@ -28,7 +28,8 @@ DATA, MODEL, QUANTIZER, CLASSES, TRAINING, DEVICE = "Data", "Model", "Quantizer"
 CODEBOOK, DEAD_CODES = "Codebook (vq, rvq)", "Dead-code restarts (vq, rvq)"
 GAN, SAMPLING, COPIES, OUTPUT = "GAN and losses", "Sampling", "Copies", "Output"
 INPUTS, FEATURES, METRICS = "What to evaluate", "Feature network", "Metrics"
-PANELS = (INPUTS, DATA, MODEL, QUANTIZER, CODEBOOK, DEAD_CODES, CLASSES, COPIES, FEATURES, SAMPLING, METRICS, TRAINING,
+STACKS = "Residual VQ stacks"
+PANELS = (INPUTS, DATA, MODEL, QUANTIZER, CODEBOOK, DEAD_CODES, STACKS, CLASSES, COPIES, FEATURES, SAMPLING, METRICS, TRAINING,
           GAN, DEVICE, OUTPUT)  # the order --help lists them in
 
 
@@ -77,6 +78,12 @@ def check(condition: bool, message: str) -> None:
     """Raise the one-line error ``message`` unless ``condition`` holds (option validation)."""
     if not condition:
         raise VQGenError(message)
+
+
+def is_photo(channels: int, image_size: tuple[int, int] | list[int]) -> bool:
+    """The image-kind rule of the defaults that differ between photos and digits: colour images of 16 px or
+    more are photos; grey ones are digits, text or drawings (tiny colour images keep the grey defaults)."""
+    return channels == 3 and min(image_size) >= 16
 
 
 # the configurations themselves, by kind (imported last: they use the helpers above)

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from vqgen.config import CODEBOOK, DEAD_CODES, MODEL, QUANTIZER, check, from_dict, option, to_dict
+from vqgen.config import CODEBOOK, DEAD_CODES, MODEL, QUANTIZER, check, from_dict, is_photo, option, to_dict
 from vqgen.errors import VQGenError
 
 
@@ -23,6 +23,10 @@ LEGACY_VALUES: dict[str, Any] = {"head_channels": 0, "restart_stop": 1.0, "quant
 # files from before VQ-VAE-2 and the scaled networks: one level, today's layout
 LEGACY_VALUES.update({"levels": 1, "channel_mult": None, "norm": "none", "attention": False})
 QUANTIZERS = ("vq", "fsq", "rvq")
+VQ_CODES = 1024
+# two codebooks of 512 reconstruct photos 1.8 dB better than one of 1024, and their stacks' prior (depth heads)
+# trains in the one-code prior's time (docs/benchmarks.md#residual-vq-on-photos)
+RVQ_CODES = 512
 NORMS = ("none", "group")
 
 
@@ -49,12 +53,14 @@ class VQVAEConfig:
         None, "Decoder head: the last upsampling gives this many channels, then a 3x3 conv draws the image (0: none); "
         "default: 16 for grey images up to 32 px, else 32."
     )
-    quantizer: str = option(
-        "vq", "vq (nearest code), fsq (finite scalar quantization, --fsq-levels) or rvq (residual VQ: "
-        "--rvq-depth codebooks of K codes each)."
+    quantizer: str | None = option(
+        None, "vq (nearest code), fsq (finite scalar quantization, --fsq-levels) or rvq (residual VQ: "
+        "--rvq-depth codebooks of K codes each); default: rvq for colour images of 16 px or more (photos) with "
+        "--levels 1, else vq."
     )
-    num_codes: int = option(1024, "Codebook size K (rvq: per codebook; fsq: set to the product of --fsq-levels).",
-                            short="-K")
+    num_codes: int | None = option(
+        None, f"Codebook size K; default: {VQ_CODES} for vq, {RVQ_CODES} a codebook for rvq; fsq: the product of "
+        "--fsq-levels.", short="-K")
     code_dim: int = option(64, "Dimension D of the encoder output / codes.", short="-D")
     beta: float = option(0.25, "Weight of the commitment loss.")
     ema: bool = option(True, "EMA codebook updates (else the loss-based codebook update).")
@@ -102,14 +108,19 @@ class VQVAEConfig:
             object.__setattr__(self, "num_codes", math.prod(self.fsq_shape))
 
     def sized(self) -> VQVAEConfig:
-        """This config with the network sizes left open (None) chosen for its images: small grey images (one
-        channel, at most 32 px a side, e.g. digits) get the light trunk, everything else the wider one.
-        Models are built from sized configs, so checkpoints record the sizes used."""
+        """This config with the choices left open (None) made for its images: small grey images (one channel, at
+        most 32 px a side, e.g. digits) get the light trunk, everything else the wider one; photos (colour, 16 px
+        or more) of one level get residual VQ, everything else one codebook. Models are built from sized configs, so
+        checkpoints record the choices made."""
         light = self.in_channels == 1 and max(self.image_size) <= 32
         hidden = (64 if light else 128) if self.hidden_channels is None else self.hidden_channels
         res = hidden // 2 if self.res_channels is None else self.res_channels
         head = (16 if light else 32) if self.head_channels is None else self.head_channels
-        return dataclasses.replace(self, hidden_channels=hidden, res_channels=res, head_channels=head)
+        photos = is_photo(self.in_channels, self.image_size) and self.levels == 1  # rvq has one level
+        quantizer = self.quantizer or ("rvq" if photos else "vq")
+        codes = self.num_codes or (RVQ_CODES if quantizer == "rvq" else VQ_CODES)
+        return dataclasses.replace(self, hidden_channels=hidden, res_channels=res, head_channels=head,
+                                   quantizer=quantizer, num_codes=codes)
 
     @property
     def fsq_shape(self) -> tuple[int, ...]:
@@ -119,13 +130,13 @@ class VQVAEConfig:
 
     @property
     def code_depth(self) -> int:
-        """Codes per latent position: --rvq-depth for rvq, else 1."""
-        return self.rvq_depth if self.quantizer == "rvq" else 1
+        """Codes per latent position: --rvq-depth for rvq, else 1 (a quantizer left open: the one for its images)."""
+        return self.rvq_depth if self.sized().quantizer == "rvq" else 1
 
     @property
     def total_codes(self) -> int:
         """Codes of all codebooks together (K x depth): the size of code histograms."""
-        return self.num_codes * self.code_depth
+        return self.sized().num_codes * self.code_depth
 
     @property
     def factor(self) -> int:
@@ -158,6 +169,8 @@ class VQVAEConfig:
         return self.hidden_channels * (self.multipliers[-1] if self.multipliers else 1)
 
     def validate(self) -> None:
+        """Check the options, with those left open chosen for the images (``sized``)."""
+        self = self.sized()
         self.validate_quantizer()
         h, w = self.image_size
         check(self.levels in (1, 2), f"--levels must be 1 or 2, not {self.levels}")
@@ -188,8 +201,8 @@ class VQVAEConfig:
             raise VQGenError(f"need at least 2 codes of dimension >= 1 (got K={self.num_codes}, D={self.code_dim})")
 
     def validate_quantizer(self) -> None:
-        """The --quantizer options (checked before any data is read)."""
-        check(self.quantizer in QUANTIZERS, f"--quantizer must be one of {', '.join(QUANTIZERS)}, not {self.quantizer!r}")
+        """The --quantizer options (checked before any data is read: a quantizer left open passes)."""
+        check(self.quantizer in (None, *QUANTIZERS), f"--quantizer must be one of {', '.join(QUANTIZERS)}, not {self.quantizer!r}")
         if self.quantizer == "fsq":
             check(bool(self.fsq_shape) and min(self.fsq_shape) >= 2,
                   f"--fsq-levels must be comma-separated integers of at least 2 (e.g. 8,6,5), not {self.fsq_levels!r}")

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from vqgen.config import (
-    COPIES, DATA, DEVICE, FEATURES, GAN, INPUTS, METRICS, MODEL, OUTPUT, SAMPLING, TRAINING, check, option,
+    COPIES, DATA, DEVICE, FEATURES, GAN, INPUTS, METRICS, MODEL, OUTPUT, SAMPLING, TRAINING, check, is_photo,
+    option,
 )
 from vqgen.config.models import DiscriminatorConfig
 from vqgen.config.priors import (
@@ -42,12 +43,6 @@ class DataOptions:
 RECON_LOSSES = ("mse", "l1", "l1+mse", "psnr")  # --recon-loss (vqgen.losses.reconstruction_loss)
 WARMUP_HELP = "Steps of linear LR warm-up from 0 to --lr."
 SHIFT_HELP = "Shift training images by up to this many whole pixels, at random each epoch (0: off)."
-def is_photo(channels: int, image_size: tuple[int, int] | list[int]) -> bool:
-    """The image-kind rule of the defaults that differ between photos and digits: colour images of 16 px or
-    more are photos; grey ones are digits, text or drawings (tiny colour images keep the grey defaults)."""
-    return channels == 3 and min(image_size) >= 16
-
-
 FLIP_HELP = ("Mirror (left-right) half the training images, at random each epoch; default: on for colour images "
              "of 16 px or more (photos), off for grey ones (a mirrored digit is another shape).")
 

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from vqgen.config import CLASSES, MODEL, check, from_dict, option, to_dict
+from vqgen.config import CLASSES, MODEL, STACKS, check, from_dict, option, to_dict
 from vqgen.errors import VQGenError
 
 
@@ -131,6 +131,7 @@ MAX_DEFAULT_LAYERS = 15  # what --layers was for every map; from 14x14 maps on t
 
 @dataclass(frozen=True)
 class PixelCNNConfig(PriorConfig):
+    field_panels = {**PriorConfig.field_panels, "depth_heads": STACKS}  # its two flags need a column of their own
     arch: str = dataclasses.field(default="pixelcnn", init=False)
     channels: int | None = option(
         None, f"Channels of the vertical/horizontal stacks; default: {PIXELCNN_CHANNELS}, or "
@@ -146,13 +147,13 @@ class PixelCNNConfig(PriorConfig):
     dropout: float = option(0.1, "Dropout on the gated horizontal features.")
     attention_heads: int = option(0, "Heads of one causal self-attention block over the whole map between the "
                                      "skips and the head (PixelSNAIL-style); 0: none.")
-    # residual VQ stacks over the positions with a head per depth: on photos 0.57x the prior's time, 4.6 points
-    # fewer samples in class than side by side (docs/benchmarks.md#residual-vq-on-photos)
-    depth_heads: bool = option(
-        False, "Codes of a residual VQ-VAE (--quantizer rvq): run over the map's positions, each position's codes "
+    # on photos, over two codebooks of 512, the depth heads sample as well as the one-code prior in its time; side
+    # by side takes 2.3-3x as long (docs/benchmarks.md#residual-vq-on-photos)
+    depth_heads: bool | None = option(
+        None, "Codes of a residual VQ-VAE (--quantizer rvq): run over the map's positions, each position's codes "
         "embedded together, and draw them one after another from a head per depth (RQ-Transformer's depth step); "
-        "faster than the default, one map with the codes of a position side by side, one code per raster step.",
-        flag="--depth-heads")
+        "default: on. --side-by-side: one map with a position's codes side by side, a code per raster step "
+        "(slower).", flag="--depth-heads/--side-by-side")
     # the bottom prior of a two-level model: conditioned on the top code map (cond_codes codes of cond_shape)
     cond_codes: int = 0  # 0: no conditioning map
     cond_shape: tuple[int, int] = (0, 0)
@@ -166,8 +167,11 @@ class PixelCNNConfig(PriorConfig):
         """This config with ``num_layers`` chosen for its map when left open: with 3x3 kernels a stack of
         max(h, w) - 1 layers is the shallowest whose every position sees all the codes before it; two more
         give the last positions some depth beyond that. A width still open is the grey images' (the stage
-        settles it by image kind first). Models are built from sized configs."""
+        settles it by image kind first); depth heads left open are on for residual VQ stacks. Models are built
+        from sized configs."""
         cfg = self.with_width_for(photos=False)
+        if cfg.depth_heads is None:
+            cfg = dataclasses.replace(cfg, depth_heads=cfg.code_depth > 1)
         if cfg.num_layers is not None:
             return cfg
         return dataclasses.replace(cfg, num_layers=min(MAX_DEFAULT_LAYERS, max(cfg.positions) + 1))
@@ -175,7 +179,7 @@ class PixelCNNConfig(PriorConfig):
     @property
     def stacked(self) -> bool:
         """Whether the network runs over the positions of residual VQ stacks, with a head per depth."""
-        return self.code_depth > 1 and self.depth_heads
+        return self.code_depth > 1 and self.depth_heads is not False  # left open: on
 
     @property
     def positions(self) -> tuple[int, int]:
@@ -220,7 +224,8 @@ class TransformerConfig(PriorConfig):
         if self.attends and (self.num_heads < 1 or self.channels % self.num_heads):
             raise VQGenError(f"--heads must divide --channels {self.channels}, not be {self.num_heads}")
         check(self.code_depth == 1, f"--arch {self.arch} models one code per position, not residual VQ stacks of "
-                                    f"{self.code_depth}; use --arch pixelcnn")
+                                    f"{self.code_depth} (the photos' default); use --arch pixelcnn, or codes of a "
+                                    "VQ-VAE trained with --quantizer vq")
         if not 0 <= self.dropout < 1:
             raise VQGenError(f"--dropout must be in [0, 1), not {self.dropout}")
 
