@@ -135,3 +135,25 @@ def test_mirror_images_and_the_discriminator_follow_the_image_kind_unless_asked(
     asked = VQVAETrainOptions(flip=False).settled_for(3, (32, 32))
     assert asked.flip is False and asked.gan.gan is True
     assert VQVAETrainOptions(flip=True).settled_for(1, (28, 28)).flip is True
+
+
+def test_the_vqvae_epochs_follow_the_image_kind_and_quantizer_unless_given():
+    from vqgen.config import VQVAE_EPOCHS, VQVAE_EPOCHS_RVQ_PHOTOS
+
+    assert VQVAETrainOptions().epochs is None and VQVAE_EPOCHS_RVQ_PHOTOS < VQVAE_EPOCHS
+    assert VQVAETrainOptions().settled_for(3, (32, 32), "rvq").epochs == VQVAE_EPOCHS_RVQ_PHOTOS
+    assert VQVAETrainOptions().settled_for(3, (32, 32), "vq").epochs == VQVAE_EPOCHS
+    assert VQVAETrainOptions().settled_for(1, (28, 28), "rvq").epochs == VQVAE_EPOCHS  # measured on photos only
+    assert VQVAETrainOptions(epochs=3).settled_for(3, (32, 32), "rvq").epochs == 3
+
+
+@pytest.mark.parametrize("quantizer, expected", [(None, "rvq photos"), ("vq", "others")])
+def test_train_vqvae_settles_the_epochs_for_the_quantizer_it_builds(monkeypatch, tmp_path, quantizer, expected):
+    import vqgen.train.vqvae as stage
+    from vqgen.config import VQVAE_EPOCHS, VQVAE_EPOCHS_RVQ_PHOTOS, VQVAEConfig
+
+    seen = {}
+    monkeypatch.setattr(stage, "train", lambda make, opts, out, resume: seen.setdefault("opts", opts))
+    stage.train_vqvae(None, VQVAEConfig(in_channels=3, image_size=(32, 32), quantizer=quantizer), VQVAETrainOptions(),
+                      tmp_path / "vqvae.safetensors")
+    assert seen["opts"].epochs == (VQVAE_EPOCHS_RVQ_PHOTOS if expected == "rvq photos" else VQVAE_EPOCHS)

@@ -139,11 +139,19 @@ class GanOptions:
         return DiscriminatorConfig(in_channels=in_channels, channels=self.disc_channels, layers=self.disc_layers)
 
 
+VQVAE_EPOCHS = 26
+# two epochs fewer keep the photos' residual VQ within the one-codebook recipe's float32 time, its decoder still past
+# 25 dB (docs/benchmarks.md#two-codebooks-of-512-the-photo-default)
+VQVAE_EPOCHS_RVQ_PHOTOS = 24
+
+
 @dataclass(frozen=True)
 class VQVAETrainOptions(TrainOptions):
     # the fast recipe (README command 1 in minutes on any CPU); --preset best is the long one. Why these values:
     # docs/benchmarks.md#speed-of-the-default-recipe
-    epochs: int = 26
+    epochs: int | None = option(
+        None, f"Passes over the training split; default: {VQVAE_EPOCHS}, or {VQVAE_EPOCHS_RVQ_PHOTOS} for the "
+        "residual VQ of photos (colour images of 16 px or more).")
     batch_size: int = 32
     lr: float = 4e-3
     # a long warm-up keeps lr 4e-3 from collapsing the decoder (docs/benchmarks.md#vq-vae-warm-up-and-learning-rate)
@@ -156,13 +164,15 @@ class VQVAETrainOptions(TrainOptions):
         super().validate()
         self.gan.validate()  # --augment-shift is checked where the loader is made
 
-    def settled_for(self, channels: int, image_size: tuple[int, int]) -> VQVAETrainOptions:
+    def settled_for(self, channels: int, image_size: tuple[int, int], quantizer: str = "vq") -> VQVAETrainOptions:
         """These options with those left open settled by image kind: photos (colour, 16 px or more) get mirror
         images and the discriminator, whose sharper decoder their samples need
-        (docs/benchmarks.md#colour-photos); grey images (digits, text) get neither."""
+        (docs/benchmarks.md#colour-photos); grey images (digits, text) get neither. The epochs: two fewer for
+        photos with residual VQ (``quantizer``, as the model is built)."""
         photos = is_photo(channels, image_size)
         gan = self.gan if self.gan.gan is not None else dataclasses.replace(self.gan, gan=photos)
-        return dataclasses.replace(self, flip=photos if self.flip is None else self.flip, gan=gan)
+        epochs = self.epochs or (VQVAE_EPOCHS_RVQ_PHOTOS if photos and quantizer == "rvq" else VQVAE_EPOCHS)
+        return dataclasses.replace(self, flip=photos if self.flip is None else self.flip, gan=gan, epochs=epochs)
 
 
 # hot and short: the best prior a few CPU minutes buy (docs/benchmarks.md#the-priors-schedule-ema-and-attention);
@@ -209,7 +219,7 @@ class ClassifierTrainOptions(TrainOptions):
 
 # --preset NAME of train-vqvae: values for the options not given on the command line
 VQVAE_PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"epochs": 26, "batch_size": 32, "lr": 4e-3},  # the defaults
+    "fast": {"batch_size": 32, "lr": 4e-3},  # the defaults (their epochs follow the images)
     "best": {"epochs": 100, "batch_size": 16, "lr": 2e-3},  # the last dB, at about 5x the time
 }
 

@@ -108,7 +108,7 @@ def train_vqvae(data: ImageData, cfg: VQVAEConfig, opts: VQVAETrainOptions, out:
                 resume: str | Path | None = None) -> dict[str, Any]:
     """Train, validate and save the checkpoint (and reconstruction grids) each epoch (``vqgen.train.loop.train``:
     resumable, ``resume`` a path or "auto"). Options left to the image kind are settled for ``cfg``'s images."""
-    opts = opts.settled_for(cfg.in_channels, cfg.image_size)
+    opts = opts.settled_for(cfg.in_channels, cfg.image_size, cfg.sized().quantizer)
     return train(lambda device: VQVAETrainer(data, cfg, opts, device, Path(out)), opts, Path(out), resume)
 
 
