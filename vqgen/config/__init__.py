@@ -29,8 +29,8 @@ CODEBOOK, DEAD_CODES = "Codebook (vq, rvq)", "Dead-code restarts (vq, rvq)"
 GAN, SAMPLING, COPIES, OUTPUT = "GAN and losses", "Sampling", "Copies", "Output"
 INPUTS, FEATURES, METRICS = "What to evaluate", "Feature network", "Metrics"
 STACKS = "Residual VQ stacks"
-PANELS = (INPUTS, DATA, MODEL, QUANTIZER, CODEBOOK, DEAD_CODES, STACKS, CLASSES, COPIES, FEATURES, SAMPLING, METRICS, TRAINING,
-          GAN, DEVICE, OUTPUT)  # the order --help lists them in
+PANELS = (INPUTS, DATA, MODEL, QUANTIZER, CODEBOOK, DEAD_CODES, STACKS, CLASSES, COPIES, FEATURES, SAMPLING, METRICS,
+          TRAINING, GAN, DEVICE, OUTPUT)  # the order --help lists them in
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, short: str | None = None,

@@ -24,8 +24,8 @@ LEGACY_VALUES: dict[str, Any] = {"head_channels": 0, "restart_stop": 1.0, "quant
 LEGACY_VALUES.update({"levels": 1, "channel_mult": None, "norm": "none", "attention": False})
 QUANTIZERS = ("vq", "fsq", "rvq")
 VQ_CODES = 1024
-# two codebooks of 512 reconstruct photos 1.8 dB better than one of 1024, and their stacks' prior (depth heads)
-# trains in the one-code prior's time (docs/benchmarks.md#residual-vq-on-photos)
+# two codebooks of 512 reconstruct photos about 1.5 dB better than one of 1024, and their stacks' prior (depth
+# heads) trains in the one-code prior's time (docs/benchmarks.md#two-codebooks-of-512-the-photo-default)
 RVQ_CODES = 512
 NORMS = ("none", "group")
 

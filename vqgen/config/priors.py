@@ -147,8 +147,8 @@ class PixelCNNConfig(PriorConfig):
     dropout: float = option(0.1, "Dropout on the gated horizontal features.")
     attention_heads: int = option(0, "Heads of one causal self-attention block over the whole map between the "
                                      "skips and the head (PixelSNAIL-style); 0: none.")
-    # on photos, over two codebooks of 512, the depth heads sample as well as the one-code prior in its time; side
-    # by side takes 2.3-3x as long (docs/benchmarks.md#residual-vq-on-photos)
+    # on photos, over two codebooks of 512, the depth heads sample better than the one-code prior in its time; side
+    # by side takes 2.3-3x as long (docs/benchmarks.md#two-codebooks-of-512-the-photo-default)
     depth_heads: bool | None = option(
         None, "Codes of a residual VQ-VAE (--quantizer rvq): run over the map's positions, each position's codes "
         "embedded together, and draw them one after another from a head per depth (RQ-Transformer's depth step); "
