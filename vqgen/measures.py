@@ -58,18 +58,23 @@ class CodeHistogram:
         self.counts = dist.all_reduce_sum(self.counts)
 
     def summary(self) -> dict[str, float]:
-        k = len(self.counts)
-        used = int((self.counts > 0).sum())
-        total = max(int(self.counts.sum()), 1)
-        top10 = int(self.counts.topk(min(10, k)).values.sum())
-        return {
-            "perplexity": perplexity(self.counts),
-            "codes_used": used,
-            "num_codes": k,
-            "usage": used / k,
-            "dead_codes": k - used,
-            "top10_share": top10 / total,
-        }
+        return usage_summary(self.counts)
+
+
+def usage_summary(counts: torch.Tensor) -> dict[str, float]:
+    """Perplexity, codes used, usage, dead codes and the top-10 share of code counts (K,)."""
+    k = len(counts)
+    used = int((counts > 0).sum())
+    total = max(int(counts.sum()), 1)
+    top10 = int(counts.topk(min(10, k)).values.sum())
+    return {
+        "perplexity": perplexity(counts),
+        "codes_used": used,
+        "num_codes": k,
+        "usage": used / k,
+        "dead_codes": k - used,
+        "top10_share": top10 / total,
+    }
 
 
 def histogram_bits(train: TensorDataset, val: TensorDataset, num_codes: int) -> tuple[float, dict[str, float]]:

@@ -131,12 +131,12 @@ class VQVAEConfig:
     @property
     def code_depth(self) -> int:
         """Codes per latent position: --rvq-depth for rvq, else 1 (a quantizer left open: the one for its images)."""
-        return self.rvq_depth if self.sized().quantizer == "rvq" else 1
+        return self.rvq_depth if (self.quantizer or self.sized().quantizer) == "rvq" else 1
 
     @property
     def total_codes(self) -> int:
         """Codes of all codebooks together (K x depth): the size of code histograms."""
-        return self.sized().num_codes * self.code_depth
+        return (self.num_codes or self.sized().num_codes) * self.code_depth
 
     @property
     def factor(self) -> int:

@@ -17,6 +17,7 @@ from vqgen.models.stacks import StackPixelCNN
 from vqgen.models.transformer import TransformerConfig, TransformerPrior
 from vqgen.models.vqvae import VQVAE, VQVAEConfig
 
+
 def pixelcnn_prior(cfg: PixelCNNConfig) -> GatedPixelCNN:
     """The gated PixelCNN; over residual VQ stacks, with a head per depth unless ``cfg.depth_heads`` is off."""
     return StackPixelCNN(cfg) if cfg.stacked else GatedPixelCNN(cfg)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from vqgen.models.pixelcnn import GatedLayer, GatedPixelCNN, gate
 
+
 def _dense(conv: torch.nn.Conv2d) -> torch.Tensor:
     """A (1 x kw) conv's weight (O, I, 1, kw) as a matrix (kw * I, O) for channel-last windows."""
     out_ch, in_ch, _, kw = conv.weight.shape

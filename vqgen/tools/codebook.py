@@ -13,7 +13,7 @@ from vqgen.formats.checkpoints import load_vqvae
 from vqgen.formats.files import check_output_path
 from vqgen.errors import VQGenError
 from vqgen.formats.images import to_pil
-from vqgen.measures import CodeHistogram
+from vqgen.measures import CodeHistogram, usage_summary
 from vqgen.models.vqvae import VQVAE
 from vqgen.data.batches import make_loader
 from vqgen.device import resolve_device
@@ -116,9 +116,7 @@ def codebook_panel(counts: torch.Tensor, tiles: torch.Tensor, split: str, count:
                    added: str) -> Image.Image:
     """One codebook: its usage histogram (codes sorted by use) above each code's decoded tile."""
     k = len(counts)
-    book = CodeHistogram(k)
-    book.counts = counts
-    numbers = book.summary()
+    numbers = usage_summary(counts)
     order = sorted(range(k), key=lambda c: (-int(counts[c]), c))
     unused = {c for c in range(k) if counts[c] == 0}
     columns = min(MAX_COLUMNS, max(8, math.ceil(math.sqrt(2 * k))))
